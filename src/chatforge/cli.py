@@ -22,6 +22,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "pretrain": ("chatforge.stages.pretrain", "pretrain or continue pretraining a causal LM"),
     "eval-lm": ("chatforge.stages.eval_lm", "perplexity and bits-per-byte of a model on held-out text"),
     "schedule": ("chatforge.stages.schedule", "print or plot (--plot out.png) a learning-rate schedule"),
+    "world write": ("chatforge.world.stage", "write the built-in task world's files (facts, tasks, preferences, web pages)"),
 }
 
 

@@ -1,0 +1,176 @@
+"""Tokenize a corpus once into memory-mapped token files.
+
+<cache_dir>/<key>/
+  train.bin, val.bin     token ids back to back (uint16 when the vocabulary fits, else uint32)
+  train.idx, val.idx     int64 document start offsets (n_docs + 1), so later stages can keep documents apart
+  val.jsonl              the held-out documents' text, for bits-per-byte evaluation
+  meta.json              counts, dtype, the key's inputs
+
+Each document is stored as [bos] + tokens + [eos] (bos only when the tokenizer has one). The key
+hashes the sources (path, size, mtime), the tokenizer's vocabulary and the split settings, so a
+changed input re-tokenizes and an unchanged one is reused. The directory appears atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from chatforge.data.corpus import SourceConfig, read_documents
+from chatforge.errors import DataError
+from chatforge.run_dir import RejectLog
+
+BATCH_DOCS = 256
+
+
+@dataclass(frozen=True)
+class TokenCache:
+    root: Path
+    meta: dict
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.meta["dtype"])
+
+    def tokens(self, split: str) -> np.ndarray:
+        path = self.root / f"{split}.bin"
+        if path.stat().st_size == 0:
+            return np.zeros(0, dtype=self.dtype)
+        return np.memmap(path, dtype=self.dtype, mode="r")
+
+    def doc_offsets(self, split: str) -> np.ndarray:
+        return np.fromfile(self.root / f"{split}.idx", dtype=np.int64)
+
+    @property
+    def val_texts_path(self) -> Path:
+        return self.root / "val.jsonl"
+
+
+def _fingerprint(sources: list[SourceConfig]) -> list[dict]:
+    prints = []
+    for s in sources:
+        entry = s.model_dump()
+        path = Path(s.path)
+        if not s.path.startswith("builtin:") and path.exists():
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            entry["files"] = [(str(f), f.stat().st_size, int(f.stat().st_mtime)) for f in files]
+        entry.pop("weight", None)
+        prints.append(entry)
+    return prints
+
+
+def _tokenizer_fingerprint(tokenizer) -> str:
+    vocab = sorted(tokenizer.get_vocab().items())
+    h = hashlib.sha256(json.dumps(vocab).encode())
+    h.update(f"{tokenizer.bos_token_id}/{tokenizer.eos_token_id}".encode())
+    return h.hexdigest()[:16]
+
+
+def _is_val(doc_index: int, val_fraction: float, seed: int) -> bool:
+    """Deterministic, order-stable held-out choice: a hash of (seed, document index)."""
+    if val_fraction <= 0:
+        return False
+    digest = hashlib.blake2b(f"{seed}:{doc_index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") / 2**64 < val_fraction
+
+
+def build_token_cache(
+    sources: list[SourceConfig],
+    tokenizer,
+    cache_dir: str | Path,
+    rejects: RejectLog,
+    val_fraction: float = 0.0,
+    seed: int = 0,
+    max_doc_tokens: int | None = None,
+    long_documents: str = "split",
+    log=print,
+) -> TokenCache:
+    """Tokenize `sources` into `cache_dir/<key>` unless an identical cache exists; return it."""
+    if tokenizer.eos_token_id is None:
+        raise DataError("the tokenizer has no eos token; pretraining needs one to separate documents")
+    key_inputs = {
+        "sources": _fingerprint(sources),
+        "tokenizer": _tokenizer_fingerprint(tokenizer),
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "max_doc_tokens": max_doc_tokens if long_documents == "truncate" else None,
+        "version": 1,
+    }
+    key = hashlib.sha256(json.dumps(key_inputs, sort_keys=True).encode()).hexdigest()[:16]
+    root = Path(cache_dir) / key
+    if (root / "meta.json").is_file():
+        meta = json.loads((root / "meta.json").read_text())
+        log(f"token cache: reusing {root} ({meta['train_tokens']:,} train / {meta['val_tokens']:,} val tokens)")
+        return TokenCache(root, meta)
+
+    tmp = Path(cache_dir) / f".tmp-{key}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.uint32
+    counts = {"train_docs": 0, "val_docs": 0, "train_tokens": 0, "val_tokens": 0, "val_bytes": 0}
+    counts |= {"long_documents": 0, "truncated_tokens": 0}
+    offsets = {"train": [0], "val": [0]}
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id]
+    started = time.time()
+    with (
+        open(tmp / "train.bin", "wb") as train_fh,
+        open(tmp / "val.bin", "wb") as val_fh,
+        open(tmp / "val.jsonl", "w", encoding="utf-8") as val_texts,
+    ):
+        outputs = {"train": train_fh, "val": val_fh}
+        batch: list = []
+
+        def flush() -> None:
+            encoded = tokenizer([d.text for d in batch], add_special_tokens=False)["input_ids"]
+            for doc, ids in zip(batch, encoded):
+                index = counts["train_docs"] + counts["val_docs"]
+                split = "val" if _is_val(index, val_fraction, seed) else "train"
+                ids = bos + ids + eos
+                if max_doc_tokens is not None and len(ids) > max_doc_tokens:
+                    counts["long_documents"] += 1
+                    if long_documents == "truncate" and split == "train":
+                        dropped = len(ids) - max_doc_tokens
+                        counts["truncated_tokens"] += dropped
+                        rejects.add(doc.source, doc.where, "truncated", f"kept {max_doc_tokens} of {len(ids)} tokens")
+                        ids = ids[: max_doc_tokens - 1] + eos
+                np.asarray(ids, dtype=dtype).tofile(outputs[split])
+                counts[f"{split}_docs"] += 1
+                counts[f"{split}_tokens"] += len(ids)
+                offsets[split].append(offsets[split][-1] + len(ids))
+                if split == "val":
+                    counts["val_bytes"] += len(doc.text.encode("utf-8"))
+                    val_texts.write(json.dumps({"text": doc.text, "source": doc.source, "where": doc.where}) + "\n")
+            batch.clear()
+
+        for doc in read_documents(sources, rejects):
+            batch.append(doc)
+            if len(batch) >= BATCH_DOCS:
+                flush()
+        if batch:
+            flush()
+    if counts["train_docs"] == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        names = ", ".join(s.path for s in sources)
+        raise DataError(f"no usable training documents in {names} ({rejects.summary_line()})")
+    for split in ("train", "val"):
+        np.asarray(offsets[split], dtype=np.int64).tofile(tmp / f"{split}.idx")
+    meta = {**counts, "dtype": np.dtype(dtype).name, "vocab_size": len(tokenizer), "key_inputs": key_inputs}
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    try:
+        os.replace(tmp, root)
+    except OSError:  # another process finished the same cache first
+        shutil.rmtree(tmp, ignore_errors=True)
+    secs = time.time() - started
+    log(
+        f"token cache: {counts['train_docs']:,} train docs ({counts['train_tokens']:,} tokens), "
+        f"{counts['val_docs']:,} val docs ({counts['val_tokens']:,} tokens) in {secs:.1f}s -> {root}"
+    )
+    return TokenCache(root, json.loads((root / "meta.json").read_text()))

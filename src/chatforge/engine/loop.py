@@ -1,0 +1,248 @@
+"""The one training loop. Every stage supplies a model, batches and an objective; the loop owns the rest.
+
+    objective(model, batch) -> StepOutput(loss_sum, count, sums)
+
+The objective returns a *sum* over its counted units (valid tokens for language modelling, pairs
+for preference losses) and the count. The loop backpropagates the raw sums of all micro-batches,
+then scales the gradients by 1 / (count over all micro-batches and ranks). So a step's update is
+the exact mean over the whole global batch however it is split: micro-batch 1 x 8 accumulation
+steps trains like batch 8 x 1, and 2 ranks like 1.
+
+Each optimizer step:
+  1. set the LR from the schedule (a function of the step within this run)
+  2. forward/backward every micro-batch on its raw loss sum (DDP syncs only on the last one)
+  3. all-reduce the count, scale the gradients, clip the global norm
+  4. optimizer step; log loss, LR, grad norm, tokens/s, MFU; evaluate and checkpoint on schedule
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from chatforge.engine import checkpoint as ckpt
+from chatforge.engine import distributed as dist
+from chatforge.engine.config import OptimConfig, TrainConfig
+from chatforge.engine.hardware import peak_tflops
+from chatforge.engine.log import MetricsLogger, Progress, Throughput, now, read_metrics
+from chatforge.engine.optim import build_optimizer
+from chatforge.engine.plots import plot_training_curves
+from chatforge.engine.schedules import ScheduleConfig, lr_at
+from chatforge.errors import CheckpointError
+from chatforge.run_dir import RunDir
+
+
+@dataclass
+class StepOutput:
+    loss_sum: torch.Tensor  # scalar, summed over the counted units of this micro-batch
+    count: torch.Tensor | int  # how many units the sum covers (valid tokens, pairs, ...)
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)  # metric sums, reported per unit
+    tokens: int | None = None  # tokens processed, for throughput; default: batch["input_ids"].numel()
+
+
+class Objective(Protocol):
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput: ...
+
+
+class Batches(Protocol):
+    def next_batch(self) -> dict[str, torch.Tensor]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+Evaluate = Callable[[torch.nn.Module], dict[str, float]]
+
+
+@dataclass
+class TrainResult:
+    step: int
+    last_metrics: dict[str, float]
+    eval_metrics: dict[str, float]
+    resumed_from: int | None
+
+
+class Engine:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        objective: Objective,
+        batches: Batches,
+        train: TrainConfig,
+        optim: OptimConfig,
+        schedule: ScheduleConfig,
+        run: RunDir,
+        evaluate: Evaluate | None = None,
+        flops_per_token: float | None = None,
+        log_config: dict[str, Any] | None = None,
+        name: str = "train",
+    ):
+        self.cfg, self.optim_cfg, self.schedule = train, optim, schedule
+        self.objective, self.batches, self.evaluate_fn = objective, batches, evaluate
+        self.run, self.name = run, name
+        self.info, self.device = dist.init(train.device)
+        if train.deterministic:
+            torch.use_deterministic_algorithms(True)
+        self.model = dist.wrap(model.to(self.device), train.distributed, self.info, self.device)
+        self.optimizer = build_optimizer(self.model, optim, self.device)
+        if train.compile:
+            dist.unwrap(self.model).compile()  # in place, so state-dict keys stay plain
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.autocast = self._autocast_context()
+        self.flops_per_token = flops_per_token
+        self.step = 0
+        self.tokens_seen = 0
+        self.resumed_from: int | None = None
+        self._log_config = log_config or {}
+
+    # ---- setup -------------------------------------------------------------------------------
+    def _autocast_context(self) -> Callable[[], contextlib.AbstractContextManager]:
+        precision = self.cfg.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        if precision == "bf16":
+            return lambda: torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext
+
+    def maybe_resume(self) -> None:
+        if self.cfg.resume == "never":
+            return
+        latest = ckpt.latest_checkpoint(self.run.checkpoints)
+        if latest is None:
+            if self.cfg.resume == "must":
+                raise CheckpointError(f"resume=must but {self.run.checkpoints} has no checkpoint")
+            return
+        state = ckpt.load_checkpoint(latest, self.model, self.optimizer)
+        self.step, self.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+        self.batches.load_state_dict(state["data"])
+        self.resumed_from = self.step
+        self._say(f"resumed from {latest} (step {self.step})")
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        cfg = self.cfg
+        self.maybe_resume()
+        logger = MetricsLogger(
+            self.run.metrics, self.info.is_main, cfg.report_to, self.run.root.name, self._log_config, self.step
+        )
+        progress = Progress(cfg.max_steps, self.step, cfg.progress and self.info.is_main, self.name)
+        peak = peak_tflops(self.device, cfg.peak_tflops) if self.flops_per_token else None
+        throughput = Throughput()
+        last: dict[str, float] = {}
+        eval_metrics: dict[str, float] = {}
+        data_state_at_step_start = self.batches.state_dict()
+        try:
+            while self.step < cfg.max_steps:
+                data_state_at_step_start = self.batches.state_dict()
+                started = now()
+                lr = self._set_lr()
+                loss, sums, grad_norm, tokens = self._train_step()
+                self.step += 1
+                self.tokens_seen += tokens
+                tok_s = throughput.add(now() - started, tokens)
+                last = {"loss": loss, "lr": lr, "grad_norm": grad_norm, "tokens_per_s": tok_s, "tokens": self.tokens_seen}
+                last.update(sums)
+                if peak:
+                    last["mfu"] = self.flops_per_token * tok_s / (peak * 1e12 * self.info.world_size)
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    logger.log(self.step, last)
+                progress.update(loss, tok_s, lr)
+                if self.evaluate_fn and ((cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.max_steps):
+                    eval_metrics = self._evaluate()
+                    logger.log(self.step, eval_metrics)
+                    progress.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
+                if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.max_steps:
+                    self.save(self.batches.state_dict())
+        except KeyboardInterrupt:
+            # The interrupted step never updated the weights, so save the data position from its start.
+            progress.write(f"interrupted: saving a checkpoint at step {self.step}")
+            self.save(data_state_at_step_start)
+            raise
+        finally:
+            progress.close()
+            logger.close()
+        if self.evaluate_fn and not eval_metrics and self.resumed_from == cfg.max_steps:
+            eval_metrics = self._evaluate()  # resumed a finished run: still report its evaluation
+        if self.info.is_main:
+            plot_training_curves(read_metrics(self.run.metrics), self.run.report, self.name)
+        return TrainResult(self.step, last, eval_metrics, self.resumed_from)
+
+    def _set_lr(self) -> float:
+        lr = lr_at(self.schedule, self.step, self.cfg.max_steps, self.optim_cfg.lr)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def _train_step(self) -> tuple[float, dict[str, float], float, int]:
+        self.model.train()
+        accum = self.cfg.grad_accum_steps
+        loss_sum = torch.zeros((), device=self.device, dtype=torch.float64)
+        count = torch.zeros((), device=self.device, dtype=torch.float64)
+        sums: dict[str, torch.Tensor] = {}
+        tokens = 0
+        for micro in range(accum):
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in self.batches.next_batch().items()}
+            sync = micro == accum - 1
+            no_sync = self.model.no_sync if (hasattr(self.model, "no_sync") and not sync) else contextlib.nullcontext
+            with no_sync():
+                with self.autocast():
+                    out = self.objective(self.model, batch)
+                out.loss_sum.backward()
+            loss_sum += out.loss_sum.detach().double()
+            count += torch.as_tensor(out.count, device=self.device, dtype=torch.float64)
+            for key, value in out.sums.items():
+                sums[key] = sums.get(key, 0) + torch.as_tensor(value, device=self.device, dtype=torch.float64).detach()
+            tokens += out.tokens if out.tokens is not None else int(batch["input_ids"].numel())
+        # One all-reduce for everything the step reports.
+        keys = sorted(sums)
+        packed = torch.stack([loss_sum, count, torch.tensor(float(tokens), device=self.device, dtype=torch.float64)] + [sums[k] for k in keys])
+        packed = dist.all_reduce_sum(packed, self.info)
+        global_loss, global_count, global_tokens = packed[0].item(), packed[1].item(), int(packed[2].item())
+        if global_count <= 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            return math.nan, {}, 0.0, global_tokens
+        # DDP and FSDP2 average gradients over ranks; undo that and divide by the global count.
+        scale = self.info.world_size / global_count
+        for p in self.params:
+            if p.grad is not None:
+                p.grad.mul_(scale)
+        max_norm = self.optim_cfg.max_grad_norm if self.optim_cfg.max_grad_norm > 0 else float("inf")
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        metrics = {k: (packed[3 + i] / global_count).item() for i, k in enumerate(keys)}
+        return global_loss / global_count, metrics, float(grad_norm), global_tokens
+
+    def _evaluate(self) -> dict[str, float]:
+        self.model.eval()
+        with torch.no_grad(), self.autocast():
+            result = self.evaluate_fn(self.model)
+        self.model.train()
+        return result
+
+    # ---- state -------------------------------------------------------------------------------
+    def save(self, data_state: dict) -> Path | None:
+        state = {"step": self.step, "tokens_seen": self.tokens_seen, "data": data_state}
+        return ckpt.save_checkpoint(self.run.checkpoints, self.step, self.model, self.optimizer, state, self.info, self.cfg.keep_last)
+
+    def export(self, out_dir: Path, tokenizer=None) -> None:
+        """Write a Hugging Face directory (safetensors) that plain `from_pretrained` reloads."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if self.info.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            base = dist.unwrap(self.model)
+            base.save_pretrained(out_dir, state_dict=full, safe_serialization=True)
+            if tokenizer is not None:
+                tokenizer.save_pretrained(out_dir)
+        dist.barrier(self.info)
+
+    def _say(self, text: str) -> None:
+        if self.info.is_main:
+            print(text, flush=True)

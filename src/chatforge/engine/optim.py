@@ -1,0 +1,41 @@
+"""AdamW with weight-decay groups."""
+
+from __future__ import annotations
+
+import torch
+
+from chatforge.engine.config import OptimConfig
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices; leave biases, norm gains and embeddings undecayed (GPT-3 / nanoGPT practice).
+
+    Embeddings are excluded because decay pulls rare tokens' rows toward zero between their updates.
+    """
+    decay, no_decay = [], []
+    seen: set[int] = set()
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    for name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        if param.ndim < 2 or id(param) in embedding_ids or "norm" in name.lower():
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
+    kwargs: dict = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps}
+    impl = cfg.implementation
+    if impl == "auto":
+        impl = "fused" if device.type in ("cuda", "cpu") else "foreach"
+    if impl == "fused":
+        kwargs["fused"] = True
+    elif impl == "foreach":
+        kwargs["foreach"] = True
+    else:
+        kwargs["foreach"] = False
+    return torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), **kwargs)

@@ -1,0 +1,88 @@
+"""Named from-scratch model shapes.
+
+Llama-style presets (RoPE, RMSNorm, SwiGLU; grouped-query attention through `num_key_value_heads`)
+from ~1M parameters (tests) to ~1B (GPUs), and an ALiBi preset through Falcon, the `transformers`
+architecture whose ALiBi path runs on PyTorch SDPA (Bloom and MPT have ALiBi but no SDPA path).
+Parameter counts below are for a vocabulary of 8192 with tied embeddings unless stated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Preset:
+    family: str  # "llama" or "falcon-alibi"
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    max_position_embeddings: int
+    tie_word_embeddings: bool = True
+    note: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    # ~1.3M: unit tests; 2 kv heads for 4 query heads exercises GQA.
+    "llama-1m": Preset("llama", 128, 4, 4, 2, 352, 512, note="tests"),
+    # ~10M: the CPU demo; trains at a few thousand tokens/s on 2 cores.
+    "llama-10m": Preset("llama", 320, 6, 8, 4, 864, 1024, note="CPU demo"),
+    # ~125M with a 32k vocabulary (GPT-2-small scale), untied embeddings.
+    "llama-125m": Preset("llama", 768, 12, 12, 4, 2048, 2048, tie_word_embeddings=False, note="GPU"),
+    # ~1.1B with a 32k vocabulary (TinyLlama shape).
+    "llama-1b": Preset("llama", 2048, 22, 32, 4, 5632, 2048, tie_word_embeddings=False, note="GPU"),
+    # Multi-query attention variant of the demo size.
+    "llama-10m-mqa": Preset("llama", 320, 6, 8, 1, 864, 1024, note="MQA"),
+    # ALiBi (no position embeddings; extrapolates past the training length), multi-query attention.
+    "falcon-alibi-10m": Preset("falcon-alibi", 320, 6, 8, 1, 1280, 2048, note="ALiBi via Falcon"),
+    "falcon-alibi-1m": Preset("falcon-alibi", 128, 4, 4, 1, 512, 512, note="ALiBi tests"),
+}
+
+
+def hf_config(preset_name: str, vocab_size: int, special_ids: dict[str, int | None], overrides: dict[str, Any]):
+    """The `transformers` config of a preset, with the tokenizer's vocabulary and special ids."""
+    from transformers import FalconConfig, LlamaConfig
+
+    preset = PRESETS[preset_name]
+    ids = {k: v for k, v in special_ids.items() if v is not None}
+    if preset.family == "llama":
+        kwargs: dict[str, Any] = dict(
+            vocab_size=vocab_size,
+            hidden_size=preset.hidden_size,
+            intermediate_size=preset.intermediate_size,
+            num_hidden_layers=preset.num_layers,
+            num_attention_heads=preset.num_heads,
+            num_key_value_heads=preset.num_kv_heads,
+            max_position_embeddings=preset.max_position_embeddings,
+            hidden_act="silu",
+            rms_norm_eps=1e-5,
+            rope_theta=10000.0,
+            tie_word_embeddings=preset.tie_word_embeddings,
+            attention_bias=False,
+            mlp_bias=False,
+            **ids,
+        )
+        kwargs.update(overrides)
+        return LlamaConfig(**kwargs)
+    kwargs = dict(
+        vocab_size=vocab_size,
+        hidden_size=preset.hidden_size,
+        num_hidden_layers=preset.num_layers,
+        num_attention_heads=preset.num_heads,
+        num_kv_heads=preset.num_kv_heads,
+        ffn_hidden_size=preset.intermediate_size,
+        alibi=True,
+        new_decoder_architecture=False,
+        multi_query=preset.num_kv_heads == 1,
+        parallel_attn=True,
+        bias=False,
+        max_position_embeddings=preset.max_position_embeddings,
+        tie_word_embeddings=preset.tie_word_embeddings,
+        **ids,
+    )
+    kwargs.update(overrides)
+    return FalconConfig(**kwargs)
