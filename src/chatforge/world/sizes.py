@@ -1,0 +1,49 @@
+"""How much of each kind of data a world size writes.
+
+`tiny` is for tests (writes in about a second). `default` is sized so that a ~10M-parameter model can
+learn world A's facts on 2 CPU cores in minutes: 250 people x 6 attributes, each fact stated 10 times,
+about 1.1 MB of pretraining text per world (0.9 MB of facts, 0.2 MB of prose).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+SizeName = Literal["tiny", "small", "default"]
+
+
+@dataclass(frozen=True)
+class WorldSize:
+    people: int  # people per world (A and B each)
+    fact_repeats: int  # how many documents state each fact
+    prose_docs: int  # general-text documents (from pydoc_data.topics) mixed into each world's corpus
+    arithmetic: tuple[int, int]  # (train, test) single-turn arithmetic instructions
+    string: tuple[int, int]  # (train, test) single-turn string-task instructions
+    conversations: tuple[int, int]  # (train, test) multi-turn conversations
+    vault: tuple[int, int]  # (train, test) vault (safety) instructions
+    pairs: tuple[int, int]  # (train, test) preference pairs
+    rankings: tuple[int, int]  # (train, test) K-wise rankings
+    mixed_quality_prompts: int  # prompts answered by both the expert and the novice source
+    verifiable: tuple[int, int]  # (train, test) verifiable prompts
+    probes: int  # preference prompts with dynamics probes
+    web_pages: int  # HTML pages for the cleaning pipeline
+
+
+SIZES: dict[str, WorldSize] = {
+    "tiny": WorldSize(
+        people=24, fact_repeats=2, prose_docs=6, arithmetic=(40, 20), string=(40, 20), conversations=(8, 4),
+        vault=(12, 6), pairs=(60, 30), rankings=(20, 10), mixed_quality_prompts=30, verifiable=(40, 20),
+        probes=10, web_pages=60,
+    ),
+    "small": WorldSize(
+        people=80, fact_repeats=4, prose_docs=40, arithmetic=(400, 100), string=(300, 80), conversations=(60, 20),
+        vault=(40, 12), pairs=(400, 100), rankings=(150, 40), mixed_quality_prompts=300, verifiable=(300, 100),
+        probes=40, web_pages=200,
+    ),
+    "default": WorldSize(
+        people=250, fact_repeats=10, prose_docs=1000, arithmetic=(2000, 200), string=(1500, 150),
+        conversations=(300, 50), vault=(200, 40), pairs=(2000, 300), rankings=(600, 100),
+        mixed_quality_prompts=1000, verifiable=(1000, 200), probes=100, web_pages=400,
+    ),
+}
