@@ -48,6 +48,12 @@ def _parse_scalar(raw: str) -> Any:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         return raw
+    if isinstance(value, str):
+        # YAML 1.1 reads "3e-4" (no dot) as a string; users mean a number.
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+        except ValueError:
+            return value
     # YAML turns "" into None; an explicit empty string is more useful for paths and names.
     return "" if value is None and raw.strip() == "" else value
 

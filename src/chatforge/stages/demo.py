@@ -12,23 +12,24 @@ from pydantic import Field
 
 from chatforge.config.base import StrictModel
 from chatforge.stages import pretrain
+from chatforge.stages.pretrain import Config as PretrainConfig
 
 
-def _demo_pretrain() -> pretrain.Config:
-    return pretrain.Config.model_validate(
+def _demo_pretrain() -> PretrainConfig:
+    return PretrainConfig.model_validate(
         {
             "out": "runs/demo/pretrain",
             "model": {"preset": "llama-10m"},
             "data": {"seq_len": 256, "val_fraction": 0.05},
-            "train": {"max_steps": 400, "micro_batch_size": 16, "eval_every": 100, "save_every": 100},
+            "train": {"max_steps": 150, "micro_batch_size": 16, "eval_every": 25, "save_every": 50},
             "optim": {"lr": 2e-3, "weight_decay": 0.1},
-            "schedule": {"kind": "cosine", "warmup_steps": 30, "min_lr_ratio": 0.1},
+            "schedule": {"kind": "cosine", "warmup_steps": 15, "min_lr_ratio": 0.1},
         }
     )
 
 
 class Config(StrictModel):
-    pretrain: pretrain.Config = Field(default_factory=_demo_pretrain, description="the pretraining stage")
+    pretrain: PretrainConfig = Field(default_factory=_demo_pretrain, description="the pretraining stage")
 
 
 def run(cfg: Config) -> dict:
