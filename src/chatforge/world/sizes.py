@@ -1,8 +1,8 @@
 """How much of each kind of data a world size writes.
 
 `tiny` is for tests (writes in about a second). `default` is sized so that a ~10M-parameter model can
-learn world A's facts on 2 CPU cores in minutes: 250 people x 6 attributes, each fact stated 10 times,
-about 1.1 MB of pretraining text per world (0.9 MB of facts, 0.2 MB of prose).
+learn world A's facts on 2 CPU cores in minutes: 300 people x 6 attributes, each fact stated 10 times,
+about 0.95 MB of pretraining text per world (0.73 MB of facts, 0.22 MB of prose).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ SIZES: dict[str, WorldSize] = {
         probes=40, web_pages=200,
     ),
     "default": WorldSize(
-        people=250, fact_repeats=10, prose_docs=1000, arithmetic=(2000, 200), string=(1500, 150),
+        people=300, fact_repeats=10, prose_docs=1000, arithmetic=(2000, 200), string=(1500, 150),
         conversations=(300, 50), vault=(200, 40), pairs=(2000, 300), rankings=(600, 100),
         mixed_quality_prompts=1000, verifiable=(1000, 200), probes=100, web_pages=400,
     ),

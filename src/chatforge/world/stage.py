@@ -29,7 +29,7 @@ class Config(StrictModel):
     )
     seed: int = Field(DEFAULT_SEED, description="seed of every random choice; same seed, same files")
     people: int | None = Field(
-        None, ge=20, description="people per world (default: the size's count: 24, 80 or 250)"
+        None, ge=20, description="people per world (default: the size's count: 24, 80 or 300)"
     )
     fact_repeats: int | None = Field(
         None, ge=1, description="documents stating each fact (default: the size's count: 2, 4 or 10)"
