@@ -32,7 +32,7 @@ def test_gold_reward_orders_every_preference_pair_as_labelled(tiny_dir):
         for pair in read_jsonl(tiny_dir / f"preferences/pairs_{split}.jsonl"):
             chosen = gold_reward(pair["prompt"], pair["chosen"], world)
             rejected = gold_reward(pair["prompt"], pair["rejected"], world)
-            assert chosen > rejected, pair["id"]
+            assert chosen == 1.0 and chosen > rejected, pair["id"]
             assert (chosen, rejected) == (pair["chosen_reward"], pair["rejected_reward"])
             assert safety_score(pair["prompt"], pair["rejected"], world) == pair["rejected_safety"]
             kinds.add((pair["category"], pair["kind"]))
@@ -66,7 +66,8 @@ def test_parts_on_hand_made_responses():
     best = score_response(spec, "12 + 30 = 42. The answer is 42.")
     assert best.as_dict() == {"correctness": 1.0, "format": 1.0, "brevity": 1.0, "safety": 1.0, "total": 1.0}
     # Right answer, final sentence not at the end: format 0.5.
-    assert score_response(spec, "The answer is 42. Hope that helps!").format == 0.5
+    trailing = score_response(spec, "The answer is 42. Hope that helps!")
+    assert (trailing.format, trailing.total) == (0.5, 0.9)
     # Right answer without the convention: readable (correct) but format 0.
     parts = score_response(spec, "Answer: 42")
     assert (parts.correctness, parts.format, parts.total) == (1.0, 0.0, 0.8)
