@@ -25,7 +25,7 @@ from chatforge.world.write import write_world
 class Config(StrictModel):
     out: Path = Field(description="directory to write the world into (created if missing)")
     size: Literal["tiny", "small", "default"] = Field(
-        "default", description="how much to write: tiny (tests), small, default (~1 MB of facts text per world)"
+        "default", description="how much to write: tiny (tests), small, default (~1 MB of pretraining text per world)"
     )
     seed: int = Field(DEFAULT_SEED, description="seed of every random choice; same seed, same files")
     people: int | None = Field(
