@@ -27,17 +27,3 @@ def tiny_tokenizer(tiny_tokenizer_dir):
     from chatforge.tokenizer.load import load_tokenizer
 
     return load_tokenizer(tiny_tokenizer_dir)
-
-
-def make_tiny_model(vocab_size: int = 384, seed: int = 0, **overrides):
-    """A ~100k-parameter Llama built from config, float32, deterministic for a seed."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    shape = dict(
-        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-        tie_word_embeddings=True, attn_implementation="sdpa",
-    )
-    config = LlamaConfig(**(shape | overrides))
-    return LlamaForCausalLM(config)

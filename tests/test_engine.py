@@ -17,7 +17,7 @@ from chatforge.errors import CheckpointError
 from chatforge.losses.lm import IGNORE_INDEX
 from chatforge.run_dir import RunDir
 from chatforge.stages.pretrain import LanguageModelling
-from conftest import make_tiny_model
+from tiny_models import make_tiny_model
 
 VOCAB = 64
 SCHEDULE = TypeAdapter(ScheduleConfig).validate_python({"kind": "cosine", "warmup_steps": 1, "min_lr_ratio": 0.1})

@@ -11,7 +11,7 @@ import torch
 from chatforge.cli import main
 from chatforge.losses.lm import bits_per_byte, perplexity, token_nll_sum
 from chatforge.stages.eval_lm import _windows, score_texts
-from conftest import make_tiny_model
+from tiny_models import make_tiny_model
 
 
 def test_token_nll_sum_by_hand():

@@ -53,6 +53,13 @@ def build_model(cfg: ModelConfig, tokenizer, seed: int | None = None) -> torch.n
         from transformers import AutoModelForCausalLM
 
         config = hf_config(cfg.preset, len(tokenizer), special_token_ids(tokenizer), cfg.config_overrides)
+        heads = config.num_attention_heads
+        kv_heads = getattr(config, "num_key_value_heads", None) or getattr(config, "num_kv_heads", None) or heads
+        if heads % kv_heads or config.hidden_size % heads:
+            raise ConfigError(
+                f"model.config_overrides: {heads} attention heads must divide hidden_size {config.hidden_size} "
+                f"and be a multiple of the {kv_heads} key/value heads"
+            )
         if seed is not None:
             torch.manual_seed(seed)
         try:
