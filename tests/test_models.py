@@ -7,7 +7,13 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from chatforge.errors import ChatforgeError, ConfigError
-from chatforge.models.build import ModelConfig, build_model, count_parameters, flops_per_token, load_pretrained
+from chatforge.models.build import (
+    ModelConfig,
+    build_model,
+    count_parameters,
+    flops_per_token,
+    load_pretrained,
+)
 from chatforge.models.presets import PRESETS, hf_config
 
 
