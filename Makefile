@@ -20,11 +20,11 @@ demo: setup
 	$(BIN)/chatforge demo
 
 test: setup
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -x -q -p no:cacheprovider tests
 
 lint: setup
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -21,9 +21,9 @@ def _demo_pretrain() -> PretrainConfig:
             "out": "runs/demo/pretrain",
             "model": {"preset": "llama-10m"},
             "data": {"seq_len": 256, "val_fraction": 0.05},
-            "train": {"max_steps": 300, "micro_batch_size": 16, "eval_every": 50, "save_every": 100},
+            "train": {"max_steps": 150, "micro_batch_size": 16, "eval_every": 25, "save_every": 50},
             "optim": {"lr": 2e-3, "weight_decay": 0.1},
-            "schedule": {"kind": "cosine", "warmup_steps": 20, "min_lr_ratio": 0.1},
+            "schedule": {"kind": "cosine", "warmup_steps": 15, "min_lr_ratio": 0.1},
         }
     )
 
