@@ -33,7 +33,7 @@ from chatforge.engine.hardware import peak_tflops
 from chatforge.engine.log import MetricsLogger, Progress, Throughput, now, read_metrics
 from chatforge.engine.optim import build_optimizer
 from chatforge.engine.plots import plot_training_curves
-from chatforge.engine.schedules import ScheduleConfig, lr_at
+from chatforge.engine.schedules import ScheduleConfig, lr_multiplier
 from chatforge.errors import CheckpointError
 from chatforge.run_dir import RunDir
 
@@ -83,6 +83,8 @@ class Engine:
         name: str = "train",
     ):
         self.cfg, self.optim_cfg, self.schedule = train, optim, schedule
+        # Laid out once (and checked to fit max_steps) before any work, not rebuilt every step.
+        self.lr_factor = lr_multiplier(schedule, train.max_steps)
         self.objective, self.batches, self.evaluate_fn = objective, batches, evaluate
         self.run, self.name = run, name
         self.info, self.device = dist.init(train.device)
@@ -173,7 +175,7 @@ class Engine:
         return TrainResult(self.step, last, eval_metrics, self.resumed_from)
 
     def _set_lr(self) -> float:
-        lr = lr_at(self.schedule, self.step, self.cfg.max_steps, self.optim_cfg.lr)
+        lr = self.optim_cfg.lr * self.lr_factor(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         return lr
@@ -207,10 +209,8 @@ class Engine:
             self.optimizer.zero_grad(set_to_none=True)
             return math.nan, {}, 0.0, global_tokens
         # DDP and FSDP2 average gradients over ranks; undo that and divide by the global count.
-        scale = self.info.world_size / global_count
-        for p in self.params:
-            if p.grad is not None:
-                p.grad.mul_(scale)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        torch._foreach_mul_(grads, self.info.world_size / global_count)
         max_norm = self.optim_cfg.max_grad_norm if self.optim_cfg.max_grad_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         self.optimizer.step()
