@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from chatforge.data.corpus import SourceConfig, read_documents
-from chatforge.data.sequences import SequenceStream
 from chatforge.data.token_cache import build_token_cache
 from chatforge.errors import DataError
 from chatforge.run_dir import RejectLog
@@ -116,38 +115,3 @@ def test_long_documents_are_truncated_and_logged(tmp_path, tiny_tokenizer):
     assert cache.tokens("train")[offsets[1] - 1] == tiny_tokenizer.eos_token_id
     entry = json.loads((tmp_path / "rejected.jsonl").read_text())
     assert entry["reason"] == "truncated" and entry["where"] == "line 1"
-
-
-def test_sequence_order_does_not_depend_on_batch_size_and_resumes():
-    tokens = np.arange(1000, dtype=np.uint16)
-    big = SequenceStream(tokens, seq_len=10, batch_size=4, seed=3)
-    small = SequenceStream(tokens, seq_len=10, batch_size=1, seed=3)
-    a = big.next_batch()["input_ids"]
-    b = [small.next_batch()["input_ids"][0] for _ in range(4)]
-    assert all((a[i] == b[i]).all() for i in range(4))
-    batch = big.next_batch()
-    assert (batch["labels"][:, :-1] == batch["input_ids"][:, 1:]).all()
-    state = big.state_dict()
-    expected = big.next_batch()["input_ids"]
-    fresh = SequenceStream(tokens, seq_len=10, batch_size=4, seed=3)
-    fresh.load_state_dict(state)
-    assert (fresh.next_batch()["input_ids"] == expected).all()
-
-
-def test_ranks_get_disjoint_windows():
-    tokens = np.arange(1000, dtype=np.uint16)
-    r0 = SequenceStream(tokens, 10, 2, seed=0, rank=0, world_size=2).next_batch()["input_ids"]
-    r1 = SequenceStream(tokens, 10, 2, seed=0, rank=1, world_size=2).next_batch()["input_ids"]
-    one = SequenceStream(tokens, 10, 4, seed=0).next_batch()["input_ids"]
-    assert (torch_cat(r0, r1) == one).all()
-
-
-def torch_cat(*parts):
-    import torch
-
-    return torch.cat(parts)
-
-
-def test_too_small_corpus_is_a_clear_error():
-    with pytest.raises(DataError, match="fewer than one global batch"):
-        SequenceStream(np.arange(20, dtype=np.uint16), seq_len=10, batch_size=4)

@@ -30,13 +30,21 @@ class SourceConfig(StrictModel):
         "blank_line", description="for plain text: one document per file, per blank-line block, or per line"
     )
     weight: float = Field(1.0, gt=0, description="sampling weight of this source in a mixture")
+    name: str | None = Field(None, description="name in mixtures, stages and logs (default: the file name stem)")
+    content: Literal["text", "chat"] = Field(
+        "text", description="text: a text field; chat: OpenAI `messages` rendered with the tokenizer's chat template"
+    )
+    messages_field: str = Field("messages", description="field that holds the conversation when content is chat")
 
 
 @dataclass(frozen=True)
 class Document:
-    text: str
+    text: str  # for a chat record: "" until rendered with a chat template
     source: str
     where: str  # "line 12", "row 7", "section 3": enough to find the record again
+    messages: list[dict[str, str]] | None = None  # a chat record's conversation
+
+_ROLES = ("system", "user", "assistant", "tool")
 
 
 _SUFFIX_FORMAT = {".txt": "text", ".md": "text", ".text": "text", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
@@ -74,6 +82,8 @@ def _read_file(path: Path, source: SourceConfig, rejects: RejectLog) -> Iterator
     fmt = source.format if source.format != "auto" else _SUFFIX_FORMAT.get(path.suffix.lower())
     if fmt is None:
         raise DataError(f"{path}: cannot tell the format from the suffix {path.suffix!r}; set format: text|jsonl|parquet")
+    if fmt == "text" and source.content == "chat":
+        raise DataError(f"{path}: content: chat needs JSONL, Parquet or a dataset directory, not plain text")
     if fmt == "text":
         yield from _read_text(path, source, rejects)
     elif fmt == "jsonl":
@@ -129,9 +139,33 @@ def _read_jsonl(path: Path, source: SourceConfig, rejects: RejectLog) -> Iterato
             except json.JSONDecodeError as exc:
                 rejects.add(name, where, "bad_json", exc.msg, raw[:200].decode("utf-8", "replace"))
                 continue
+            if source.content == "chat":
+                messages = _messages_of(record, source.messages_field, name, where, rejects)
+                if messages is not None:
+                    yield Document("", name, where, messages)
+                continue
             text = _text_of(record, source.text_field, name, where, rejects)
             if text is not None:
                 yield Document(text, name, where)
+
+
+def _messages_of(record: object, field: str, name: str, where: str, rejects: RejectLog) -> list | None:
+    if not isinstance(record, dict):
+        rejects.add(name, where, "not_an_object", f"expected a JSON object, got {type(record).__name__}", record)
+        return None
+    messages = record.get(field)
+    if not isinstance(messages, list) or not messages:
+        found = "missing" if field not in record else f"a {type(messages).__name__}"
+        rejects.add(name, where, "bad_messages", f"field {field!r} is {found}, expected a non-empty list", record)
+        return None
+    for i, message in enumerate(messages):
+        if not (isinstance(message, dict) and message.get("role") in _ROLES and isinstance(message.get("content"), str)):
+            rejects.add(
+                name, where, "bad_messages",
+                f"{field}[{i}] needs a role in {_ROLES} and a string content, got {str(message)[:80]}", record,
+            )
+            return None
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 
 def _text_of(record: object, field: str, name: str, where: str, rejects: RejectLog) -> str | None:
@@ -173,6 +207,15 @@ def _read_hf_dir(path: Path, source: SourceConfig, rejects: RejectLog) -> Iterat
 
 
 def _read_dataset(ds, name: str, source: SourceConfig, rejects: RejectLog) -> Iterator[Document]:
+    if source.content == "chat":
+        if source.messages_field not in ds.column_names:
+            raise DataError(f"{name}: no column {source.messages_field!r} (columns: {', '.join(ds.column_names)})")
+        for row, messages in enumerate(ds[source.messages_field]):
+            field = source.messages_field
+            checked = _messages_of({field: messages}, field, name, f"row {row}", rejects)
+            if checked is not None:
+                yield Document("", name, f"row {row}", checked)
+        return
     if source.text_field not in ds.column_names:
         raise DataError(f"{name}: no column {source.text_field!r} (columns: {', '.join(ds.column_names)}); set text_field")
     for row, text in enumerate(ds[source.text_field]):

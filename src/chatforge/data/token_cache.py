@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from chatforge.data.corpus import SourceConfig, read_documents
+from chatforge.data.corpus import Document, SourceConfig, read_documents
 from chatforge.errors import DataError
 from chatforge.run_dir import RejectLog
 
@@ -61,7 +61,8 @@ def _fingerprint(sources: list[SourceConfig]) -> list[dict]:
         if not s.path.startswith("builtin:") and path.exists():
             files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
             entry["files"] = [(str(f), f.stat().st_size, int(f.stat().st_mtime)) for f in files]
-        entry.pop("weight", None)
+        entry.pop("weight", None)  # weights and names change sampling, not the tokens
+        entry.pop("name", None)
         prints.append(entry)
     return prints
 
@@ -71,6 +72,13 @@ def _tokenizer_fingerprint(tokenizer) -> str:
     h = hashlib.sha256(json.dumps(vocab).encode())
     h.update(f"{tokenizer.bos_token_id}/{tokenizer.eos_token_id}".encode())
     return h.hexdigest()[:16]
+
+
+def render_chat(tokenizer, doc: Document) -> str:
+    """A chat record as the text the model sees: the tokenizer's chat template, no generation prompt."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise DataError(f"{doc.source}: chat records need a tokenizer with a chat template; this tokenizer has none")
+    return tokenizer.apply_chat_template(doc.messages, tokenize=False)
 
 
 def _is_val(doc_index: int, val_fraction: float, seed: int) -> bool:
@@ -129,8 +137,9 @@ def build_token_cache(
         batch: list = []
 
         def flush() -> None:
-            encoded = tokenizer([d.text for d in batch], add_special_tokens=False)["input_ids"]
-            for doc, ids in zip(batch, encoded):
+            texts = [render_chat(tokenizer, d) if d.messages is not None else d.text for d in batch]
+            encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+            for doc, text, ids in zip(batch, texts, encoded):
                 index = counts["train_docs"] + counts["val_docs"]
                 split = "val" if _is_val(index, val_fraction, seed) else "train"
                 ids = bos + ids + eos
@@ -146,8 +155,8 @@ def build_token_cache(
                 counts[f"{split}_tokens"] += len(ids)
                 offsets[split].append(offsets[split][-1] + len(ids))
                 if split == "val":
-                    counts["val_bytes"] += len(doc.text.encode("utf-8"))
-                    val_texts.write(json.dumps({"text": doc.text, "source": doc.source, "where": doc.where}) + "\n")
+                    counts["val_bytes"] += len(text.encode("utf-8"))
+                    val_texts.write(json.dumps({"text": text, "source": doc.source, "where": doc.where}) + "\n")
             batch.clear()
 
         for doc in read_documents(sources, rejects):

@@ -1,50 +1,39 @@
-"""Pretrain a causal LM from scratch, or continue pretraining one, on text corpora.
+"""Pretrain a causal LM from scratch, or continue pretraining one, on a mixture of text corpora.
 
-Reads text / JSONL / Parquet / HF dataset directories (or a built-in corpus), tokenizes them once
-into a memory-mapped cache, and trains on fixed-length sequences with the engine. Continued
-pretraining starts from `init_from` (a Hugging Face model directory or a checkpoint directory)
-with a fresh optimizer and schedule: the LR re-warms and re-decays over this run.
+Reads text / JSONL / Parquet / HF dataset directories (or a built-in corpus; chat records through
+the chat template), tokenizes each source once into a memory-mapped cache, and trains on
+fixed-length rows packed without cross-talk between documents. Sources mix by weight, the weights
+can change by stage (e.g. high-quality and SFT data in the anneal stage), and `data.replay` keeps a
+fraction of an old corpus in every batch.
+
+Continued pretraining starts from `init_from` (a Hugging Face model directory or a checkpoint
+directory) with a fresh optimizer and schedule, so the LR re-warms and re-decays over this run.
+`domains` are scored before and after training (bits-per-byte, knowledge test): the forgetting table.
 
     chatforge pretrain                                  # ~10M model on the built-in corpus
     chatforge pretrain cfg.yaml train.max_steps=500 optim.lr=6e-4 schedule.kind=wsd
+    chatforge pretrain examples/continual/continue_b_replay.yaml     # world A -> world B, 5% replay
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Literal
 
-import numpy as np
 import torch
 from pydantic import Field, model_validator
 
 from chatforge.config.base import StrictModel
-from chatforge.data.corpus import SourceConfig
-from chatforge.data.sequences import SequenceStream, eval_windows
-from chatforge.data.token_cache import build_token_cache
+from chatforge.data.lm_data import DataConfig, LanguageModelling, prepare_lm_data
+from chatforge.data.packing import check_isolation
 from chatforge.engine.config import OptimConfig, TrainConfig
-from chatforge.engine.loop import Engine, StepOutput
-from chatforge.engine.schedules import ScheduleConfig
+from chatforge.engine.loop import Engine
+from chatforge.engine.schedules import ScheduleConfig, phases
 from chatforge.errors import ChatforgeError
-from chatforge.losses.lm import perplexity, token_nll_sum
+from chatforge.evaluation.domains import DomainEval, compare, evaluate_domains, format_domain_table
 from chatforge.models.build import ModelConfig, build_model, count_parameters, flops_per_token
 from chatforge.run_dir import RejectLog, RunDir
 from chatforge.tokenizer.train import TokenizerConfig
-
-
-class DataConfig(StrictModel):
-    sources: list[SourceConfig] = Field(
-        default_factory=lambda: [SourceConfig(path="builtin:pydoc")], description="training corpora"
-    )
-    seq_len: int = Field(256, ge=8, description="tokens per training sequence")
-    val_fraction: float = Field(0.05, ge=0, lt=1, description="share of documents held out for evaluation")
-    cache_dir: str = Field("runs/.cache/tokens", description="where tokenized corpora are cached (shared by runs)")
-    long_documents: Literal["split", "truncate"] = Field(
-        "split", description="documents longer than max_doc_tokens: split across sequences or truncate (logged)"
-    )
-    max_doc_tokens: int | None = Field(None, ge=2, description="length limit for long_documents (default: seq_len + 1)")
-    eval_batches: int = Field(16, ge=1, description="validation batches per periodic evaluation")
 
 
 class Config(StrictModel):
@@ -64,7 +53,14 @@ class Config(StrictModel):
     train: TrainConfig = Field(default_factory=TrainConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     schedule: ScheduleConfig = Field(default_factory=lambda: _default_schedule(), description="LR schedule")
-    final_eval_documents: int = Field(200, ge=1, description="held-out documents scored for bits-per-byte at the end")
+    final_eval_documents: int = Field(
+        200, ge=1, description="held-out documents per source scored for bits-per-byte at the end"
+    )
+    domains: list[DomainEval] = Field(
+        default_factory=list,
+        description="domains scored before and after training (bits-per-byte, knowledge test): the forgetting table",
+    )
+    domains_before: bool = Field(True, description="also score the domains before training (needed for deltas)")
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -79,15 +75,6 @@ def _default_schedule():
     return TypeAdapter(ScheduleConfig).validate_python({"kind": "cosine", "warmup_steps": 20, "min_lr_ratio": 0.1})
 
 
-class LanguageModelling:
-    """Next-token objective: summed cross-entropy over every label that is not ignored."""
-
-    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
-        logits = model(input_ids=batch["input_ids"]).logits
-        loss_sum, n_tokens = token_nll_sum(logits, batch["labels"])
-        return StepOutput(loss_sum, n_tokens)
-
-
 def _resolve_tokenizer(cfg: Config, run: RunDir, rejects: RejectLog):
     from chatforge.tokenizer.load import load_tokenizer
     from chatforge.tokenizer.train import save_tokenizer, train_tokenizer
@@ -100,7 +87,7 @@ def _resolve_tokenizer(cfg: Config, run: RunDir, rejects: RejectLog):
         return load_tokenizer(tok_dir)
     tok_cfg = cfg.tokenizer_train
     if "sources" not in tok_cfg.model_fields_set:
-        tok_cfg = tok_cfg.model_copy(update={"sources": cfg.data.sources})
+        tok_cfg = tok_cfg.model_copy(update={"sources": cfg.data.all_sources()})
     tok_cfg = tok_cfg.model_copy(update={"out": str(tok_dir)})
     print(f"training a {tok_cfg.kind} tokenizer (vocab {tok_cfg.vocab_size}) -> {tok_dir}")
     tokenizer = train_tokenizer(tok_cfg, rejects)
@@ -134,75 +121,106 @@ def run(cfg: Config) -> dict:
     from chatforge.stages.eval_lm import score_texts, unigram_bpb
 
     info, _ = init(cfg.train.device)
+    say = print if info.is_main else (lambda *_, **__: None)
     run_dir = RunDir.create(cfg.out)
     if info.is_main:
         run_dir.write_config(cfg)
     torch.manual_seed(cfg.train.seed)
+    layout = phases(cfg.schedule, cfg.train.max_steps)
     with RejectLog(run_dir.rejected if info.is_main else None) as rejects:
         tokenizer = _resolve_tokenizer(cfg, run_dir, rejects)
-        max_doc = cfg.data.max_doc_tokens or cfg.data.seq_len + 1
-        cache = build_token_cache(
-            cfg.data.sources, tokenizer, cfg.data.cache_dir, rejects, cfg.data.val_fraction, cfg.train.seed,
-            max_doc, cfg.data.long_documents, log=print if info.is_main else (lambda *_: None),
+        data = prepare_lm_data(
+            cfg.data, tokenizer, rejects, cfg.train.seed, cfg.train.max_steps, {p.name: p.start for p in layout}, say
         )
-        if rejects.total and info.is_main:
-            print(rejects.summary_line())
-    model = _build(cfg, tokenizer)
-    n_params = count_parameters(model)
-    stream = SequenceStream(
-        cache.tokens("train"), cfg.data.seq_len, cfg.train.micro_batch_size, cfg.train.seed, info.rank, info.world_size
-    )
-    val_tokens = cache.tokens("val")
+        if rejects.total:
+            say(rejects.summary_line())
+        model = _build(cfg, tokenizer)
+        if cfg.data.packing == "isolated":
+            check_isolation(model, len(tokenizer))
+        n_params = count_parameters(model)
+        rows_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum_steps * info.world_size
+        stream = data.stream(cfg.train.micro_batch_size, rows_per_step, cfg.train.seed, info.rank, info.world_size)
+        engine = Engine(
+            model, LanguageModelling(data.names), stream, cfg.train, cfg.optim, cfg.schedule, run_dir,
+            evaluate=(lambda m: data.evaluate(m, cfg.train.micro_batch_size)) if data.has_val() else None,
+            flops_per_token=flops_per_token(model, cfg.data.seq_len),
+            log_config=cfg.model_dump(mode="json"), name=run_dir.root.name,
+        )
+        say(
+            f"model: {n_params / 1e6:.2f}M parameters | corpus: {data.train_tokens:,} train tokens in "
+            f"{len(data.names)} source(s) | {rows_per_step} x {cfg.data.seq_len} tokens per step x "
+            f"{cfg.train.max_steps} steps | packing: {cfg.data.packing}"
+        )
+        if len(data.names) > 1 or cfg.data.stages:
+            say("mixture:\n  " + "\n  ".join(data.plan.describe()))
+        before = _domains_before(cfg, engine, tokenizer, run_dir, rejects) if cfg.domains and cfg.domains_before else None
 
-    def evaluate(m: torch.nn.Module) -> dict[str, float]:
-        total, count = 0.0, 0
-        device = next(m.parameters()).device
-        for batch in eval_windows(val_tokens, cfg.data.seq_len, cfg.train.micro_batch_size, cfg.data.eval_batches):
-            loss_sum, n = token_nll_sum(m(input_ids=batch["input_ids"].to(device)).logits, batch["labels"].to(device))
-            total, count = total + loss_sum.item(), count + int(n)
-        return {"val/loss": total / count, "val/ppl": perplexity(total, count)} if count else {}
-
-    has_val = len(val_tokens) > cfg.data.seq_len + 1
-    engine = Engine(
-        model, LanguageModelling(), stream, cfg.train, cfg.optim, cfg.schedule, run_dir,
-        evaluate=evaluate if has_val else None,
-        flops_per_token=flops_per_token(model, cfg.data.seq_len),
-        log_config=cfg.model_dump(mode="json"), name=run_dir.root.name,
-    )
-    if info.is_main:
-        global_batch = cfg.train.micro_batch_size * cfg.train.grad_accum_steps * info.world_size
-        print(
-            f"model: {n_params / 1e6:.2f}M parameters | corpus: {cache.meta['train_tokens']:,} train tokens | "
-            f"{global_batch} x {cfg.data.seq_len} tokens per step x {cfg.train.max_steps} steps"
-        )
-    result = engine.fit()
-    engine.export(run_dir.final, tokenizer)
-    summary = {
-        "steps": result.step,
-        "parameters": n_params,
-        "train_tokens_seen": engine.tokens_seen,
-        "final_train_loss": result.last_metrics.get("loss"),
-        **{k.replace("/", "_"): v for k, v in result.eval_metrics.items()},
-        "rejected": dict(rejects.counts),
-        "long_documents": cache.meta["long_documents"],
-    }
-    if cache.meta["val_docs"]:
-        # Every rank scores (an FSDP2 forward needs them all); rank 0 reports.
-        texts = [json.loads(line)["text"] for line in cache.val_texts_path.read_text().splitlines()]
-        texts = texts[: cfg.final_eval_documents]
-        scored = score_texts(engine.model, tokenizer, texts, cfg.data.seq_len, cfg.data.seq_len // 2)
-        counts = np.bincount(np.asarray(cache.tokens("train"), dtype=np.int64), minlength=len(tokenizer))
-        summary.update(
-            heldout_bpb=scored["bpb"], heldout_ppl=scored["ppl"], heldout_documents=scored["documents"],
-            unigram_bpb=unigram_bpb(counts, tokenizer, texts),
-        )
-        if info.is_main:
-            print(
-                f"held-out: {scored['bpb']:.4f} bits/byte (ppl {scored['ppl']:.2f}) vs unigram baseline "
-                f"{summary['unigram_bpb']:.4f} bits/byte over {scored['documents']} documents"
-            )
+        result = engine.fit()
+        engine.export(run_dir.final, tokenizer)
+        summary = {
+            "steps": result.step,
+            "parameters": n_params,
+            "train_tokens_seen": engine.tokens_seen,
+            "train_flops": engine.flops_per_token * engine.tokens_seen,
+            "final_train_loss": result.last_metrics.get("loss"),
+            **{k.replace("/", "_"): v for k, v in result.eval_metrics.items()},
+            "mixture": {
+                "planned": {name: dict(zip(data.plan.names, w.round(6).tolist())) for _, name, w in data.plan.stages},
+                "stage_starts": {name: start for start, name, _ in data.plan.stages},
+                "observed_rows": stream.observed_shares(),
+                "epochs": stream.epochs(),
+            },
+            "rejected": dict(rejects.counts),
+            "long_documents": sum(c.meta["long_documents"] for c in data.caches),
+        }
+        _heldout_bpb(cfg, data, engine, tokenizer, summary, score_texts, unigram_bpb, say)
+        if cfg.domains:
+            after = evaluate_domains(engine.model, tokenizer, cfg.domains, cfg.data.seq_len, rejects)
+            summary["domains"] = compare(before, after)
+            say(format_domain_table(summary["domains"]))
     if info.is_main:
         run_dir.write_summary(summary)
         print(f"done: {run_dir.final} | plots in {run_dir.report}")
     return summary
 
+
+def _domains_before(cfg: Config, engine: Engine, tokenizer, run_dir: RunDir, rejects: RejectLog) -> dict:
+    """Domain scores of the starting model, cached in the run so a resumed run does not redo them."""
+    path = run_dir.report / "domains_before.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    engine.model.eval()
+    with torch.no_grad():
+        before = evaluate_domains(engine.model, tokenizer, cfg.domains, cfg.data.seq_len, rejects)
+    if engine.info.is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(before, indent=2) + "\n")
+    return before
+
+
+def _heldout_bpb(cfg: Config, data, engine: Engine, tokenizer, summary: dict, score_texts, unigram_bpb, say) -> None:
+    """Bits-per-byte of each source's held-out documents, against a unigram baseline."""
+    texts_by_source = {}
+    for name, cache in zip(data.names, data.caches):
+        if cache.meta["val_docs"]:
+            lines = cache.val_texts_path.read_text().splitlines()[: cfg.final_eval_documents]
+            texts_by_source[name] = [json.loads(line)["text"] for line in lines]
+    if not texts_by_source:
+        return
+    # Every rank scores (an FSDP2 forward needs them all); rank 0 reports.
+    counts = data.unigram_counts(len(tokenizer))
+    all_texts = [t for texts in texts_by_source.values() for t in texts]
+    scored = score_texts(engine.model, tokenizer, all_texts, cfg.data.seq_len, cfg.data.seq_len // 2)
+    summary.update(
+        heldout_bpb=scored["bpb"], heldout_ppl=scored["ppl"], heldout_documents=scored["documents"],
+        unigram_bpb=unigram_bpb(counts, tokenizer, all_texts),
+    )
+    if len(texts_by_source) > 1:
+        summary["heldout_bpb_by_source"] = {
+            name: score_texts(engine.model, tokenizer, texts, cfg.data.seq_len, cfg.data.seq_len // 2)["bpb"]
+            for name, texts in texts_by_source.items()
+        }
+    say(
+        f"held-out: {scored['bpb']:.4f} bits/byte (ppl {scored['ppl']:.2f}) vs unigram baseline "
+        f"{summary['unigram_bpb']:.4f} bits/byte over {scored['documents']} documents"
+    )

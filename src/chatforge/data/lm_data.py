@@ -1,0 +1,154 @@
+"""Language-modelling data of a run: one token cache per source, the mixture stream, validation.
+
+Every source (and every replay source) is tokenized into its own cache, with its own held-out
+documents, so that mixture weights can be applied per source and validation loss reported per
+source (the old domain's validation loss is the forgetting curve of continued pretraining).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from chatforge.config.base import StrictModel
+from chatforge.data.corpus import SourceConfig
+from chatforge.data.mixture import (
+    MixtureStage,
+    MixtureStream,
+    ReplayConfig,
+    SourceWindows,
+    StagePlan,
+    eval_batches,
+    plan_mixture,
+    source_name,
+)
+from chatforge.data.packing import Packing, lm_forward
+from chatforge.data.token_cache import TokenCache, build_token_cache
+from chatforge.losses.lm import perplexity, token_nll_sum
+from chatforge.run_dir import RejectLog
+
+
+class DataConfig(StrictModel):
+    sources: list[SourceConfig] = Field(
+        default_factory=lambda: [SourceConfig(path="builtin:pydoc")],
+        description="training corpora; with several, `weight` is each one's expected share of the rows",
+    )
+    seq_len: int = Field(256, ge=8, description="tokens per training sequence")
+    packing: Packing = Field(
+        "isolated",
+        description="isolated: documents packed into a row never attend to each other; concat: one causal mask per row",
+    )
+    stages: list[MixtureStage] = Field(
+        default_factory=list, description="staged mixture: weights per source from a step / fraction / LR phase on"
+    )
+    replay: ReplayConfig | None = Field(None, description="mix a fraction of an old corpus into every batch")
+    val_fraction: float = Field(0.05, ge=0, lt=1, description="share of each source's documents held out")
+    cache_dir: str = Field("runs/.cache/tokens", description="where tokenized corpora are cached (shared by runs)")
+    long_documents: Literal["split", "truncate"] = Field(
+        "split", description="documents longer than max_doc_tokens: split across sequences or truncate (logged)"
+    )
+    max_doc_tokens: int | None = Field(None, ge=2, description="length limit for long_documents (default: seq_len + 1)")
+    eval_batches: int = Field(16, ge=1, description="validation batches per source per periodic evaluation")
+
+    def all_sources(self) -> list[SourceConfig]:
+        return list(self.sources) + (list(self.replay.sources) if self.replay else [])
+
+
+@dataclass
+class LMData:
+    cfg: DataConfig
+    names: list[str]
+    caches: list[TokenCache]
+    plan: StagePlan
+
+    @property
+    def train_tokens(self) -> int:
+        return sum(c.meta["train_tokens"] for c in self.caches)
+
+    def stream(self, batch_size: int, rows_per_step: int, seed: int, rank: int = 0, world_size: int = 1) -> MixtureStream:
+        windows = [
+            SourceWindows(name, c.tokens("train"), c.doc_offsets("train"), self.cfg.seq_len, seed, i)
+            for i, (name, c) in enumerate(zip(self.names, self.caches))
+        ]
+        return MixtureStream(windows, self.plan, batch_size, rows_per_step, seed, self.cfg.packing, rank, world_size)
+
+    def has_val(self) -> bool:
+        return any(len(c.tokens("val")) > self.cfg.seq_len + 1 for c in self.caches)
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, batch_size: int) -> dict[str, float]:
+        """val/loss over every source's held-out windows, plus val/<source>/loss for each."""
+        device = next(model.parameters()).device
+        out: dict[str, float] = {}
+        total, count = 0.0, 0
+        for name, cache in zip(self.names, self.caches):
+            s_total, s_count = 0.0, 0
+            batches = eval_batches(
+                cache.tokens("val"), cache.doc_offsets("val"), self.cfg.seq_len, batch_size, self.cfg.packing,
+                self.cfg.eval_batches,
+            )
+            for batch in batches:
+                batch = {k: v.to(device) for k, v in batch.items()}
+                loss_sum, n = token_nll_sum(lm_forward(model, batch), batch["labels"])
+                s_total, s_count = s_total + loss_sum.item(), s_count + int(n)
+            if s_count:
+                if len(self.names) > 1:
+                    out[f"val/{name}/loss"] = s_total / s_count
+                total, count = total + s_total, count + s_count
+        if count:
+            out = {"val/loss": total / count, "val/ppl": perplexity(total, count)} | out
+        return out
+
+    def unigram_counts(self, vocab_size: int) -> np.ndarray:
+        counts = np.zeros(vocab_size, dtype=np.int64)
+        for cache in self.caches:
+            counts += np.bincount(np.asarray(cache.tokens("train"), dtype=np.int64), minlength=vocab_size)[:vocab_size]
+        return counts
+
+
+def prepare_lm_data(
+    cfg: DataConfig,
+    tokenizer,
+    rejects: RejectLog,
+    seed: int,
+    max_steps: int,
+    phase_starts: dict[str, int],
+    log=print,
+) -> LMData:
+    """Tokenize (or reuse) every source's cache and resolve the mixture plan (errors before any training)."""
+    sources = cfg.all_sources()
+    # Resolve names and weights first: a typo in a stage should not wait for tokenization.
+    plan = plan_mixture(cfg.sources, cfg.replay, cfg.stages, max_steps, phase_starts)
+    max_doc = cfg.max_doc_tokens or cfg.seq_len + 1
+    caches = [
+        build_token_cache([s], tokenizer, cfg.cache_dir, rejects, cfg.val_fraction, seed, max_doc, cfg.long_documents, log)
+        for s in sources
+    ]
+    return LMData(cfg, [source_name(s) for s in sources], caches, plan)
+
+
+class LanguageModelling:
+    """Next-token objective: summed cross-entropy over every label that is not ignored.
+
+    With several sources it also reports each source's share of the step's target tokens
+    (`share/<source>`), i.e. the mixture actually trained on.
+    """
+
+    def __init__(self, source_names: list[str] | None = None):
+        self.source_names = source_names or []
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]):
+        from chatforge.engine.loop import StepOutput
+        from chatforge.losses.lm import IGNORE_INDEX
+
+        loss_sum, n_tokens = token_nll_sum(lm_forward(model, batch), batch["labels"])
+        sums = {}
+        if len(self.source_names) > 1 and "source" in batch:
+            per_row = (batch["labels"] != IGNORE_INDEX).sum(dim=1)
+            for index, name in enumerate(self.source_names):
+                sums[f"share/{name}"] = per_row[batch["source"] == index].sum()
+        return StepOutput(loss_sum, n_tokens, sums)
