@@ -128,6 +128,8 @@ def build_token_cache(
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     eos = [tokenizer.eos_token_id]
     started = time.time()
+    # Documents longer than the model's context are expected here (windows split them later).
+    tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
     with (
         open(tmp / "train.bin", "wb") as train_fh,
         open(tmp / "val.bin", "wb") as val_fh,

@@ -115,7 +115,9 @@ def format_domain_table(comparison: dict[str, dict]) -> str:
 
     def cell(entry: dict, part: str, key: str, width: int, fmt: str) -> str:
         value = entry.get(part, {}).get(key)
-        return f"{'-':>{width}}" if value is None else f"{value:>{width}{fmt}}"
+        signed = fmt.startswith("+")
+        spec = f"{'+' if signed else ''}{width}{fmt.lstrip('+')}"
+        return f"{'-':>{width}}" if value is None else format(value, spec)
 
     for name, entry in comparison.items():
         lines.append(
