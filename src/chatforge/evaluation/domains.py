@@ -25,7 +25,9 @@ from chatforge.run_dir import RejectLog
 
 
 class KnowledgeTest(StrictModel):
-    path: str = Field(description="C-Eval-layout directory ({dev,val,test}/<subject>_<split>.csv) or one CSV file")
+    path: str = Field(
+        description="C-Eval-layout directory ({dev,val,test}/<subject>_<split>.csv), or one CSV file (scored zero-shot)"
+    )
     subject: str | None = Field(None, description="subject to test (needed with a directory)")
     split: str = Field("test", description="split scored (dev is used for the few-shot exemplars)")
     shots: int = Field(3, ge=0, le=5, description="exemplars from the dev split in each prompt")
@@ -90,8 +92,10 @@ def evaluate_domains(model, tokenizer, domains: list[DomainEval], max_len: int, 
             row["bpb"] = scored["bpb"]
         if domain.knowledge is not None:
             questions, dev = _knowledge_questions(domain.knowledge)
-            scored = score_multiple_choice(model, tokenizer, questions, dev=dev, shots=domain.knowledge.shots)
+            shots = domain.knowledge.shots if dev else 0
+            scored = score_multiple_choice(model, tokenizer, questions, dev=dev, shots=shots)
             row["knowledge_acc"] = scored["accuracy"]
+            row["knowledge_p_correct"] = scored["p_correct"]  # moves before accuracy does
         results[domain.name] = row
     return results
 
