@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -31,6 +32,11 @@ class KnowledgeTest(StrictModel):
     subject: str | None = Field(None, description="subject to test (needed with a directory)")
     split: str = Field("test", description="split scored (dev is used for the few-shot exemplars)")
     shots: int = Field(3, ge=0, le=5, description="exemplars from the dev split in each prompt")
+    method: Literal["letter", "option"] = Field(
+        "letter",
+        description="letter: argmax of the option letters' next-token logits (C-Eval); option: the option text "
+        "with the highest log-likelihood after the question (cloze form, for small base models)",
+    )
     max_questions: int | None = Field(300, ge=1, description="score the first N questions (None: all)")
 
 
@@ -81,6 +87,7 @@ def _knowledge_questions(test: KnowledgeTest):
 def evaluate_domains(model, tokenizer, domains: list[DomainEval], max_len: int, rejects: RejectLog) -> dict[str, dict]:
     """{domain: {"bpb": ..., "knowledge_acc": ...}} for the model as it is now (every rank must call it)."""
     from chatforge.evaluation.multiple_choice import score_multiple_choice
+    from chatforge.evaluation.option_likelihood import score_by_option_likelihood
     from chatforge.stages.eval_lm import score_texts
 
     results: dict[str, dict] = {}
@@ -93,7 +100,8 @@ def evaluate_domains(model, tokenizer, domains: list[DomainEval], max_len: int, 
         if domain.knowledge is not None:
             questions, dev = _knowledge_questions(domain.knowledge)
             shots = domain.knowledge.shots if dev else 0
-            scored = score_multiple_choice(model, tokenizer, questions, dev=dev, shots=shots)
+            score = score_by_option_likelihood if domain.knowledge.method == "option" else score_multiple_choice
+            scored = score(model, tokenizer, questions, dev=dev, shots=shots)
             row["knowledge_acc"] = scored["accuracy"]
             row["knowledge_p_correct"] = scored["p_correct"]  # moves before accuracy does
         results[domain.name] = row
