@@ -77,7 +77,11 @@ def _as_tuple(value: Any) -> Any:
 
 
 def model_shapes(model: torch.nn.Module) -> dict[str, list[int]]:
-    return {name: list(p.shape) for name, p in get_model_state_dict(model, options=_FULL).items()}
+    """Full parameter shapes on every rank, without gathering: an FSDP2 DTensor's shape is the global one.
+
+    (A full state dict with cpu_offload is gathered to rank 0 only; the other ranks get an empty dict.)
+    """
+    return {name: list(t.shape) for name, t in get_model_state_dict(model).items()}
 
 
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -130,6 +134,21 @@ def _unshare(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out[name] = tensor.detach().clone().contiguous() if ptr in seen else tensor.detach().contiguous()
         seen.add(ptr)
     return out
+
+
+def share_tied(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Point the names of one tied parameter at one tensor again.
+
+    A gathered (FSDP2) or CPU-offloaded full state dict holds a separate copy per name, so
+    `save_pretrained`, which finds ties by shared storage, would store a tied embedding twice.
+    """
+    first: dict[int, str] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) not in first:
+            first[id(param)] = name
+        elif name in state and first[id(param)] in state:
+            state[name] = state[first[id(param)]]
+    return state
 
 
 def _prune(ckpt_root: Path, keep_last: int) -> None:

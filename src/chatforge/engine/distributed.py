@@ -7,6 +7,7 @@ root). Model code never branches on world size.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -42,7 +43,12 @@ def init(device_pref: str = "auto") -> tuple[DistInfo, torch.device]:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            # device_id binds this rank to its GPU, so barriers never guess the device.
+            dist.init_process_group(backend="nccl", device_id=device)
+        else:
+            dist.init_process_group(backend="gloo")
+        atexit.register(shutdown)  # stages return without tearing down; leave the group cleanly
     return DistInfo(rank, world, local), device
 
 
@@ -82,6 +88,10 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+def backend() -> str:
+    return str(dist.get_backend()) if dist.is_initialized() else "none"
 
 
 def barrier(info: DistInfo) -> None:

@@ -91,6 +91,8 @@ class Engine:
         if train.deterministic:
             torch.use_deterministic_algorithms(True)
         self.model = dist.wrap(model.to(self.device), train.distributed, self.info, self.device)
+        if self.info.enabled:
+            self._say(f"data parallel: {train.distributed} over {self.info.world_size} processes ({dist.backend()})")
         self.optimizer = build_optimizer(self.model, optim, self.device)
         if train.compile:
             dist.unwrap(self.model).compile()  # in place, so state-dict keys stay plain
@@ -157,12 +159,14 @@ class Engine:
                 if self.evaluate_fn and ((cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.max_steps):
                     eval_metrics = self._evaluate()
                     logger.log(self.step, eval_metrics)
-                    progress.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
+                    if self.info.is_main:
+                        progress.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
                 if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.max_steps:
                     self.save(self.batches.state_dict())
         except KeyboardInterrupt:
             # The interrupted step never updated the weights, so save the data position from its start.
-            progress.write(f"interrupted: saving a checkpoint at step {self.step}")
+            if self.info.is_main:
+                progress.write(f"interrupted: saving a checkpoint at step {self.step}")
             self.save(data_state_at_step_start)
             raise
         finally:
@@ -238,7 +242,7 @@ class Engine:
         if self.info.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             base = dist.unwrap(self.model)
-            base.save_pretrained(out_dir, state_dict=full, safe_serialization=True)
+            base.save_pretrained(out_dir, state_dict=ckpt.share_tied(full, base), safe_serialization=True)
             if tokenizer is not None:
                 tokenizer.save_pretrained(out_dir)
         dist.barrier(self.info)
