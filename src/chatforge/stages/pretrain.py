@@ -187,14 +187,17 @@ def run(cfg: Config) -> dict:
 def _domains_before(cfg: Config, engine: Engine, tokenizer, run_dir: RunDir, rejects: RejectLog) -> dict:
     """Domain scores of the starting model, cached in the run so a resumed run does not redo them."""
     path = run_dir.report / "domains_before.json"
+    asked = [d.model_dump(mode="json") for d in cfg.domains]
     if path.is_file():
-        return json.loads(path.read_text())
+        cached = json.loads(path.read_text())
+        if cached.get("domains") == asked:
+            return cached["scores"]
     engine.model.eval()
     with torch.no_grad():
         before = evaluate_domains(engine.model, tokenizer, cfg.domains, cfg.data.seq_len, rejects)
     if engine.info.is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(before, indent=2) + "\n")
+        path.write_text(json.dumps({"domains": asked, "scores": before}, indent=2) + "\n")
     return before
 
 
