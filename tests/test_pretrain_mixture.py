@@ -41,6 +41,7 @@ data:
     - {{name: anneal, start_phase: decay, weights: {{a: 1, sft: 1}}}}
   seq_len: 64
   val_fraction: 0.1
+  eval_sources: [{{path: {world / 'pretrain/world_b_valid.jsonl'}, name: heldout_b}}]
   cache_dir: {tmp_path / 'cache'}
 train: {{max_steps: 10, micro_batch_size: 4, grad_accum_steps: 2, progress: false, save_every: 5}}
 schedule: {{kind: wsd, warmup_steps: 2, decay_steps: 4}}
@@ -65,7 +66,8 @@ domains:
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     shares = {m["step"]: m["share/sft"] for m in metrics if "share/sft" in m}
     assert all(shares[s] == 0 for s in range(1, 7)) and sum(shares[s] for s in range(7, 11)) > 0
-    assert {"val/a/loss", "val/sft/loss", "val/b_old/loss"} <= set(next(m for m in metrics if "val/loss" in m))
+    evals = next(m for m in metrics if "val/loss" in m)
+    assert {"val/a/loss", "val/sft/loss", "val/b_old/loss", "val/heldout_b/loss"} <= set(evals)
 
     domain = summary["domains"]["world_a"]
     assert set(domain) == {"before", "after", "delta"}

@@ -7,7 +7,7 @@ source (the old domain's validation loss is the forgetting curve of continued pr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -28,6 +28,7 @@ from chatforge.data.mixture import (
 )
 from chatforge.data.packing import Packing, lm_forward
 from chatforge.data.token_cache import TokenCache, build_token_cache
+from chatforge.errors import ConfigError, DataError
 from chatforge.losses.lm import perplexity, token_nll_sum
 from chatforge.run_dir import RejectLog
 
@@ -53,6 +54,11 @@ class DataConfig(StrictModel):
     )
     max_doc_tokens: int | None = Field(None, ge=2, description="length limit for long_documents (default: seq_len + 1)")
     eval_batches: int = Field(16, ge=1, description="validation batches per source per periodic evaluation")
+    eval_sources: list[SourceConfig] = Field(
+        default_factory=list,
+        description="held-out text evaluated every eval_every steps as val/<name>/loss, never trained on "
+        "(e.g. the old domain during continued pretraining: the forgetting curve)",
+    )
 
     def all_sources(self) -> list[SourceConfig]:
         return list(self.sources) + (list(self.replay.sources) if self.replay else [])
@@ -64,6 +70,7 @@ class LMData:
     names: list[str]
     caches: list[TokenCache]
     plan: StagePlan
+    extra_eval: list[tuple[str, np.ndarray, np.ndarray]] = field(default_factory=list)  # (name, tokens, doc starts)
 
     @property
     def train_tokens(self) -> int:
@@ -77,7 +84,7 @@ class LMData:
         return MixtureStream(windows, self.plan, batch_size, rows_per_step, seed, self.cfg.packing, rank, world_size)
 
     def has_val(self) -> bool:
-        return any(len(c.tokens("val")) > self.cfg.seq_len + 1 for c in self.caches)
+        return any(len(c.tokens("val")) > self.cfg.seq_len + 1 for c in self.caches) or bool(self.extra_eval)
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, batch_size: int) -> dict[str, float]:
@@ -85,19 +92,18 @@ class LMData:
         device = next(model.parameters()).device
         out: dict[str, float] = {}
         total, count = 0.0, 0
-        for name, cache in zip(self.names, self.caches):
+        streams = [(n, c.tokens("val"), c.doc_offsets("val")) for n, c in zip(self.names, self.caches)]
+        for index, (name, tokens, starts) in enumerate(streams + self.extra_eval):
             s_total, s_count = 0.0, 0
-            batches = eval_batches(
-                cache.tokens("val"), cache.doc_offsets("val"), self.cfg.seq_len, batch_size, self.cfg.packing,
-                self.cfg.eval_batches,
-            )
-            for batch in batches:
+            for batch in eval_batches(tokens, starts, self.cfg.seq_len, batch_size, self.cfg.packing, self.cfg.eval_batches):
                 batch = {k: v.to(device) for k, v in batch.items()}
                 loss_sum, n = token_nll_sum(lm_forward(model, batch), batch["labels"])
                 s_total, s_count = s_total + loss_sum.item(), s_count + int(n)
-            if s_count:
-                if len(self.names) > 1:
-                    out[f"val/{name}/loss"] = s_total / s_count
+            if not s_count:
+                continue
+            if len(self.names) > 1 or index >= len(streams):
+                out[f"val/{name}/loss"] = s_total / s_count
+            if index < len(streams):  # val/loss covers the training sources only
                 total, count = total + s_total, count + s_count
         if count:
             out = {"val/loss": total / count, "val/ppl": perplexity(total, count)} | out
@@ -128,7 +134,29 @@ def prepare_lm_data(
         build_token_cache([s], tokenizer, cfg.cache_dir, rejects, cfg.val_fraction, seed, max_doc, cfg.long_documents, log)
         for s in sources
     ]
-    return LMData(cfg, [source_name(s) for s in sources], caches, plan)
+    names = [source_name(s) for s in sources]
+    extra = []
+    for source in cfg.eval_sources:
+        name = source_name(source)
+        if name in names or name in [e[0] for e in extra]:
+            raise ConfigError(f"data.eval_sources: name {name!r} is taken; give the source a distinct `name:`")
+        extra.append((name, *_tokenize_eval_source(source, tokenizer, rejects)))
+    return LMData(cfg, names, caches, plan, extra)
+
+
+def _tokenize_eval_source(source: SourceConfig, tokenizer, rejects: RejectLog) -> tuple[np.ndarray, np.ndarray]:
+    """All documents of a held-out source as one stream ([bos] + tokens + [eos] each) with document starts."""
+    from chatforge.data.corpus import read_documents
+    from chatforge.data.token_cache import render_chat
+
+    docs = list(read_documents([source], rejects))
+    if not docs:
+        raise DataError(f"data.eval_sources: no usable documents in {source.path}")
+    texts = [render_chat(tokenizer, d) if d.messages is not None else d.text for d in docs]
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    ids = [bos + x + [tokenizer.eos_token_id] for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    starts = np.cumsum([0] + [len(x) for x in ids]).astype(np.int64)
+    return np.concatenate([np.asarray(x, dtype=np.int64) for x in ids]), starts
 
 
 class LanguageModelling:
