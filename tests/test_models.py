@@ -72,3 +72,16 @@ def test_local_hf_directory_and_errors(tmp_path, tiny_tokenizer):
         ModelConfig(preset="llama-1")
     with pytest.raises(ConfigError, match="config_overrides"):
         build_model(ModelConfig(preset="llama-1m", config_overrides={"num_key_value_heads": 3}), tiny_tokenizer)
+
+
+def test_config_override_typos_are_errors_not_silently_ignored():
+    from chatforge.errors import ConfigError
+    from chatforge.models.presets import hf_config
+
+    with pytest.raises(ConfigError, match="did you mean 'hidden_size'.*space after the colon"):
+        hf_config("llama-1m", 300, {}, {"hidden_size:64": None})
+    with pytest.raises(ConfigError, match="FalconConfig has no field 'num_key_value_heads'; did you mean 'num_kv_heads'"):
+        hf_config("falcon-alibi-1m", 300, {}, {"num_key_value_heads": 1})
+    with pytest.raises(ConfigError, match="null"):
+        hf_config("llama-1m", 300, {}, {"hidden_size": None})
+    assert hf_config("llama-1m", 300, {}, {"hidden_size": 64}).hidden_size == 64

@@ -8,7 +8,9 @@ root). Model code never branches on world size.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -102,3 +104,14 @@ def barrier(info: DistInfo) -> None:
 def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def main_process_first(info: DistInfo) -> Iterator[None]:
+    """Rank 0 runs the block first (tokenizer training, tokenization into a shared cache); the
+    other ranks wait, then run it and find the result on disk instead of redoing the work."""
+    if info.enabled and not info.is_main:
+        barrier(info)
+    yield
+    if info.enabled and info.is_main:
+        barrier(info)

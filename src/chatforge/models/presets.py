@@ -43,12 +43,30 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def _check_overrides(config_class, overrides: dict[str, Any]) -> None:
+    """transformers configs keep unknown keys as attributes, so a typo would silently change nothing."""
+    import difflib
+
+    from chatforge.errors import ConfigError
+
+    known = set(config_class().to_dict())
+    for key, value in overrides.items():
+        if key not in known:
+            hint = difflib.get_close_matches(str(key), sorted(known), n=1)
+            extra = f"; did you mean {hint[0]!r}?" if hint else ""
+            colon = " (write `key: value` with a space after the colon)" if ":" in str(key) else ""
+            raise ConfigError(f"model.config_overrides: {config_class.__name__} has no field {key!r}{extra}{colon}")
+        if value is None:
+            raise ConfigError(f"model.config_overrides: {key} is null; give it a value or leave it out")
+
+
 def hf_config(preset_name: str, vocab_size: int, special_ids: dict[str, int | None], overrides: dict[str, Any]):
     """The `transformers` config of a preset, with the tokenizer's vocabulary and special ids."""
     from transformers import FalconConfig, LlamaConfig
 
     preset = PRESETS[preset_name]
     ids = {k: v for k, v in special_ids.items() if v is not None}
+    _check_overrides(FalconConfig if preset.family == "falcon-alibi" else LlamaConfig, overrides)
     if preset.family == "llama":
         kwargs: dict[str, Any] = dict(
             vocab_size=vocab_size,

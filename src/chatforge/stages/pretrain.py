@@ -117,7 +117,7 @@ def _build(cfg: Config, tokenizer) -> torch.nn.Module:
 
 
 def run(cfg: Config) -> dict:
-    from chatforge.engine.distributed import init
+    from chatforge.engine.distributed import init, main_process_first
     from chatforge.stages.eval_lm import score_texts, unigram_bpb
 
     info, _ = init(cfg.train.device)
@@ -128,10 +128,11 @@ def run(cfg: Config) -> dict:
     torch.manual_seed(cfg.train.seed)
     layout = phases(cfg.schedule, cfg.train.max_steps)
     with RejectLog(run_dir.rejected if info.is_main else None) as rejects:
-        tokenizer = _resolve_tokenizer(cfg, run_dir, rejects)
-        data = prepare_lm_data(
-            cfg.data, tokenizer, rejects, cfg.train.seed, cfg.train.max_steps, {p.name: p.start for p in layout}, say
-        )
+        with main_process_first(info):
+            tokenizer = _resolve_tokenizer(cfg, run_dir, rejects)
+            data = prepare_lm_data(
+                cfg.data, tokenizer, rejects, cfg.train.seed, cfg.train.max_steps, {p.name: p.start for p in layout}, say
+            )
         if rejects.total:
             say(rejects.summary_line())
         model = _build(cfg, tokenizer)
