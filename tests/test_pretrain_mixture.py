@@ -43,7 +43,7 @@ data:
   val_fraction: 0.1
   eval_sources: [{{path: {world / 'pretrain/world_b_valid.jsonl'}, name: heldout_b}}]
   cache_dir: {tmp_path / 'cache'}
-train: {{max_steps: 10, micro_batch_size: 4, grad_accum_steps: 2, progress: false, save_every: 5}}
+train: {{max_steps: 10, micro_batch_size: 4, grad_accum_steps: 2, progress: false, save_every: 5, eval_at_start: true}}
 schedule: {{kind: wsd, warmup_steps: 2, decay_steps: 4}}
 domains:
   - name: world_a
@@ -67,6 +67,7 @@ domains:
     shares = {m["step"]: m["share/sft"] for m in metrics if "share/sft" in m}
     assert all(shares[s] == 0 for s in range(1, 7)) and sum(shares[s] for s in range(7, 11)) > 0
     evals = next(m for m in metrics if "val/loss" in m)
+    assert evals["step"] == 0  # eval_at_start: the baseline before any update
     assert {"val/a/loss", "val/sft/loss", "val/b_old/loss", "val/heldout_b/loss"} <= set(evals)
 
     domain = summary["domains"]["world_a"]

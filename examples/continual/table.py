@@ -1,6 +1,7 @@
-"""Print the continued-pretraining table (markdown) from the run summaries of run_all.sh.
+"""Print the continued-pretraining table (markdown) from the run summaries of run_all.sh, and plot
+the old- and new-domain held-out loss over the continued runs (the forgetting curves).
 
-    python examples/continual/table.py runs/continual
+    python examples/continual/table.py runs/continual [curves.png]
 """
 
 from __future__ import annotations
@@ -54,5 +55,35 @@ def _cell(domains: dict, domain: str, key: str, with_delta: bool) -> str:
     return f"{after:.3f} ({delta:+.3f})" if with_delta and delta is not None else f"{after:.3f}"
 
 
+def plot_curves(root: Path, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True)
+    for name, label, _ in ROWS:
+        path = root / name / "metrics.jsonl"
+        if not path.is_file() or not name.startswith("b_"):
+            continue
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        for ax, key in zip(axes, ("world_a_heldout", "world_b_heldout")):
+            points = [(r["step"], r[f"val/{key}/loss"]) for r in rows if f"val/{key}/loss" in r]
+            ax.plot(*zip(*points), "o-", ms=3, label=label.removeprefix("2. continue on B, "))
+    for ax, title in zip(axes, ("old domain: world A held-out", "new domain: world B held-out")):
+        ax.set_title(title)
+        ax.set_xlabel("step of continued pretraining")
+        ax.set_ylabel("loss (nats/token)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/continual"))
+    root = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/continual")
+    main(root)
+    if len(sys.argv) > 2:
+        plot_curves(root, Path(sys.argv[2]))

@@ -35,6 +35,7 @@ class TrainConfig(StrictModel):
     distributed: Literal["ddp", "fsdp2"] = Field("ddp", description="data parallelism used under torchrun")
     log_every: int = Field(1, ge=1, description="write metrics every N steps")
     eval_every: int = Field(50, ge=0, description="evaluate every N steps (0 = only at the end)")
+    eval_at_start: bool = Field(False, description="also evaluate before the first step (a baseline for the curves)")
     save_every: int = Field(100, ge=0, description="checkpoint every N steps (0 = only at the end)")
     keep_last: int = Field(2, ge=1, description="checkpoints to keep")
     resume: Literal["auto", "never", "must"] = Field(

@@ -140,6 +140,8 @@ class Engine:
         last: dict[str, float] = {}
         eval_metrics: dict[str, float] = {}
         data_state_at_step_start = self.batches.state_dict()
+        if self.evaluate_fn and cfg.eval_at_start and self.step == 0:
+            logger.log(0, self._evaluate())
         try:
             while self.step < cfg.max_steps:
                 data_state_at_step_start = self.batches.state_dict()
