@@ -121,3 +121,31 @@ def test_bad_stage_configs_name_the_problem():
     with pytest.raises(ConfigError, match="replay.fraction sets its share"):
         replay = ReplayConfig(sources=[SourceConfig(path="old.jsonl")])
         plan_mixture(configs, replay, [MixtureStage(name="s", weights={"old": 1})], 10)
+
+
+def test_resume_with_another_global_batch_or_seed_is_a_clear_error():
+    state = stream({"a": 1.0, "b": 1.0}, batch=4, rows_per_step=4).state_dict()
+    with pytest.raises(DataError, match="resume with the same global batch"):
+        stream({"a": 1.0, "b": 1.0}, batch=4, rows_per_step=8).load_state_dict(state)
+    state["seed"] = 99
+    with pytest.raises(DataError, match="train.seed=99"):
+        stream({"a": 1.0, "b": 1.0}).load_state_dict(state)
+
+
+def test_observed_shares_survive_a_resume():
+    s = stream({"a": 1.0, "b": 3.0})
+    for _ in range(10):
+        s.next_batch()
+    fresh = stream({"a": 1.0, "b": 3.0})
+    fresh.load_state_dict(json.loads(json.dumps(s.state_dict())))
+    for _ in range(10):
+        s.next_batch()
+        fresh.next_batch()
+    assert fresh.observed_shares() == s.observed_shares() and sum(s.per_stage["main"]) == 80
+
+
+def test_a_stage_that_would_never_run_is_an_error():
+    configs = [SourceConfig(path="web.jsonl")]
+    stages = [MixtureStage(name="a", weights={"web": 1}), MixtureStage(name="late", start_fraction=0.999, weights={"web": 1})]
+    with pytest.raises(ConfigError, match="late starts at step 500, at or after max_steps=500"):
+        plan_mixture(configs, None, stages, 500)

@@ -118,6 +118,9 @@ def plan_mixture(
             weights = np.concatenate([weights * (1 - replay.fraction), old_weights / old_weights.sum() * replay.fraction])
         resolved.append((start, stage.name, weights))
     starts = [s for s, _, _ in resolved]
+    late = [(name, start) for start, name, _ in resolved if start >= max_steps]
+    if late:
+        raise ConfigError(f"data.stages: {late[0][0]} starts at step {late[0][1]}, at or after max_steps={max_steps}, so it would never run")
     if starts[0] != 0:
         raise ConfigError(f"data.stages[0] ({resolved[0][1]}) must start at step 0, not {starts[0]}")
     if any(b <= a for a, b in zip(starts, starts[1:])):
@@ -186,20 +189,30 @@ class MixtureStream:
         self.seed, self.packing, self.rank, self.world_size = seed, packing, rank, world_size
         self.rows = 0  # rows drawn so far, over all ranks
         self.drawn = [0] * len(sources)  # windows drawn per source
+        self.per_stage: dict[str, list[int]] = {}  # rows per source in each stage, for the summary
+        self._draw_step, self._uniforms = -1, np.zeros(0)
 
     def source_of(self, row: int) -> int:
-        _, weights = self.plan.at(row // self.rows_per_step)
-        u = np.random.default_rng([self.seed, _SOURCE_DRAW, row]).random()
-        return min(int(np.searchsorted(np.cumsum(weights), u, side="right")), len(weights) - 1)
+        """The source of row `row`: a uniform draw from the step's stream, against its stage's weights."""
+        step, k = divmod(row, self.rows_per_step)
+        if step != self._draw_step:
+            # One generator per step, not per row: the draw still depends only on (seed, step, k).
+            self._draw_step = step
+            self._uniforms = np.random.default_rng([self.seed, _SOURCE_DRAW, step]).random(self.rows_per_step)
+        _, weights = self.plan.at(step)
+        return min(int(np.searchsorted(np.cumsum(weights), self._uniforms[k], side="right")), len(weights) - 1)
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         """This rank's `batch_size` rows of the next `batch_size * world_size` rows of the run."""
         mine = range(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         rows, picked = [], []
         for offset in range(self.batch_size * self.world_size):
-            index = self.source_of(self.rows + offset)
+            row = self.rows + offset
+            index = self.source_of(row)
             n = self.drawn[index]
             self.drawn[index] += 1
+            stage = self.plan.at(row // self.rows_per_step)[0]
+            self.per_stage.setdefault(stage, [0] * len(self.sources))[index] += 1
             if offset in mine:
                 rows.append(self.sources[index].window(n, self.packing))
                 picked.append(index)
@@ -210,12 +223,9 @@ class MixtureStream:
 
     def observed_shares(self) -> dict[str, dict[str, float]]:
         """Per stage, the share of the rows drawn so far that came from each source."""
-        counts: dict[str, np.ndarray] = {}
-        for row in range(self.rows):
-            stage, _ = self.plan.at(row // self.rows_per_step)
-            counts.setdefault(stage, np.zeros(len(self.sources)))[self.source_of(row)] += 1
         return {
-            stage: {s.name: round(float(c / n.sum()), 6) for s, c in zip(self.sources, n)} for stage, n in counts.items()
+            stage: {s.name: round(c / sum(counts), 6) for s, c in zip(self.sources, counts)}
+            for stage, counts in self.per_stage.items()
         }
 
     def epochs(self) -> dict[str, float]:
@@ -225,12 +235,14 @@ class MixtureStream:
         return {
             "rows": self.rows,
             "drawn": {s.name: n for s, n in zip(self.sources, self.drawn)},
+            "per_stage": {stage: list(counts) for stage, counts in self.per_stage.items()},
             "windows": {s.name: s.num_windows for s in self.sources},
+            "rows_per_step": self.rows_per_step,
             "seed": self.seed,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if "rows" not in state:
+        if "rows_per_step" not in state:
             raise DataError("the checkpoint's data position comes from an older chatforge; resume=never starts over")
         windows = {s.name: s.num_windows for s in self.sources}
         if state["windows"] != windows:
@@ -238,8 +250,17 @@ class MixtureStream:
                 f"the checkpoint's data had sources/sequences {state['windows']} but the current data has {windows}; "
                 "resume with the same data sources and data.seq_len"
             )
-        self.rows, self.seed = state["rows"], state["seed"]
+        if state["seed"] != self.seed:
+            raise DataError(f"the checkpoint was trained with train.seed={state['seed']}, not {self.seed}; resume with the same seed")
+        if state["rows_per_step"] != self.rows_per_step:
+            raise DataError(
+                f"the checkpoint's steps had {state['rows_per_step']} rows (micro_batch_size x grad_accum_steps x processes) "
+                f"but this run has {self.rows_per_step}; mixture stages and the data order are laid out per step, so "
+                "resume with the same global batch (any split of it across accumulation and processes is fine)"
+            )
+        self.rows = state["rows"]
         self.drawn = [state["drawn"][s.name] for s in self.sources]
+        self.per_stage = {stage: list(counts) for stage, counts in state["per_stage"].items()}
 
 
 def eval_batches(
