@@ -45,3 +45,11 @@ def test_scores_equal_hand_computed_log_likelihoods_and_do_not_depend_on_batchin
     one_by_one = score_by_option_likelihood(model, tiny_tokenizer, [Q1, Q2], dev=DEV, shots=1, batch_size=1)
     assert one_by_one["accuracy"] == result["accuracy"] and one_by_one["p_correct"] == pytest.approx(result["p_correct"])
     assert result["method"] == "option_likelihood" and 0 <= result["accuracy_norm"] <= 1
+
+
+def test_long_prompts_drop_exemplars_to_fit(tiny_tokenizer):
+    model = make_tiny_model(len(tiny_tokenizer)).eval()
+    dev = DEV * 3 + [question("What pet does Di Wu have?", "A", A="cat", B="dog", C="eel", D="owl")]
+    full = score_by_option_likelihood(model, tiny_tokenizer, [Q1], dev=dev, shots=4, max_length=10_000)
+    tight = score_by_option_likelihood(model, tiny_tokenizer, [Q1], dev=dev, shots=4, max_length=60)
+    assert full["fewer_shots"] == 0 and tight["fewer_shots"] == 1

@@ -66,3 +66,29 @@ def test_isolation_check_accepts_llama_and_rejects_alibi():
     falcon = AutoModelForCausalLM.from_config(hf_config("falcon-alibi-1m", 384, ids, {}), attn_implementation="sdpa")
     with pytest.raises(ConfigError, match="packing=concat"):
         check_isolation(falcon, 384)
+
+
+class _FlashLabelled(torch.nn.Module):
+    """A real SDPA model whose config claims FlashAttention-2, to exercise the one-row layout."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+        self.config = type("Cfg", (), {"_attn_implementation": "flash_attention_2"})()
+        self.shapes = []
+
+    def forward(self, **kwargs):
+        self.shapes.append(tuple(kwargs["input_ids"].shape))
+        return self.inner(**kwargs)
+
+
+def test_flash_attention_batches_are_laid_end_to_end_with_the_same_logits():
+    model = make_tiny_model().eval()
+    rows = [window_tensors(STREAM[i : i + 9], STARTS, i, "isolated") for i in (0, 8)]
+    batch = {k: torch.from_numpy(np.stack([r[k] for r in rows])) for k in rows[0]}
+    flash = _FlashLabelled(model)
+    with torch.no_grad():
+        flat = lm_forward(flash, batch)
+        plain = lm_forward(model, batch)
+    assert flash.shapes == [(1, 16)] and flat.shape == plain.shape
+    torch.testing.assert_close(flat, plain, rtol=1e-5, atol=1e-5)

@@ -107,3 +107,21 @@ def test_continued_pretraining_from_a_run_with_a_typo_in_a_stage_fails_before_to
     ])
     assert code == 2
     assert "did you mean 'docs'" in capsys.readouterr().err
+
+
+def test_chat_templates_that_add_bos_do_not_get_a_second_one(tmp_path):
+    from chatforge.data.corpus import SourceConfig
+    from chatforge.data.token_cache import build_token_cache
+    from chatforge.run_dir import RejectLog
+    from chatforge.tokenizer.load import load_tokenizer
+    from chatforge.tokenizer.train import TokenizerConfig, save_tokenizer, train_tokenizer
+
+    out = tmp_path / "tok"
+    save_tokenizer(train_tokenizer(TokenizerConfig(vocab_size=300, max_documents=20, add_bos=True, out=str(out)), RejectLog(None)), out)
+    tokenizer = load_tokenizer(out)
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}) + "\n")
+    cache = build_token_cache([SourceConfig(path=str(path), content="chat")], tokenizer, tmp_path / "c", RejectLog(None), log=print)
+    ids = cache.tokens("train").tolist()
+    assert ids[0] == tokenizer.bos_token_id and ids[1] != tokenizer.bos_token_id
+    assert ids.count(tokenizer.bos_token_id) == 1 and ids[-1] == tokenizer.eos_token_id

@@ -83,8 +83,13 @@ class LMData:
         ]
         return MixtureStream(windows, self.plan, batch_size, rows_per_step, seed, self.cfg.packing, rank, world_size)
 
+    def expected_epochs(self, max_steps: int, rows_per_step: int) -> dict[str, float]:
+        rows = self.plan.expected_rows(max_steps, rows_per_step)
+        windows = [max((c.meta["train_tokens"] - 1) // self.cfg.seq_len, 1) for c in self.caches]
+        return {name: float(r / w) for name, r, w in zip(self.names, rows, windows)}
+
     def has_val(self) -> bool:
-        return any(len(c.tokens("val")) > self.cfg.seq_len + 1 for c in self.caches) or bool(self.extra_eval)
+        return any(len(c.tokens("val")) >= self.cfg.seq_len + 1 for c in self.caches) or bool(self.extra_eval)
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, batch_size: int) -> dict[str, float]:
@@ -147,14 +152,15 @@ def prepare_lm_data(
 def _tokenize_eval_source(source: SourceConfig, tokenizer, rejects: RejectLog) -> tuple[np.ndarray, np.ndarray]:
     """All documents of a held-out source as one stream ([bos] + tokens + [eos] each) with document starts."""
     from chatforge.data.corpus import read_documents
-    from chatforge.data.token_cache import render_chat
+    from chatforge.data.token_cache import render_chat, with_bos_eos
 
     docs = list(read_documents([source], rejects))
     if not docs:
         raise DataError(f"data.eval_sources: no usable documents in {source.path}")
     texts = [render_chat(tokenizer, d) if d.messages is not None else d.text for d in docs]
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
-    ids = [bos + x + [tokenizer.eos_token_id] for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    eos = [tokenizer.eos_token_id]
+    ids = [with_bos_eos(x, bos, eos) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     starts = np.cumsum([0] + [len(x) for x in ids]).astype(np.int64)
     return np.concatenate([np.asarray(x, dtype=np.int64) for x in ids]), starts
 

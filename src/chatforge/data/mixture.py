@@ -77,6 +77,13 @@ class StagePlan:
                 current = stage
         return current[1], current[2]
 
+    def expected_rows(self, max_steps: int, rows_per_step: int) -> np.ndarray:
+        """Rows each source is expected to give over the run (shares x rows of each stage)."""
+        bounds = [start for start, _, _ in self.stages] + [max_steps]
+        return sum(
+            (end - start) * rows_per_step * weights for (start, _, weights), end in zip(self.stages, bounds[1:])
+        )
+
     def describe(self) -> list[str]:
         lines = []
         for start, name, weights in self.stages:

@@ -71,7 +71,15 @@ def _tokenizer_fingerprint(tokenizer) -> str:
     vocab = sorted(tokenizer.get_vocab().items())
     h = hashlib.sha256(json.dumps(vocab).encode())
     h.update(f"{tokenizer.bos_token_id}/{tokenizer.eos_token_id}".encode())
+    h.update(str(getattr(tokenizer, "chat_template", None) or "").encode())  # chat records render through it
     return h.hexdigest()[:16]
+
+
+def with_bos_eos(ids: list[int], bos: list[int], eos: list[int]) -> list[int]:
+    """[bos] + ids + [eos], unless the text already starts / ends with them (chat templates often do)."""
+    head = [] if bos and ids[:1] == bos else bos
+    tail = [] if ids[-1:] == eos else eos
+    return head + ids + tail
 
 
 def render_chat(tokenizer, doc: Document) -> str:
@@ -144,7 +152,7 @@ def build_token_cache(
             for doc, text, ids in zip(batch, texts, encoded):
                 index = counts["train_docs"] + counts["val_docs"]
                 split = "val" if _is_val(index, val_fraction, seed) else "train"
-                ids = bos + ids + eos
+                ids = with_bos_eos(ids, bos, eos)
                 if max_doc_tokens is not None and len(ids) > max_doc_tokens:
                     counts["long_documents"] += 1
                     if long_documents == "truncate" and split == "train":

@@ -13,7 +13,6 @@ new one.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
@@ -44,15 +43,17 @@ class DomainEval(StrictModel):
     name: str = Field(description="label in the table and the summary")
     texts: SourceConfig | None = Field(None, description="held-out documents scored for bits-per-byte")
     max_documents: int = Field(200, ge=1, description="documents scored from texts")
-    knowledge: KnowledgeTest | None = Field(None, description="multiple-choice test scored by option-letter logits")
+    knowledge: KnowledgeTest | None = Field(None, description="multiple-choice knowledge test (letter or option scoring)")
 
 
-def load_domain_texts(domain: DomainEval, rejects: RejectLog) -> list[str]:
+def load_domain_texts(domain: DomainEval, tokenizer, rejects: RejectLog) -> list[str]:
+    from chatforge.data.token_cache import render_chat
+
     if domain.texts is None:
         return []
     texts = []
     for doc in read_documents([domain.texts], rejects):
-        texts.append(doc.text if doc.messages is None else json.dumps(doc.messages))
+        texts.append(doc.text if doc.messages is None else render_chat(tokenizer, doc))
         if len(texts) >= domain.max_documents:
             break
     if not texts:
@@ -93,7 +94,7 @@ def evaluate_domains(model, tokenizer, domains: list[DomainEval], max_len: int, 
     results: dict[str, dict] = {}
     for domain in domains:
         row: dict[str, float] = {}
-        texts = load_domain_texts(domain, rejects)
+        texts = load_domain_texts(domain, tokenizer, rejects)
         if texts:
             scored = score_texts(model, tokenizer, texts, max_len, max_len // 2)
             row["bpb"] = scored["bpb"]

@@ -40,6 +40,16 @@ def cloze_prompt(question: McQuestion, exemplars: Sequence[McQuestion] = (), sub
     return "\n\n".join(blocks)
 
 
+def _encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Context and continuation ids, split from the joint encoding (as lm-evaluation-harness does):
+    tokenizers that merge across the boundary (SentencePiece) would score other tokens otherwise."""
+    ctx = tokenizer(context, add_special_tokens=False)["input_ids"]
+    whole = tokenizer(context + continuation, add_special_tokens=False)["input_ids"]
+    if whole[: len(ctx)] == ctx and len(whole) > len(ctx):
+        return ctx, whole[len(ctx) :]
+    return ctx, tokenizer(continuation, add_special_tokens=False)["input_ids"]
+
+
 @torch.no_grad()
 def _continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], batch_size: int, pad_id: int) -> list[float]:
     """Summed log-probability of each continuation given its context."""
@@ -72,6 +82,7 @@ def score_by_option_likelihood(
     shots: int = 3,
     batch_size: int = 16,
     subject_name: str | None = None,
+    max_length: int | None = None,
     *,
     add_bos: bool = True,
     keep_predictions: bool = False,
@@ -85,16 +96,26 @@ def score_by_option_likelihood(
         raise DataError("no multiple-choice questions to score")
     exemplars = _exemplars_by_subject(dev) if shots else {}
     bos = [tokenizer.bos_token_id] if add_bos and tokenizer.bos_token_id is not None else []
-    pairs, used = [], []
+    if max_length is None:
+        max_length = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    pairs, used, truncated = [], [], 0
     for question in questions:
         pool = [e for e in exemplars.get(question.subject, []) if _not_same(e, question)]
         if shots and not pool:
             raise DataError(f"{question.where}: no dev exemplars for subject {question.subject!r}; pass its dev rows or shots=0")
         k = min(shots, len(pool))
-        context = bos + tokenizer(cloze_prompt(question, pool[:k], subject_name), add_special_tokens=False)["input_ids"]
+        while True:  # drop exemplars, last first, until the longest option fits
+            prompt = cloze_prompt(question, pool[:k], subject_name)
+            encoded = [_encode_pair(tokenizer, prompt, " " + question.options[x]) for x in LETTERS]
+            longest = max(len(bos) + len(c) + len(o) for c, o in encoded)
+            if max_length is None or longest <= max_length or k == 0:
+                break
+            k -= 1
+        if max_length is not None and longest > max_length:
+            truncated += 1  # cut the context from the left, keeping the question's end
+            encoded = [(c[len(c) - (max_length - len(o) - len(bos)) :], o) for c, o in encoded]
         used.append(k)
-        for letter in LETTERS:
-            pairs.append((context, tokenizer(" " + question.options[letter], add_special_tokens=False)["input_ids"]))
+        pairs.extend((bos + c, o) for c, o in encoded)
     pad_id = next(t for t in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if t is not None)
     was_training = model.training
     model.eval()
@@ -106,7 +127,7 @@ def score_by_option_likelihood(
         [[len((" " + q.options[x]).encode("utf-8")) for x in LETTERS] for q in questions], dtype=torch.float32
     )
     predicted = [LETTERS[i] for i in scores.argmax(dim=-1).tolist()]
-    result = _summarise(questions, predicted, torch.softmax(scores, -1), used, shots, 0, keep_predictions)
+    result = _summarise(questions, predicted, torch.softmax(scores, -1), used, shots, truncated, keep_predictions)
     by_norm = [LETTERS[i] for i in (scores / nbytes).argmax(dim=-1).tolist()]
     answered = [(q, p) for q, p in zip(questions, by_norm) if q.answer is not None]
     result["accuracy_norm"] = sum(q.answer == p for q, p in answered) / len(answered) if answered else float("nan")

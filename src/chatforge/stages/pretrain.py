@@ -154,6 +154,8 @@ def run(cfg: Config) -> dict:
         )
         if len(data.names) > 1 or cfg.data.stages:
             say("mixture:\n  " + "\n  ".join(data.plan.describe()))
+        epochs = data.expected_epochs(cfg.train.max_steps, rows_per_step)
+        say("expected epochs per source: " + ", ".join(f"{n} {e:.2f}" for n, e in epochs.items()))
         before = _domains_before(cfg, engine, tokenizer, run_dir, rejects) if cfg.domains and cfg.domains_before else None
 
         result = engine.fit()
