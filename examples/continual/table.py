@@ -27,7 +27,7 @@ def main(root: Path) -> None:
         if path.is_file():
             summaries[name] = json.loads(path.read_text())
     print(
-        "| regime | steps | compute (PFLOP) | world A bpb | world A knowledge | world B bpb | world B knowledge "
+        "| regime | steps (total) | compute (PFLOP, total) | world A bpb | world A knowledge | world B bpb | world B knowledge "
         "| general bpb |"
     )
     print("|---|---|---|---|---|---|---|---|")
