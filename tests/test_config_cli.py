@@ -85,3 +85,13 @@ def test_cli_error_is_one_line_without_traceback(capsys):
 def test_unknown_stage_suggests(capsys):
     assert main(["pretrian"]) == 2
     assert "did you mean 'pretrain'" in capsys.readouterr().err.lower()
+
+
+def test_demo_overrides_change_one_key_of_the_demo_settings():
+    from chatforge.config.load import load_config
+    from chatforge.stages import demo
+
+    cfg = load_config(demo.Config, None, ["pretrain.train.progress=false", "pretrain.schedule.kind=wsd"])
+    assert cfg.pretrain.out == "runs/demo/pretrain" and cfg.pretrain.train.max_steps == 150
+    assert cfg.pretrain.train.progress is False and cfg.pretrain.schedule.kind == "wsd"
+    assert cfg.pretrain.schedule.warmup_steps == 15  # the demo's, kept across the kind change

@@ -8,28 +8,37 @@ Later stages (SFT, reward models, preference and RL optimisation) join this job 
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Any
+
+from pydantic import Field, model_validator
 
 from chatforge.config.base import StrictModel
+from chatforge.config.load import deep_merge
 from chatforge.stages import pretrain
 from chatforge.stages.pretrain import Config as PretrainConfig
 
-
-def _demo_pretrain() -> PretrainConfig:
-    return PretrainConfig.model_validate(
-        {
-            "out": "runs/demo/pretrain",
-            "model": {"preset": "llama-10m"},
-            "data": {"seq_len": 256, "val_fraction": 0.05},
-            "train": {"max_steps": 150, "micro_batch_size": 16, "eval_every": 25, "save_every": 50},
-            "optim": {"lr": 2e-3, "weight_decay": 0.1},
-            "schedule": {"kind": "cosine", "warmup_steps": 15, "min_lr_ratio": 0.1},
-        }
-    )
+DEMO_PRETRAIN = {
+    "out": "runs/demo/pretrain",
+    "model": {"preset": "llama-10m"},
+    "data": {"seq_len": 256, "val_fraction": 0.05},
+    "train": {"max_steps": 150, "micro_batch_size": 16, "eval_every": 25, "save_every": 50},
+    "optim": {"lr": 2e-3, "weight_decay": 0.1},
+    "schedule": {"kind": "cosine", "warmup_steps": 15, "min_lr_ratio": 0.1},
+}
 
 
 class Config(StrictModel):
-    pretrain: PretrainConfig = Field(default_factory=_demo_pretrain, description="the pretraining stage")
+    pretrain: PretrainConfig = Field(
+        default_factory=lambda: PretrainConfig.model_validate(DEMO_PRETRAIN), description="the pretraining stage"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _overrides_apply_to_the_demo_settings(cls, data: Any) -> Any:
+        # `pretrain.train.progress=false` changes one key of the demo's settings, not of the bare stage's.
+        if isinstance(data, dict) and isinstance(data.get("pretrain"), dict):
+            data = {**data, "pretrain": deep_merge(DEMO_PRETRAIN, data["pretrain"])}
+        return data
 
 
 def run(cfg: Config) -> dict:
