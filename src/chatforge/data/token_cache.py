@@ -46,7 +46,7 @@ class TokenCache:
         return np.memmap(path, dtype=self.dtype, mode="r")
 
     def doc_offsets(self, split: str) -> np.ndarray:
-        return np.fromfile(self.root / f"{split}.idx", dtype=np.int64)
+        return np.memmap(self.root / f"{split}.idx", dtype=np.int64, mode="r")  # not read whole: large at scale
 
     @property
     def val_texts_path(self) -> Path:

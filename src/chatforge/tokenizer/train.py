@@ -166,7 +166,8 @@ def iter_texts(cfg: TokenizerConfig, rejects: RejectLog) -> Iterator[str]:
     docs = read_documents(cfg.sources, rejects)
     if cfg.max_documents is not None:
         docs = itertools.islice(docs, cfg.max_documents)
-    return (doc.text for doc in docs)
+    # Chat records: the turns' text (the template's own markup is made of special tokens).
+    return (doc.text if doc.messages is None else "\n".join(m["content"] for m in doc.messages) for doc in docs)
 
 
 def chat_template_for(cfg: TokenizerConfig) -> str:
