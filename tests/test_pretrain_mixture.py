@@ -66,6 +66,9 @@ domains:
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     shares = {m["step"]: m["share/sft"] for m in metrics if "share/sft" in m}
     assert all(shares[s] == 0 for s in range(1, 7)) and sum(shares[s] for s in range(7, 11)) > 0
+    for m in (m for m in metrics if "loss" in m):  # the step loss is the token-weighted mean of the sources'
+        parts = sum(m[f"share/{n}"] * m[f"loss/{n}"] for n in ("a", "sft", "b_old") if f"loss/{n}" in m)
+        assert parts == pytest.approx(m["loss"], rel=1e-6)
     evals = next(m for m in metrics if "val/loss" in m)
     assert evals["step"] == 0  # eval_at_start: the baseline before any update
     assert {"val/a/loss", "val/sft/loss", "val/b_old/loss", "val/heldout_b/loss"} <= set(evals)
@@ -125,3 +128,25 @@ def test_chat_templates_that_add_bos_do_not_get_a_second_one(tmp_path):
     ids = cache.tokens("train").tolist()
     assert ids[0] == tokenizer.bos_token_id and ids[1] != tokenizer.bos_token_id
     assert ids.count(tokenizer.bos_token_id) == 1 and ids[-1] == tokenizer.eos_token_id
+
+
+def test_language_modelling_reports_each_sources_own_loss():
+    import torch
+
+    from chatforge.data.lm_data import LanguageModelling
+    from chatforge.losses.lm import token_nll_sum
+    from tiny_models import make_tiny_model
+
+    model = make_tiny_model()
+    torch.manual_seed(0)
+    batch = {"input_ids": torch.randint(4, 300, (3, 10)), "labels": torch.randint(4, 300, (3, 10))}
+    batch["labels"][1, :4] = -100
+    batch["source"] = torch.tensor([0, 1, 0])
+    out = LanguageModelling(["x", "y"])(model, batch)
+    logits = model(input_ids=batch["input_ids"]).logits
+    total, count = token_nll_sum(logits, batch["labels"])
+    x_sum, x_count = token_nll_sum(logits[[0, 2]], batch["labels"][[0, 2]])
+    assert out.loss_sum.item() == pytest.approx(total.item(), rel=1e-5) and int(out.count) == int(count) == 26
+    num, den = out.ratios["loss/x"]
+    assert num.item() == pytest.approx(x_sum.item(), rel=1e-5) and int(den) == int(x_count) == 20
+    assert int(out.sums["share/y"]) == 6

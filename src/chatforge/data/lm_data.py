@@ -179,10 +179,18 @@ class LanguageModelling:
         from chatforge.engine.loop import StepOutput
         from chatforge.losses.lm import IGNORE_INDEX
 
-        loss_sum, n_tokens = token_nll_sum(lm_forward(model, batch), batch["labels"])
-        sums = {}
-        if len(self.source_names) > 1 and "source" in batch:
-            per_row = (batch["labels"] != IGNORE_INDEX).sum(dim=1)
-            for index, name in enumerate(self.source_names):
-                sums[f"share/{name}"] = per_row[batch["source"] == index].sum()
-        return StepOutput(loss_sum, n_tokens, sums)
+        logits = lm_forward(model, batch)
+        if len(self.source_names) < 2 or "source" not in batch:
+            loss_sum, n_tokens = token_nll_sum(logits, batch["labels"])
+            return StepOutput(loss_sum, n_tokens)
+        labels = batch["labels"]
+        per_token = torch.nn.functional.cross_entropy(
+            logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
+        )
+        row_loss, row_tokens = per_token.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
+        sums, ratios = {}, {}
+        for index, name in enumerate(self.source_names):  # every name every step: ranks all-reduce the same keys
+            mine = batch["source"] == index
+            sums[f"share/{name}"] = row_tokens[mine].sum()
+            ratios[f"loss/{name}"] = (row_loss[mine].detach().sum(), row_tokens[mine].sum())
+        return StepOutput(row_loss.sum(), row_tokens.sum(), sums, ratios=ratios)

@@ -44,6 +44,9 @@ class StepOutput:
     count: torch.Tensor | int  # how many units the sum covers (valid tokens, pairs, ...)
     sums: dict[str, torch.Tensor] = field(default_factory=dict)  # metric sums, reported per unit
     tokens: int | None = None  # tokens processed, for throughput; default: batch["input_ids"].numel()
+    # metric -> (numerator, denominator), each summed over the step's micro-batches and ranks, then
+    # divided: e.g. the loss of one data source over that source's own tokens
+    ratios: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 class Objective(Protocol):
@@ -205,6 +208,10 @@ class Engine:
             count += torch.as_tensor(out.count, device=self.device, dtype=torch.float64)
             for key, value in out.sums.items():
                 sums[key] = sums.get(key, 0) + torch.as_tensor(value, device=self.device, dtype=torch.float64).detach()
+            for key, pair in out.ratios.items():
+                for part, value in zip(("\0num", "\0den"), pair):
+                    value = torch.as_tensor(value, device=self.device, dtype=torch.float64).detach()
+                    sums[key + part] = sums.get(key + part, 0) + value
             tokens += out.tokens if out.tokens is not None else int(batch["input_ids"].numel())
         # One all-reduce for everything the step reports.
         keys = sorted(sums)
@@ -221,7 +228,11 @@ class Engine:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        metrics = {k: (packed[3 + i] / global_count).item() for i, k in enumerate(keys)}
+        totals = dict(zip(keys, packed[3:].tolist()))
+        metrics = {k: v / global_count for k, v in totals.items() if "\0" not in k}
+        for key in keys:
+            if key.endswith("\0num") and totals[key[:-4] + "\0den"] > 0:
+                metrics[key[:-4]] = totals[key] / totals[key[:-4] + "\0den"]
         return global_loss / global_count, metrics, float(grad_norm), global_tokens
 
     def _evaluate(self) -> dict[str, float]:
