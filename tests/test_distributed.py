@@ -188,3 +188,27 @@ def test_two_process_checkpoint_resumes_in_one_process(runs):
     runs.pretrain(resumed.name, 1, "train.micro_batch_size=4")
     assert f"(step {SAVE_EVERY})" in runs.stdout[resumed.name]
     assert_same_training(resumed, runs.reference(), range(SAVE_EVERY + 1, STEPS + 1))
+
+
+def test_two_processes_draw_the_same_staged_mixture_with_replay(runs, tmp_path):
+    """Sources, stages, replay and per-source metrics do not depend on how the global batch is split."""
+    from chatforge.world import write_world
+
+    world = tmp_path / "world"
+    write_world(world, size="tiny")
+    mixture = [
+        f"data.sources=[{{path: {world}/pretrain/world_a_train.jsonl, name: a}}, "
+        f"{{path: {world}/instructions/train.jsonl, name: sft, content: chat}}]",
+        f"data.replay={{sources: [{{path: {world}/pretrain/world_b_train.jsonl, name: old}}], fraction: 0.2}}",
+        "data.stages=[{name: s1, weights: {a: 1}}, {name: s2, start_step: 3, weights: {a: 1, sft: 1}}]",
+    ]
+    one = runs.get("mix_single", 1, "train.micro_batch_size=4", *mixture)
+    two = runs.get("mix_two", 2, "train.micro_batch_size=2", *mixture)
+    assert_same_training(two, one, range(1, STEPS + 1))
+    a, b = train_rows(one), train_rows(two)
+    for step in range(1, STEPS + 1):
+        metrics = [k for k in a[step] if k.startswith(("share/", "loss/"))]
+        assert set(metrics) == {k for k in b[step] if k.startswith(("share/", "loss/"))}
+        for key in metrics:
+            assert b[step][key] == pytest.approx(a[step][key], abs=LOSS_ATOL), (step, key)
+    assert all(a[s]["share/sft"] == 0 for s in (1, 2, 3)) and any(a[s]["share/sft"] > 0 for s in (4, 5, 6))
