@@ -19,6 +19,7 @@ from chatforge.errors import ChatforgeError
 STAGES: dict[str, tuple[str, str]] = {
     "demo": ("chatforge.stages.demo", "run the main job on the built-in default (tokenizer, pretrain, eval)"),
     "tokenizer": ("chatforge.stages.tokenizer", "train a byte-level BPE or WordPiece tokenizer"),
+    "tokenizer extend": ("chatforge.stages.tokenizer_extend", "add domain tokens to a BPE tokenizer (old text unchanged), resize a model"),
     "pretrain": ("chatforge.stages.pretrain", "pretrain or continue pretraining a causal LM"),
     "eval-lm": ("chatforge.stages.eval_lm", "perplexity and bits-per-byte of a model on held-out text"),
     "schedule": ("chatforge.stages.schedule", "print or plot (--plot out.png) a learning-rate schedule"),
