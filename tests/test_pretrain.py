@@ -103,3 +103,16 @@ def test_continued_pretraining_starts_from_the_given_weights(tmp_path, tiny_toke
 def test_bad_tokenizer_path_is_one_line(tmp_path, capsys):
     assert main(["pretrain", f"out={tmp_path}", f"tokenizer={tmp_path / 'missing'}"]) == 2
     assert "tokenizer not found" in capsys.readouterr().err
+
+
+def test_weighted_token_nll_sum_by_hand():
+    """Same logits as above: NLL(1) = -ln 3/4, NLL(0) = -ln 1/4; weights 1 and 0.1; the third is ignored."""
+    from chatforge.losses.lm import weighted_token_nll_sum
+
+    logits = torch.tensor([[[0.0, math.log(3)], [0.0, math.log(3)], [5.0, -5.0]]])
+    labels = torch.tensor([[1, 0, -100]])
+    loss_sum, n = weighted_token_nll_sum(logits, labels, torch.tensor([[1.0, 0.1, 7.0]]))
+    assert n.item() == 2
+    assert loss_sum.item() == pytest.approx(-math.log(0.75) - 0.1 * math.log(0.25), rel=1e-6)
+    plain, _ = token_nll_sum(logits, labels)
+    assert weighted_token_nll_sum(logits, labels, torch.ones(1, 3))[0].item() == pytest.approx(plain.item())

@@ -62,7 +62,8 @@ def attention_kind(model: torch.nn.Module) -> str:
 def lm_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Logits for a language-modelling batch, packed (position_ids present) or not."""
     if "position_ids" not in batch:
-        return model(input_ids=batch["input_ids"], use_cache=False).logits
+        mask = batch.get("attention_mask")  # padded rows (SFT's pad mode)
+        return model(input_ids=batch["input_ids"], attention_mask=mask, use_cache=False).logits
     if attention_kind(model).startswith("flash_attention") and batch["input_ids"].shape[0] > 1:
         # FlashAttention detects packed documents only in a batch of one row; every row starts
         # at position 0, so the rows laid end to end stay apart as variable-length segments.

@@ -31,6 +31,22 @@ def token_nll_sum(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int 
     return loss_sum, n_tokens
 
 
+def weighted_token_nll_sum(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor, ignore_index: int = IGNORE_INDEX
+):
+    """Σ w_t · NLL_t over the counted tokens, and the number of counted tokens.
+
+    The count is of tokens, not of weight, so a weight below 1 (C-RLFT's novice class) shrinks a
+    token's pull instead of being normalised away: all-ones weights give `token_nll_sum` exactly.
+    """
+    flat_labels = labels.reshape(-1)
+    per_token = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)).float(), flat_labels, ignore_index=ignore_index, reduction="none"
+    )
+    counted = flat_labels != ignore_index
+    return (per_token * weights.reshape(-1).to(per_token.dtype) * counted).sum(), counted.sum()
+
+
 def bits_per_byte(nll_sum_nats: float, n_bytes: int) -> float:
     """Total NLL in nats over a text, expressed in bits per UTF-8 byte of that text.
 
