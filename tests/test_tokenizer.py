@@ -274,3 +274,10 @@ def test_load_tokenizer_bad_paths(tmp_path):
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(ChatforgeError, match="cannot load the tokenizer"):
         load_tokenizer(tmp_path)
+
+
+def test_builtin_templates_bring_their_special_tokens():
+    cfg = TokenizerConfig(chat_template="llama3")
+    assert cfg.special_tokens.extra == ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    mine = TokenizerConfig(chat_template="llama3", special_tokens={"extra": ["<|eot_id|>"]})
+    assert mine.special_tokens.extra == ["<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]

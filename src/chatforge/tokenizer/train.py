@@ -46,7 +46,9 @@ from chatforge.data.corpus import SourceConfig, read_documents
 from chatforge.errors import ConfigError, DataError
 from chatforge.run_dir import RejectLog
 from chatforge.tokenizer.templates import (
+    CHAT_TEMPLATES,
     DEFAULT_CHAT_TEMPLATE,
+    missing_special_tokens,
     resolve_chat_template,
     template_special_tokens,
 )
@@ -132,6 +134,18 @@ class TokenizerConfig(StrictModel):
     out: str = Field(
         "runs/tokenizer", description="output directory; existing tokenizer files in it are replaced"
     )
+
+    @model_validator(mode="after")
+    def _builtin_template_tokens(self) -> TokenizerConfig:
+        # A built-in template's own tokens (llama3's header and end-of-turn tokens) are added as
+        # special tokens after `extra`. Not for chatml, whose tokens have their own fields (renaming
+        # im_start must match the template), nor for a custom template, which lists its tokens
+        # itself so that a typo in it is an error rather than a new token.
+        if self.chat_template in CHAT_TEMPLATES and self.chat_template != "chatml":
+            missing = missing_special_tokens(self.chat_template, self.special_tokens.ordered())
+            if missing:
+                self.special_tokens.extra = [*self.special_tokens.extra, *missing]
+        return self
 
     @field_validator("sources")
     @classmethod
