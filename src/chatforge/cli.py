@@ -21,6 +21,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "tokenizer": ("chatforge.stages.tokenizer", "train a byte-level BPE or WordPiece tokenizer"),
     "tokenizer extend": ("chatforge.stages.tokenizer_extend", "add domain tokens to a BPE tokenizer (old text unchanged), resize a model"),
     "pretrain": ("chatforge.stages.pretrain", "pretrain or continue pretraining a causal LM"),
+    "sft": ("chatforge.stages.sft", "supervised fine-tuning: chat conversations, answer tokens only (full, LoRA, freeze)"),
     "eval-lm": ("chatforge.stages.eval_lm", "perplexity and bits-per-byte of a model on held-out text"),
     "schedule": ("chatforge.stages.schedule", "print or plot (--plot out.png) a learning-rate schedule"),
     "world write": ("chatforge.world.stage", "write the built-in task world's files (facts, tasks, preferences, web pages)"),

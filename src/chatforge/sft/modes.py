@@ -1,0 +1,121 @@
+"""What an SFT run trains: the whole model, LoRA adapters, or the last blocks of a frozen model.
+
+- `full`: every parameter trains.
+- `lora`: `peft.get_peft_model` with a `LoraConfig(task_type="CAUSAL_LM")`; only the adapters train.
+  `export_model` merges them (`merge_and_unload`) so `final/` is a plain `transformers` model.
+- `freeze`: every parameter is frozen except the last `train_last_n_blocks` decoder blocks (the
+  modules whose class is in the model's `_no_split_modules`, as FSDP2 shards them) and the parameters
+  whose name matches one of the `train_modules` regular expressions (e.g. `lm_head`, `model\\.norm`).
+
+The engine's optimizer and gradient clipping take only `requires_grad` parameters, so frozen ones
+get no update and no AdamW state.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from chatforge.config.base import StrictModel
+from chatforge.errors import ConfigError
+
+Mode = Literal["full", "lora", "freeze"]
+DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class LoraSettings(StrictModel):
+    r: int = Field(8, ge=1, description="LoRA rank")
+    alpha: int = Field(16, ge=1, description="LoRA alpha (the update is scaled by alpha / r)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the LoRA input")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_LORA_TARGETS), description="module names that get adapters"
+    )
+    save_adapter: bool = Field(False, description="also save the adapter alone to out/adapter/")
+
+
+class FreezeSettings(StrictModel):
+    train_last_n_blocks: int | None = Field(
+        None, ge=0, description="decoder blocks trained, counted from the top (None = none)"
+    )
+    train_modules: list[str] = Field(
+        default_factory=list, description="regular expressions: parameters whose name matches one train"
+    )
+
+
+def decoder_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    names = getattr(model, "_no_split_modules", None) or []
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
+def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts, each shared tensor counted once."""
+    seen: set[int] = set()
+    trainable = total = 0
+    for p in model.parameters():
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        total += p.numel()
+        trainable += p.numel() if p.requires_grad else 0
+    return trainable, total
+
+
+def apply_mode(
+    model: torch.nn.Module, mode: Mode, lora: LoraSettings | None = None, freeze: FreezeSettings | None = None
+) -> torch.nn.Module:
+    """The model to train for `mode` (a peft model for lora, the same model otherwise)."""
+    if mode == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    if mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lora = lora or LoraSettings()
+        present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+        missing = [t for t in lora.target_modules if t not in present]
+        if missing:
+            raise ConfigError(f"lora.target_modules {missing} are not modules of {type(model).__name__}")
+        config = LoraConfig(
+            task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+        )
+        return get_peft_model(model, config)
+    if mode == "freeze":
+        freeze = freeze or FreezeSettings()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        n = freeze.train_last_n_blocks or 0
+        blocks = decoder_blocks(model)
+        if n > len(blocks):
+            raise ConfigError(f"freeze.train_last_n_blocks={n} but {type(model).__name__} has {len(blocks)} decoder blocks")
+        for block in blocks[len(blocks) - n :]:
+            for p in block.parameters():
+                p.requires_grad_(True)
+        patterns = [re.compile(p) for p in freeze.train_modules]
+        for name, p in model.named_parameters():
+            if any(pat.search(name) for pat in patterns):
+                p.requires_grad_(True)
+        if not any(p.requires_grad for p in model.parameters()):
+            raise ConfigError(
+                "mode=freeze leaves nothing to train: set freeze.train_last_n_blocks and/or freeze.train_modules"
+            )
+        return model
+    raise ConfigError(f"mode must be full, lora or freeze, not {mode!r}")
+
+
+def export_model(model: torch.nn.Module, mode: Mode, out_dir: Path, tokenizer=None, adapter_dir: Path | None = None) -> None:
+    """Write `out_dir` as a plain `transformers` model (LoRA merged in); the adapter alone to `adapter_dir`."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if mode == "lora":
+        if adapter_dir is not None:
+            model.save_pretrained(adapter_dir)
+        model = model.merge_and_unload()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir)

@@ -1,0 +1,201 @@
+"""Supervised fine-tuning of a Hugging Face causal LM on chat conversations, answer tokens only.
+
+Reads conversations (OpenAI messages, ShareGPT, Alpaca, prompt/completion; `chatforge.sft.formats`),
+renders each with the tokenizer's chat template and supervises only the assistant answers
+(`chatforge.sft.masking`), packs them without cross-talk or pads them one per row
+(`chatforge.sft.batches`), and trains with the engine: the whole model (`mode=full`), LoRA adapters
+(`mode=lora`, merged into `final/` at the end), or the top blocks of a frozen model (`mode=freeze`).
+Unusable records go to `rejected.jsonl` with their reason; `report/summary.json` counts them.
+
+    chatforge sft model=runs/pretrain/final data.sources='[{path: world/instructions/train.jsonl}]'
+    chatforge sft cfg.yaml mode=lora lora.r=16 train.max_steps=500
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from chatforge.config.base import StrictModel
+from chatforge.engine.config import OptimConfig, TrainConfig
+from chatforge.engine.loop import Engine
+from chatforge.engine.schedules import ScheduleConfig
+from chatforge.errors import ConfigError
+from chatforge.losses.lm import IGNORE_INDEX
+from chatforge.run_dir import RejectLog, RunDir
+from chatforge.sft.formats import ChatSourceConfig, SystemPrompts
+from chatforge.sft.masking import MaskSource, Truncation
+from chatforge.sft.modes import FreezeSettings, LoraSettings, Mode
+
+
+class SFTDataConfig(StrictModel):
+    sources: list[ChatSourceConfig] = Field(default_factory=list, description="training conversations")
+    system_prompts: SystemPrompts = Field(
+        default_factory=SystemPrompts, description="system prompts added to conversations that have none"
+    )
+    seq_len: int = Field(512, ge=8, description="tokens per row; longer conversations are truncated")
+    packing: Literal["pack", "pad"] = Field(
+        "pack", description="pack: several conversations per row, isolated by position ids; pad: one per row"
+    )
+    truncation: Truncation = Field(
+        "right", description="conversations longer than seq_len: right keeps the start, left the end, drop rejects"
+    )
+    mask_source: MaskSource = Field("auto", description="where the answers are: auto, prefixes or markers")
+    group_by_length: bool = Field(True, description="pad mode: batch conversations of similar length")
+    val_sources: list[ChatSourceConfig] = Field(
+        default_factory=list, description="held-out conversations for a validation loss (answer tokens)"
+    )
+
+
+def _default_schedule():
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(ScheduleConfig).validate_python({"kind": "cosine", "warmup_ratio": 0.03})
+
+
+class Config(StrictModel):
+    out: str = Field("runs/sft", description="run directory")
+    model: str = Field(description="Hugging Face model directory to fine-tune (required)")
+    tokenizer: str | None = Field(None, description="tokenizer directory; default: the model directory")
+    data: SFTDataConfig = Field(default_factory=SFTDataConfig)
+    mode: Mode = Field("full", description="full: train everything; lora: LoRA adapters; freeze: top blocks only")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="mode=lora settings")
+    freeze: FreezeSettings = Field(default_factory=FreezeSettings, description="mode=freeze settings")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=200))
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=2e-4, weight_decay=0.0))
+    schedule: ScheduleConfig = Field(
+        default_factory=lambda: _default_schedule(), description="LR schedule (default cosine, 3% warmup)"
+    )
+
+
+def load_examples(cfg: Config, sources: list[ChatSourceConfig], tokenizer, rejects: RejectLog) -> tuple[list, dict]:
+    """`Example`s of `sources` and their statistics (conversations, truncated, supervised tokens)."""
+    from chatforge.sft.batches import Example
+    from chatforge.sft.formats import read_conversations
+    from chatforge.sft.masking import encode_conversations
+
+    conversations = read_conversations(sources, rejects, cfg.data.system_prompts)
+    examples, truncated, straddling, supervised, tokens = [], 0, 0, 0, 0
+    for _, enc in encode_conversations(
+        tokenizer, conversations, rejects, cfg.data.seq_len, cfg.data.truncation, cfg.data.mask_source
+    ):
+        examples.append(Example(enc.input_ids, enc.labels))
+        truncated += enc.truncated > 0
+        straddling += enc.straddling
+        supervised += sum(label != IGNORE_INDEX for label in enc.labels)
+        tokens += len(enc.input_ids)
+    stats = {
+        "examples": len(examples), "truncated": truncated, "straddling_tokens": straddling,
+        "supervised_tokens": supervised, "tokens": tokens,
+    }
+    return examples, stats
+
+
+def validation_loss(model, examples, seq_len: int, pad_id: int, batch_size: int, packing: str) -> dict[str, float]:
+    """Mean answer-token NLL over `examples`, laid out in order (packed or one per row)."""
+    from chatforge.sft.batches import SFTBatches, pack_rows
+    from chatforge.sft.objective import SFTObjective
+
+    layout = SFTBatches(examples, 1, seq_len, pad_id, packing, group_by_length=False)
+    rows = pack_rows(examples, range(len(examples)), seq_len) if packing == "pack" else [[i] for i in range(len(examples))]
+    device = next(model.parameters()).device
+    objective = SFTObjective()
+    loss, count = 0.0, 0
+    for start in range(0, len(rows), batch_size):
+        batch = {k: v.to(device) for k, v in layout._collate(rows[start : start + batch_size]).items()}
+        out = objective(model, batch)
+        loss += float(out.loss_sum)
+        count += int(out.count)
+    return {"val/loss": loss / max(count, 1)}
+
+
+def run(cfg: Config) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    from chatforge.data.packing import check_isolation
+    from chatforge.engine import distributed as dist
+    from chatforge.sft.batches import SFTBatches
+    from chatforge.sft.modes import apply_mode, export_model, trainable_parameters
+    from chatforge.sft.objective import SFTObjective
+    from chatforge.tokenizer.load import load_tokenizer
+
+    if not cfg.data.sources:
+        raise ConfigError("data.sources is empty: give at least one file of conversations")
+    info, _ = dist.init(cfg.train.device)
+    say = print if info.is_main else (lambda *_, **__: None)
+    if cfg.mode == "lora" and info.enabled and cfg.train.distributed == "fsdp2":
+        raise ConfigError("mode=lora with train.distributed=fsdp2 is not supported yet; use ddp")
+    run_dir = RunDir.create(cfg.out)
+    if info.is_main:
+        run_dir.write_config(cfg)
+    torch.manual_seed(cfg.train.seed)
+    with RejectLog(run_dir.rejected if info.is_main else None) as rejects:
+        tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
+        examples, stats = load_examples(cfg, cfg.data.sources, tokenizer, rejects)
+        val_examples, val_stats = (
+            load_examples(cfg, cfg.data.val_sources, tokenizer, rejects) if cfg.data.val_sources else ([], {})
+        )
+        if rejects.total:
+            say(rejects.summary_line())
+        model = AutoModelForCausalLM.from_pretrained(cfg.model, trust_remote_code=False, dtype=torch.float32)
+        vocab = model.get_input_embeddings().weight.shape[0]
+        if len(tokenizer) > vocab:
+            raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab}")
+        if cfg.data.packing == "pack":
+            check_isolation(model, len(tokenizer))
+        model = apply_mode(model, cfg.mode, cfg.lora, cfg.freeze)
+        trainable, total = trainable_parameters(model)
+        rows_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum_steps * info.world_size
+        batches = SFTBatches(
+            examples, cfg.train.micro_batch_size, cfg.data.seq_len, tokenizer.pad_token_id, cfg.data.packing,
+            seed=cfg.train.seed, rank=info.rank, world_size=info.world_size, group_by_length=cfg.data.group_by_length,
+            rows_per_step=rows_per_step,
+        )
+        evaluate = None
+        if val_examples:
+            def evaluate(m):
+                return validation_loss(
+                    m, val_examples, cfg.data.seq_len, tokenizer.pad_token_id, cfg.train.micro_batch_size, cfg.data.packing
+                )
+        engine = Engine(
+            model, SFTObjective(), batches, cfg.train, cfg.optim, cfg.schedule, run_dir, evaluate=evaluate,
+            log_config=cfg.model_dump(mode="json"), name=run_dir.root.name,
+        )
+        say(
+            f"sft ({cfg.mode}): {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%) | "
+            f"{stats['examples']} conversations, {stats['supervised_tokens']:,} answer tokens of {stats['tokens']:,} | "
+            f"{batches.rows_per_epoch()} rows of {cfg.data.seq_len} per epoch ({cfg.data.packing}) | "
+            f"{rows_per_step} rows per step x {cfg.train.max_steps} steps "
+            f"(~{cfg.train.max_steps * rows_per_step / batches.rows_per_epoch():.2f} epochs)"
+        )
+        result = engine.fit()
+        if info.is_main:
+            adapter = run_dir.root / "adapter" if cfg.mode == "lora" and cfg.lora.save_adapter else None
+            if cfg.mode == "lora":
+                export_model(dist.unwrap(engine.model), cfg.mode, run_dir.final, tokenizer, adapter)
+        if cfg.mode != "lora":
+            engine.export(run_dir.final, tokenizer)
+        dist.barrier(info)
+        summary = {
+            "mode": cfg.mode,
+            "steps": result.step,
+            "trainable_parameters": trainable,
+            "parameters": total,
+            "train": stats,
+            "val": val_stats or None,
+            "rejected": dict(rejects.counts),
+            "final_train_loss": result.last_metrics.get("loss"),
+            "val_loss": result.eval_metrics.get("val/loss"),
+            "train_tokens_seen": engine.tokens_seen,
+        }
+    if info.is_main:
+        run_dir.write_summary(summary)
+        val = f" | val loss {summary['val_loss']:.4f}" if summary["val_loss"] is not None else ""
+        loss = summary["final_train_loss"]
+        print(
+            f"done: {run_dir.final} | {stats['examples']} conversations used, {rejects.total} rejected | "
+            f"final train loss {loss:.4f}{val}"
+        )
+    return summary

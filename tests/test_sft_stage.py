@@ -1,0 +1,108 @@
+"""`chatforge sft` end to end on tiny models built from config: full, LoRA (merged), freeze, rejects."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from chatforge.cli import main
+from tiny_models import make_tiny_model
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory, tiny_tokenizer_dir):
+    from chatforge.tokenizer.load import load_tokenizer
+
+    out = tmp_path_factory.mktemp("base")
+    tokenizer = load_tokenizer(tiny_tokenizer_dir)
+    make_tiny_model(vocab_size=len(tokenizer), max_position_embeddings=256).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from chatforge.world.write import write_world
+
+    out = tmp_path_factory.mktemp("world")
+    write_world(out, size="tiny")
+    return out
+
+
+def _state(path):
+    from transformers import AutoModelForCausalLM
+
+    return {k: v.clone() for k, v in AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).state_dict().items()}
+
+
+def _sft(out, base, train, *extra):
+    args = ["sft", f"model={base}", f"out={out}", f"data.sources=[{{path: {train}}}]", "data.seq_len=256",
+            "train.max_steps=4", "train.micro_batch_size=2", "train.progress=false", "train.device=cpu",
+            "train.save_every=0", *extra]
+    assert main(args) == 0
+    return json.loads((out / "report" / "summary.json").read_text())
+
+
+def test_full_end_to_end(tmp_path, base_dir, world):
+    train = world / "instructions" / "train.jsonl"
+    summary = _sft(tmp_path / "run", base_dir, train, f"data.val_sources=[{{path: {world / 'instructions' / 'test.jsonl'}}}]")
+    assert summary["trainable_parameters"] == summary["parameters"]
+    assert summary["train"]["examples"] > 0 and summary["steps"] == 4
+    assert summary["val_loss"] is not None and summary["final_train_loss"] > 0
+    final = tmp_path / "run" / "final"
+    after, before = _state(final), _state(base_dir)
+    assert after.keys() == before.keys()
+    assert any(not torch.equal(after[k], before[k]) for k in before)
+    from chatforge.tokenizer.load import load_tokenizer
+
+    assert load_tokenizer(final).chat_template == load_tokenizer(base_dir).chat_template
+
+
+def test_lora_merges_into_plain_model(tmp_path, base_dir, world):
+    train = world / "instructions" / "train.jsonl"
+    summary = _sft(tmp_path / "run", base_dir, train, "mode=lora", "optim.lr=1e-2", "lora.save_adapter=true")
+    assert 0 < summary["trainable_parameters"] < summary["parameters"]
+    final = tmp_path / "run" / "final"
+    after, before = _state(final), _state(base_dir)
+    assert after.keys() == before.keys()
+    assert not any("lora" in k or "base_model" in k for k in after)
+    targets = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    changed = [k for k in before if not torch.equal(after[k], before[k])]
+    assert changed and all(any(t in k for t in targets) for k in changed)
+    # Every change is the merged low-rank update: W_final - W_base == (alpha / r) * B @ A.
+    from safetensors.torch import load_file
+
+    adapter = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
+    for key in changed:
+        stem = "base_model.model." + key.removesuffix(".weight")
+        delta = adapter[stem + ".lora_B.weight"] @ adapter[stem + ".lora_A.weight"] * (16 / 8)
+        torch.testing.assert_close(after[key] - before[key], delta, atol=1e-6, rtol=1e-4)
+
+
+def test_freeze_leaves_frozen_bit_identical(tmp_path, base_dir, world):
+    train = world / "instructions" / "train.jsonl"
+    summary = _sft(tmp_path / "run", base_dir, train, "mode=freeze", "freeze.train_last_n_blocks=1",
+                   "freeze.train_modules=[model\\.norm]", "optim.lr=1e-2", "data.packing=pad")
+    assert 0 < summary["trainable_parameters"] < summary["parameters"]
+    after, before = _state(tmp_path / "run" / "final"), _state(base_dir)
+    for k in before:
+        trained = k.startswith("model.layers.1.") or k == "model.norm.weight"
+        assert torch.equal(after[k], before[k]) != trained, k
+
+
+def test_loss_goes_down_and_malformed_record_rejected(tmp_path, base_dir):
+    train = tmp_path / "train.jsonl"
+    good = [{"messages": [{"role": "user", "content": f"Say {w}."}, {"role": "assistant", "content": f"{w} {w} {w}."}]}
+            for w in ("apple", "river", "stone", "cloud")]
+    lines = [json.dumps(r) for r in good * 4] + ['{"messages": [{"role": "user"', json.dumps({"messages": []})]
+    train.write_text("\n".join(lines) + "\n")
+    summary = _sft(tmp_path / "run", base_dir, train, "train.max_steps=20", "optim.lr=1e-2", "train.micro_batch_size=4",
+                   "data.seq_len=64", "data.packing=pad")
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    assert len(losses) == 20 and sum(losses[-3:]) / 3 < 0.7 * sum(losses[:3]) / 3
+    rejected = [json.loads(line) for line in (tmp_path / "run" / "rejected.jsonl").read_text().splitlines()]
+    assert len(rejected) == 2 and sum(summary["rejected"].values()) == 2
+    assert summary["train"]["examples"] == 16
