@@ -132,9 +132,10 @@ class SFTBatches:
         start = self.position + self.rank * self.batch_size
         mine = self._rows[start : start + self.batch_size]
         self.position += global_batch
-        return self._collate(mine)
+        return self.collate(mine)
 
-    def _collate(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+    def collate(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
+        """The batch of `rows` (each a list of example indices), in this object's mode."""
         width = self.seq_len if self.mode == "pack" else max(sum(len(self.examples[i].input_ids) for i in r) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
         labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
@@ -162,6 +163,13 @@ class SFTBatches:
         else:
             batch["attention_mask"] = mask
         return batch
+
+    def in_order(self, batch_size: int):
+        """Every example once, in order (packed or one per row), for a validation loss."""
+        n = len(self.examples)
+        rows = pack_rows(self.examples, range(n), self.seq_len) if self.mode == "pack" else [[i] for i in range(n)]
+        for start in range(0, len(rows), batch_size):
+            yield self.collate(rows[start : start + batch_size])
 
     # ---- state --------------------------------------------------------------------------------
     def rows_per_epoch(self) -> int:

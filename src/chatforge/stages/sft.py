@@ -95,16 +95,15 @@ def load_examples(cfg: Config, sources: list[ChatSourceConfig], tokenizer, rejec
 
 def validation_loss(model, examples, seq_len: int, pad_id: int, batch_size: int, packing: str) -> dict[str, float]:
     """Mean answer-token NLL over `examples`, laid out in order (packed or one per row)."""
-    from chatforge.sft.batches import SFTBatches, pack_rows
+    from chatforge.sft.batches import SFTBatches
     from chatforge.sft.objective import SFTObjective
 
     layout = SFTBatches(examples, 1, seq_len, pad_id, packing, group_by_length=False)
-    rows = pack_rows(examples, range(len(examples)), seq_len) if packing == "pack" else [[i] for i in range(len(examples))]
     device = next(model.parameters()).device
     objective = SFTObjective()
     loss, count = 0.0, 0
-    for start in range(0, len(rows), batch_size):
-        batch = {k: v.to(device) for k, v in layout._collate(rows[start : start + batch_size]).items()}
+    for rows in layout.in_order(batch_size):
+        batch = {k: v.to(device) for k, v in rows.items()}
         out = objective(model, batch)
         loss += float(out.loss_sum)
         count += int(out.count)
