@@ -124,7 +124,8 @@ def _read_text(path: Path, source: SourceConfig, rejects: RejectLog) -> Iterator
     yield from flush()
 
 
-def _read_jsonl(path: Path, source: SourceConfig, rejects: RejectLog) -> Iterator[Document]:
+def jsonl_records(path: Path, rejects: RejectLog) -> Iterator[tuple[str, object]]:
+    """("line N", record) of a JSONL file; undecodable and bad-JSON lines go to `rejects`, blank ones are skipped."""
     name = str(path)
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -132,21 +133,24 @@ def _read_jsonl(path: Path, source: SourceConfig, rejects: RejectLog) -> Iterato
             if not raw.strip():
                 continue
             try:
-                record = json.loads(raw.decode("utf-8"))
+                yield where, json.loads(raw.decode("utf-8"))
             except UnicodeDecodeError as exc:
                 rejects.add(name, where, "not_utf8", f"invalid byte at column {exc.start + 1}", raw[:200].hex())
-                continue
             except json.JSONDecodeError as exc:
                 rejects.add(name, where, "bad_json", exc.msg, raw[:200].decode("utf-8", "replace"))
-                continue
-            if source.content == "chat":
-                messages = _messages_of(record, source.messages_field, name, where, rejects)
-                if messages is not None:
-                    yield Document("", name, where, messages)
-                continue
-            text = _text_of(record, source.text_field, name, where, rejects)
-            if text is not None:
-                yield Document(text, name, where)
+
+
+def _read_jsonl(path: Path, source: SourceConfig, rejects: RejectLog) -> Iterator[Document]:
+    name = str(path)
+    for where, record in jsonl_records(path, rejects):
+        if source.content == "chat":
+            messages = _messages_of(record, source.messages_field, name, where, rejects)
+            if messages is not None:
+                yield Document("", name, where, messages)
+            continue
+        text = _text_of(record, source.text_field, name, where, rejects)
+        if text is not None:
+            yield Document(text, name, where)
 
 
 def _messages_of(record: object, field: str, name: str, where: str, rejects: RejectLog) -> list | None:

@@ -33,6 +33,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from chatforge.config.base import StrictModel
+from chatforge.data.corpus import jsonl_records
 from chatforge.errors import DataError
 from chatforge.run_dir import RejectLog
 
@@ -144,7 +145,6 @@ def _records(path: Path, rejects: RejectLog) -> Iterator[tuple[str, Any]]:
     if path.is_dir() or path.suffix.lower() == ".parquet":
         yield from _dataset_records(path)
         return
-    name = str(path)
     with path.open("rb") as fh:
         head = fh.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
     if path.suffix.lower() == ".json" and head.startswith(b"["):
@@ -155,17 +155,7 @@ def _records(path: Path, rejects: RejectLog) -> Iterator[tuple[str, Any]]:
         for i, item in enumerate(items):
             yield f"item {i}", item
         return
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            where = f"line {lineno}"
-            if not raw.strip():
-                continue
-            try:
-                yield where, json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                rejects.add(name, where, "not_utf8", f"invalid byte at column {exc.start + 1}", raw[:200].hex())
-            except json.JSONDecodeError as exc:
-                rejects.add(name, where, "bad_json", exc.msg, raw[:200].decode("utf-8", "replace"))
+    yield from jsonl_records(path, rejects)
 
 
 def _dataset_records(path: Path) -> Iterator[tuple[str, Any]]:
