@@ -106,3 +106,25 @@ def test_loss_goes_down_and_malformed_record_rejected(tmp_path, base_dir):
     rejected = [json.loads(line) for line in (tmp_path / "run" / "rejected.jsonl").read_text().splitlines()]
     assert len(rejected) == 2 and sum(summary["rejected"].values()) == 2
     assert summary["train"]["examples"] == 16
+
+
+def test_exact_match_table_base_vs_sft(tmp_path, base_dir, world, capsys):
+    test = world / "instructions" / "test.jsonl"
+    summary = _sft(
+        tmp_path / "run", base_dir, world / "instructions" / "train.jsonl",
+        f"eval={{path: {test}, max_examples: 12, max_new_tokens: 8}}",
+    )
+    table = summary["exact_match"]
+    assert table["base"]["total"] == table["sft"]["total"] == 12
+    assert sum(t["total"] for t in table["sft"]["per_task"].values()) == 12
+    assert 0 <= table["sft"]["accuracy"] <= 1 and "task type" in capsys.readouterr().out
+
+
+def test_exact_match_checks_answers_by_hand():
+    from chatforge.evaluation.instructions import _correct
+
+    record = {"messages": [{"role": "user", "content": "Compute 2 + 3."}, {"role": "assistant", "content": "5"}],
+              "answers": ["5"]}
+    assert _correct(record, "5", "answers") and not _correct(record, "6", "answers")
+    assert _correct(record, "2 + 3 = 5. The answer is 5.", "world")
+    assert not _correct(record, "The answer is 6.", "world")

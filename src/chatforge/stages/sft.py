@@ -23,6 +23,7 @@ from chatforge.engine.config import OptimConfig, TrainConfig
 from chatforge.engine.loop import Engine
 from chatforge.engine.schedules import ScheduleConfig
 from chatforge.errors import ConfigError
+from chatforge.evaluation.instructions import InstructionEval, exact_match, format_exact_match_table
 from chatforge.losses.lm import IGNORE_INDEX
 from chatforge.run_dir import RejectLog, RunDir
 from chatforge.sft.formats import ChatSourceConfig, SystemPrompts
@@ -68,6 +69,10 @@ class Config(StrictModel):
     schedule: ScheduleConfig = Field(
         default_factory=lambda: _default_schedule(), description="LR schedule (default cosine, 3% warmup)"
     )
+    eval: InstructionEval | None = Field(
+        None, description="held-out instructions answered greedily: exact match per task type, base vs fine-tuned"
+    )
+    eval_before: bool = Field(True, description="also score the base model on eval (the table's base column)")
 
 
 def load_examples(cfg: Config, sources: list[ChatSourceConfig], tokenizer, rejects: RejectLog) -> tuple[list, dict]:
@@ -144,6 +149,7 @@ def run(cfg: Config) -> dict:
             raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab}")
         if cfg.data.packing == "pack":
             check_isolation(model, len(tokenizer))
+        base_eval = exact_match(model, tokenizer, cfg.eval) if cfg.eval and cfg.eval_before and info.is_main else None
         model = apply_mode(model, cfg.mode, cfg.lora, cfg.freeze)
         trainable, total = trainable_parameters(model)
         rows_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum_steps * info.world_size
@@ -177,6 +183,11 @@ def run(cfg: Config) -> dict:
         if cfg.mode != "lora":
             engine.export(run_dir.final, tokenizer)
         dist.barrier(info)
+        final_eval = None
+        if cfg.eval and info.is_main:
+            final_model = AutoModelForCausalLM.from_pretrained(run_dir.final, dtype=torch.float32)
+            final_eval = exact_match(final_model, tokenizer, cfg.eval)
+            say(format_exact_match_table(base_eval, final_eval))
         summary = {
             "mode": cfg.mode,
             "steps": result.step,
@@ -188,6 +199,7 @@ def run(cfg: Config) -> dict:
             "final_train_loss": result.last_metrics.get("loss"),
             "val_loss": result.eval_metrics.get("val/loss"),
             "train_tokens_seen": engine.tokens_seen,
+            "exact_match": {"base": base_eval, "sft": final_eval} if final_eval else None,
         }
     if info.is_main:
         run_dir.write_summary(summary)

@@ -1,0 +1,138 @@
+"""Exact match of greedy answers to held-out instructions, per task type.
+
+Each record is a conversation whose last message is the reference answer; the model answers the
+conversation without it (rendered with the tokenizer's chat template and its generation prompt),
+greedily, stopping at the template's end-of-turn token. The answer is checked by the task world's
+checker (`chatforge.world.check_answer`: the final answer, numbers compared as numbers, refusals for
+the safety slice) or, for other data, by exact match against the record's `answers` list.
+
+Generation goes through `transformers`' `generate` with left padding; the project's own sampler
+(with KV-cache batching, stop strings and per-token log-probs) will replace it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from chatforge.config.base import StrictModel
+from chatforge.errors import DataError
+
+Checker = Literal["world", "answers"]
+
+
+class InstructionEval(StrictModel):
+    path: str = Field(description="JSONL of held-out conversations (messages; task_type; answers for checker=answers)")
+    checker: Checker = Field("world", description="world: the task world's checker; answers: exact match to `answers`")
+    max_examples: int | None = Field(200, ge=1, description="score the first N records (None: all)")
+    max_new_tokens: int = Field(64, ge=1, description="answer length limit")
+    batch_size: int = Field(16, ge=1, description="prompts per generate call")
+
+
+def load_records(cfg: InstructionEval) -> list[dict]:
+    path = Path(cfg.path)
+    if not path.is_file():
+        raise DataError(f"instruction eval: file not found: {path}")
+    records = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
+        messages = record.get("messages")
+        if not isinstance(messages, list) or not messages or messages[-1].get("role") != "assistant":
+            raise DataError(f"{path}:{lineno}: field 'messages' must end with the reference assistant answer")
+        if cfg.checker == "answers" and not isinstance(record.get("answers"), list):
+            raise DataError(f"{path}:{lineno}: checker=answers needs a list field 'answers'")
+        records.append(record)
+        if cfg.max_examples is not None and len(records) >= cfg.max_examples:
+            break
+    if not records:
+        raise DataError(f"instruction eval: no records in {path}")
+    return records
+
+
+@torch.no_grad()
+def greedy_answers(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy continuations of chat `prompts` (message lists), up to the first end-of-turn token."""
+    from chatforge.sft.masking import end_of_turn_ids
+
+    stops = end_of_turn_ids(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    answers: list[str] = []
+    try:
+        for begin in range(0, len(prompts), batch_size):
+            encoded = [
+                tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
+                for p in prompts[begin : begin + batch_size]
+            ]
+            encoded = [e["input_ids"] if isinstance(e, dict) else e for e in encoded]
+            width = max(len(e) for e in encoded)
+            ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(encoded), width), dtype=torch.long)
+            for row, e in enumerate(encoded):  # left padding: every prompt ends at the last column
+                ids[row, width - len(e) :] = torch.tensor(e)
+                mask[row, width - len(e) :] = 1
+            out = model.generate(
+                input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
+                max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad,
+            )
+            for row in out[:, width:].tolist():
+                cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+                answers.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+    finally:
+        model.train(was_training)
+    return answers
+
+
+def _correct(record: dict, answer: str, checker: Checker) -> bool:
+    if checker == "world":
+        from chatforge.world import check_answer
+
+        return check_answer(record["messages"][:-1], answer)
+    return answer.strip() in [str(a).strip() for a in record["answers"]]
+
+
+def exact_match(model, tokenizer, cfg: InstructionEval, keep: int = 3) -> dict:
+    """{"accuracy", "correct", "total", "per_task": {task_type: {...}}, "examples": a few answers}."""
+    records = load_records(cfg)
+    answers = greedy_answers(model, tokenizer, [r["messages"][:-1] for r in records], cfg.max_new_tokens, cfg.batch_size)
+    per_task: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    examples = []
+    for record, answer in zip(records, answers):
+        ok = _correct(record, answer, cfg.checker)
+        task = str(record.get("task_type") or record.get("task") or "all")
+        per_task[task][0] += ok
+        per_task[task][1] += 1
+        if len(examples) < keep:
+            examples.append({"prompt": record["messages"][-2]["content"][:200], "answer": answer[:200], "correct": ok})
+    correct = sum(c for c, _ in per_task.values())
+    return {
+        "accuracy": correct / len(records),
+        "correct": correct,
+        "total": len(records),
+        "per_task": {t: {"accuracy": c / n, "correct": c, "total": n} for t, (c, n) in sorted(per_task.items())},
+        "examples": examples,
+    }
+
+
+def format_exact_match_table(before: dict | None, after: dict) -> str:
+    tasks = sorted(after["per_task"])
+    header = f"{'task type':<14}{'n':>5}{'base':>9}{'after':>9}"
+    lines = [header, "-" * len(header)]
+    for task in [*tasks, "all"]:
+        a = after if task == "all" else after["per_task"][task]
+        b = None if before is None else (before if task == "all" else before["per_task"].get(task))
+        base = f"{b['accuracy']:>9.3f}" if b else f"{'-':>9}"
+        lines.append(f"{task:<14}{a['total']:>5}{base}{a['accuracy']:>9.3f}")
+    return "\n".join(lines)
