@@ -128,3 +128,12 @@ def test_exact_match_checks_answers_by_hand():
     assert _correct(record, "5", "answers") and not _correct(record, "6", "answers")
     assert _correct(record, "2 + 3 = 5. The answer is 5.", "world")
     assert not _correct(record, "The answer is 6.", "world")
+
+
+def test_crlft_run_end_to_end_with_conditioned_eval(tmp_path, base_dir, world):
+    summary = _sft(
+        tmp_path / "run", base_dir, world / "mixed_quality" / "train.jsonl", "crlft={}",
+        f"eval={{path: {world / 'instructions' / 'test.jsonl'}, max_examples: 6, max_new_tokens: 4}}",
+    )
+    assert summary["train"]["examples"] > 0 and summary["rejected"] == {}
+    assert summary["exact_match"]["sft"]["total"] == 6

@@ -103,10 +103,17 @@ def _correct(record: dict, answer: str, checker: Checker) -> bool:
     return answer.strip() in [str(a).strip() for a in record["answers"]]
 
 
-def exact_match(model, tokenizer, cfg: InstructionEval, keep: int = 3) -> dict:
-    """{"accuracy", "correct", "total", "per_task": {task_type: {...}}, "examples": a few answers}."""
+def exact_match(model, tokenizer, cfg: InstructionEval, keep: int = 3, prompt_transform=None) -> dict:
+    """{"accuracy", "correct", "total", "per_task": {task_type: {...}}, "examples": a few answers}.
+
+    `prompt_transform` rewrites each prompt's messages before generation (e.g. C-RLFT's class
+    condition); the checker always sees the original prompt.
+    """
     records = load_records(cfg)
-    answers = greedy_answers(model, tokenizer, [r["messages"][:-1] for r in records], cfg.max_new_tokens, cfg.batch_size)
+    prompts = [r["messages"][:-1] for r in records]
+    if prompt_transform is not None:
+        prompts = [prompt_transform(p) for p in prompts]
+    answers = greedy_answers(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
     per_task: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     examples = []
     for record, answer in zip(records, answers):

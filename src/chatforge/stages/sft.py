@@ -13,6 +13,7 @@ Unusable records go to `rejected.jsonl` with their reason; `report/summary.json`
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 
 import torch
@@ -26,6 +27,7 @@ from chatforge.errors import ConfigError
 from chatforge.evaluation.instructions import InstructionEval, exact_match, format_exact_match_table
 from chatforge.losses.lm import IGNORE_INDEX
 from chatforge.run_dir import RejectLog, RunDir
+from chatforge.sft.crlft import CRLFTConfig
 from chatforge.sft.formats import ChatSourceConfig, SystemPrompts
 from chatforge.sft.masking import MaskSource, Truncation
 from chatforge.sft.modes import FreezeSettings, LoraSettings, Mode
@@ -73,6 +75,9 @@ class Config(StrictModel):
         None, description="held-out instructions answered greedily: exact match per task type, base vs fine-tuned"
     )
     eval_before: bool = Field(True, description="also score the base model on eval (the table's base column)")
+    crlft: CRLFTConfig | None = Field(
+        None, description="C-RLFT: condition on each record's source class and weight its answers by class reward"
+    )
 
 
 def load_examples(cfg: Config, sources: list[ChatSourceConfig], tokenizer, rejects: RejectLog) -> tuple[list, dict]:
@@ -82,11 +87,13 @@ def load_examples(cfg: Config, sources: list[ChatSourceConfig], tokenizer, rejec
     from chatforge.sft.masking import encode_conversations
 
     conversations = read_conversations(sources, rejects, cfg.data.system_prompts)
+    if cfg.crlft is not None:
+        conversations = _class_conditioned(conversations, cfg.crlft, rejects)
     examples, truncated, straddling, supervised, tokens = [], 0, 0, 0, 0
-    for _, enc in encode_conversations(
+    for conversation, enc in encode_conversations(
         tokenizer, conversations, rejects, cfg.data.seq_len, cfg.data.truncation, cfg.data.mask_source
     ):
-        examples.append(Example(enc.input_ids, enc.labels))
+        examples.append(Example(enc.input_ids, enc.labels, conversation.extra.get("_crlft_weight", 1.0)))
         truncated += enc.truncated > 0
         straddling += enc.straddling
         supervised += sum(label != IGNORE_INDEX for label in enc.labels)
@@ -96,6 +103,28 @@ def load_examples(cfg: Config, sources: list[ChatSourceConfig], tokenizer, rejec
         "supervised_tokens": supervised, "tokens": tokens,
     }
     return examples, stats
+
+
+def _inference_condition(cfg: Config):
+    """C-RLFT models answer conditioned on the best class; others see prompts unchanged."""
+    if cfg.crlft is None:
+        return None
+    from chatforge.sft.crlft import condition
+
+    return lambda messages: condition(messages, cfg.crlft.inference_class, cfg.crlft)
+
+
+def _class_conditioned(conversations, crlft, rejects: RejectLog):
+    """C-RLFT: each conversation conditioned on its class, its class weight kept for its answer tokens."""
+    from chatforge.sft.crlft import condition_conversation
+
+    for conversation in conversations:
+        conditioned, weight = condition_conversation(conversation, crlft)
+        if conditioned is None:
+            record = {**conversation.extra, "messages": conversation.messages}
+            rejects.add(conversation.source, conversation.where, "unknown_class", weight, record)
+            continue
+        yield dataclasses.replace(conditioned, extra={**conditioned.extra, "_crlft_weight": weight})
 
 
 def validation_loss(model, examples, seq_len: int, pad_id: int, batch_size: int, packing: str) -> dict[str, float]:
@@ -186,7 +215,7 @@ def run(cfg: Config) -> dict:
         final_eval = None
         if cfg.eval and info.is_main:
             final_model = AutoModelForCausalLM.from_pretrained(run_dir.final, dtype=torch.float32)
-            final_eval = exact_match(final_model, tokenizer, cfg.eval)
+            final_eval = exact_match(final_model, tokenizer, cfg.eval, prompt_transform=_inference_condition(cfg))
             say(format_exact_match_table(base_eval, final_eval))
         summary = {
             "mode": cfg.mode,
