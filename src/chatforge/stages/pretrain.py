@@ -118,7 +118,6 @@ def _build(cfg: Config, tokenizer) -> torch.nn.Module:
 
 def run(cfg: Config) -> dict:
     from chatforge.engine.distributed import init, main_process_first
-    from chatforge.stages.eval_lm import score_texts, unigram_bpb
 
     info, _ = init(cfg.train.device)
     say = print if info.is_main else (lambda *_, **__: None)
@@ -176,7 +175,7 @@ def run(cfg: Config) -> dict:
             "rejected": dict(rejects.counts),
             "long_documents": sum(c.meta["long_documents"] for c in data.caches),
         }
-        _heldout_bpb(cfg, data, engine, tokenizer, summary, score_texts, unigram_bpb, say)
+        _heldout_bpb(cfg, data, engine, tokenizer, summary, say)
         if cfg.domains:
             after = evaluate_domains(engine.model, tokenizer, cfg.domains, cfg.data.seq_len, rejects)
             summary["domains"] = compare(before, after)
@@ -204,8 +203,11 @@ def _domains_before(cfg: Config, engine: Engine, tokenizer, run_dir: RunDir, rej
     return before
 
 
-def _heldout_bpb(cfg: Config, data, engine: Engine, tokenizer, summary: dict, score_texts, unigram_bpb, say) -> None:
-    """Bits-per-byte of each source's held-out documents, against a unigram baseline."""
+def _heldout_bpb(cfg: Config, data, engine: Engine, tokenizer, summary: dict, say) -> None:
+    """Bits-per-byte of each source's held-out documents, pooled and per source, against a unigram baseline."""
+    from chatforge.losses.lm import bits_per_byte, perplexity
+    from chatforge.stages.eval_lm import score_texts, unigram_bpb
+
     texts_by_source = {}
     for name, cache in zip(data.names, data.caches):
         if cache.meta["val_docs"]:
@@ -213,20 +215,24 @@ def _heldout_bpb(cfg: Config, data, engine: Engine, tokenizer, summary: dict, sc
             texts_by_source[name] = [json.loads(line)["text"] for line in lines]
     if not texts_by_source:
         return
-    # Every rank scores (an FSDP2 forward needs them all); rank 0 reports.
-    counts = data.unigram_counts(len(tokenizer))
+    # Every rank scores (an FSDP2 forward needs them all); rank 0 reports. Each source is scored
+    # once; the pooled figures add up its sums.
+    scored = {
+        name: score_texts(engine.model, tokenizer, texts, cfg.data.seq_len, cfg.data.seq_len // 2)
+        for name, texts in texts_by_source.items()
+    }
+    nll = sum(r["nll_nats"] for r in scored.values())
+    tokens = sum(r["tokens"] for r in scored.values())
+    documents = sum(r["documents"] for r in scored.values())
+    bpb = bits_per_byte(nll, sum(r["bytes"] for r in scored.values()))
     all_texts = [t for texts in texts_by_source.values() for t in texts]
-    scored = score_texts(engine.model, tokenizer, all_texts, cfg.data.seq_len, cfg.data.seq_len // 2)
     summary.update(
-        heldout_bpb=scored["bpb"], heldout_ppl=scored["ppl"], heldout_documents=scored["documents"],
-        unigram_bpb=unigram_bpb(counts, tokenizer, all_texts),
+        heldout_bpb=bpb, heldout_ppl=perplexity(nll, tokens), heldout_documents=documents,
+        unigram_bpb=unigram_bpb(data.unigram_counts(len(tokenizer)), tokenizer, all_texts),
     )
-    if len(texts_by_source) > 1:
-        summary["heldout_bpb_by_source"] = {
-            name: score_texts(engine.model, tokenizer, texts, cfg.data.seq_len, cfg.data.seq_len // 2)["bpb"]
-            for name, texts in texts_by_source.items()
-        }
+    if len(scored) > 1:
+        summary["heldout_bpb_by_source"] = {name: r["bpb"] for name, r in scored.items()}
     say(
-        f"held-out: {scored['bpb']:.4f} bits/byte (ppl {scored['ppl']:.2f}) vs unigram baseline "
-        f"{summary['unigram_bpb']:.4f} bits/byte over {scored['documents']} documents"
+        f"held-out: {bpb:.4f} bits/byte (ppl {summary['heldout_ppl']:.2f}) vs unigram baseline "
+        f"{summary['unigram_bpb']:.4f} bits/byte over {documents} documents"
     )
