@@ -64,9 +64,10 @@ def condition(messages: list[dict], cls: str, cfg: CRLFTConfig) -> list[dict]:
 
 
 def condition_conversation(conversation, cfg: CRLFTConfig):
-    """(conditioned conversation, weight), or (None, reason detail) when its class is unknown."""
+    """(conditioned conversation, None), or (None, reason detail) when its class is unknown.
+
+    The conversation keeps its class field, from which its token weight is `cfg.weight(class)`."""
     cls = conversation.extra.get(cfg.class_field)
     if cls not in cfg.rewards:
         return None, f"field {cfg.class_field!r} is {cls!r}, not one of the classes {sorted(cfg.rewards)}"
-    conditioned = dataclasses.replace(conversation, messages=condition(conversation.messages, cls, cfg))
-    return conditioned, cfg.weight(cls)
+    return dataclasses.replace(conversation, messages=condition(conversation.messages, cls, cfg)), None

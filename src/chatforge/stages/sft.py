@@ -13,7 +13,6 @@ Unusable records go to `rejected.jsonl` with their reason; `report/summary.json`
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Literal
 
 import torch
@@ -93,7 +92,8 @@ def load_examples(cfg: Config, sources: list[ChatSourceConfig], tokenizer, rejec
     for conversation, enc in encode_conversations(
         tokenizer, conversations, rejects, cfg.data.seq_len, cfg.data.truncation, cfg.data.mask_source
     ):
-        examples.append(Example(enc.input_ids, enc.labels, conversation.extra.get("_crlft_weight", 1.0)))
+        weight = cfg.crlft.weight(conversation.extra[cfg.crlft.class_field]) if cfg.crlft else 1.0
+        examples.append(Example(enc.input_ids, enc.labels, weight))
         truncated += enc.truncated > 0
         straddling += enc.straddling
         supervised += sum(label != IGNORE_INDEX for label in enc.labels)
@@ -115,16 +115,16 @@ def _inference_condition(cfg: Config):
 
 
 def _class_conditioned(conversations, crlft, rejects: RejectLog):
-    """C-RLFT: each conversation conditioned on its class, its class weight kept for its answer tokens."""
+    """C-RLFT: each conversation conditioned on its class; one of an unknown class is rejected."""
     from chatforge.sft.crlft import condition_conversation
 
     for conversation in conversations:
-        conditioned, weight = condition_conversation(conversation, crlft)
+        conditioned, problem = condition_conversation(conversation, crlft)
         if conditioned is None:
             record = {**conversation.extra, "messages": conversation.messages}
-            rejects.add(conversation.source, conversation.where, "unknown_class", weight, record)
+            rejects.add(conversation.source, conversation.where, "unknown_class", problem, record)
             continue
-        yield dataclasses.replace(conditioned, extra={**conditioned.extra, "_crlft_weight": weight})
+        yield conditioned
 
 
 def validation_loss(model, examples, seq_len: int, pad_id: int, batch_size: int, packing: str) -> dict[str, float]:
