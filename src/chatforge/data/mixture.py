@@ -199,26 +199,24 @@ class MixtureStream:
         self.per_stage: dict[str, list[int]] = {}  # rows per source in each stage, for the summary
         self._draw_step, self._uniforms = -1, np.zeros(0)
 
-    def source_of(self, row: int) -> int:
-        """The source of row `row`: a uniform draw from the step's stream, against its stage's weights."""
+    def draw(self, row: int) -> tuple[str, int]:
+        """(stage, source index) of row `row`: a uniform draw from the step's stream, against its stage's weights."""
         step, k = divmod(row, self.rows_per_step)
         if step != self._draw_step:
             # One generator per step, not per row: the draw still depends only on (seed, step, k).
             self._draw_step = step
             self._uniforms = np.random.default_rng([self.seed, _SOURCE_DRAW, step]).random(self.rows_per_step)
-        _, weights = self.plan.at(step)
-        return min(int(np.searchsorted(np.cumsum(weights), self._uniforms[k], side="right")), len(weights) - 1)
+        stage, weights = self.plan.at(step)
+        return stage, min(int(np.searchsorted(np.cumsum(weights), self._uniforms[k], side="right")), len(weights) - 1)
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         """This rank's `batch_size` rows of the next `batch_size * world_size` rows of the run."""
         mine = range(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
         rows, picked = [], []
         for offset in range(self.batch_size * self.world_size):
-            row = self.rows + offset
-            index = self.source_of(row)
+            stage, index = self.draw(self.rows + offset)
             n = self.drawn[index]
             self.drawn[index] += 1
-            stage = self.plan.at(row // self.rows_per_step)[0]
             self.per_stage.setdefault(stage, [0] * len(self.sources))[index] += 1
             if offset in mine:
                 rows.append(self.sources[index].window(n, self.packing))
