@@ -21,6 +21,7 @@ import torch
 from pydantic import Field
 
 from chatforge.config.base import StrictModel
+from chatforge.data.padding import pad_sequences
 from chatforge.errors import DataError
 
 Checker = Literal["world", "answers"]
@@ -77,12 +78,8 @@ def greedy_answers(model, tokenizer, prompts: list[list[dict]], max_new_tokens: 
                 for p in prompts[begin : begin + batch_size]
             ]
             encoded = [e["input_ids"] if isinstance(e, dict) else e for e in encoded]
-            width = max(len(e) for e in encoded)
-            ids = torch.full((len(encoded), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(encoded), width), dtype=torch.long)
-            for row, e in enumerate(encoded):  # left padding: every prompt ends at the last column
-                ids[row, width - len(e) :] = torch.tensor(e)
-                mask[row, width - len(e) :] = 1
+            ids, mask = pad_sequences(encoded, pad, side="left")  # every prompt ends at the last column
+            width = ids.shape[1]
             out = model.generate(
                 input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
                 max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad,

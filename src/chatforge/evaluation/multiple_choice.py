@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
+from chatforge.data.padding import pad_sequences
 from chatforge.errors import ChatforgeError, DataError
 from chatforge.evaluation.mc_data import LETTERS, McQuestion, find_subject_files, read_mc_csv
 
@@ -196,14 +197,9 @@ def _letter_logits(model, encoded, letter_ids, batch_size, pad_id) -> torch.Tens
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     for begin in range(0, len(order), batch_size):
         rows = order[begin : begin + batch_size]
-        width = max(len(encoded[i]) for i in rows)
         # Right padding: a causal model never lets a real token see the pads after it, so every
         # prompt keeps the positions and context it has alone, whatever the model's position scheme.
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, i in enumerate(rows):
-            input_ids[r, : len(encoded[i])] = torch.tensor(encoded[i])
-            mask[r, : len(encoded[i])] = 1
+        input_ids, mask = pad_sequences([encoded[i] for i in rows], pad_id)
         last = torch.tensor([len(encoded[i]) - 1 for i in rows])  # each row's last real token
         kwargs = {"input_ids": input_ids.to(device), "attention_mask": mask.to(device)}
         if keep_some:

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from chatforge.data.padding import pad_sequences
 from chatforge.errors import DataError
 from chatforge.evaluation.mc_data import LETTERS, McQuestion
 from chatforge.evaluation.multiple_choice import (
@@ -58,13 +59,7 @@ def _continuation_logprobs(model, pairs: list[tuple[list[int], list[int]]], batc
     order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
     for begin in range(0, len(order), batch_size):
         rows = order[begin : begin + batch_size]
-        seqs = [pairs[i][0] + pairs[i][1] for i in rows]
-        width = max(len(s) for s in seqs)
-        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for r, seq in enumerate(seqs):
-            input_ids[r, : len(seq)] = torch.tensor(seq)
-            mask[r, : len(seq)] = 1
+        input_ids, mask = pad_sequences([pairs[i][0] + pairs[i][1] for i in rows], pad_id)
         logprobs = torch.log_softmax(model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits.float(), -1)
         for r, i in enumerate(rows):
             context, continuation = pairs[i]

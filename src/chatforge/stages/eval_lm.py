@@ -23,6 +23,7 @@ from pydantic import Field
 
 from chatforge.config.base import StrictModel
 from chatforge.data.corpus import SourceConfig, read_documents
+from chatforge.data.padding import pad_sequences
 from chatforge.errors import DataError
 from chatforge.losses.lm import IGNORE_INDEX, bits_per_byte, perplexity, token_nll_sum
 from chatforge.run_dir import RejectLog
@@ -73,13 +74,9 @@ def score_texts(model, tokenizer, texts: list[str], max_len: int = 512, stride: 
     model.eval()
     for begin in range(0, len(windows), batch_size):
         chunk = windows[begin : begin + batch_size]
-        width = max(len(w) for w, _ in chunk)
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        labels = torch.full((len(chunk), width), IGNORE_INDEX, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        input_ids, mask = pad_sequences([ids for ids, _ in chunk], pad)
+        labels = torch.full(input_ids.shape, IGNORE_INDEX, dtype=torch.long)
         for row, (ids, n_new) in enumerate(chunk):
-            input_ids[row, : len(ids)] = torch.tensor(ids)
-            mask[row, : len(ids)] = 1
             # labels[t] is the token at t+1; count only the last n_new targets of the window
             targets = torch.tensor(ids[1:])
             labels[row, len(ids) - 1 - n_new : len(ids) - 1] = targets[len(targets) - n_new :]
