@@ -31,9 +31,10 @@ from pydantic import Field, field_validator
 from chatforge.config.base import StrictModel
 from chatforge.config.load import dump_config
 from chatforge.data.corpus import SourceConfig, read_documents
-from chatforge.errors import ChatforgeError, DataError
+from chatforge.errors import DataError
 from chatforge.run_dir import RejectLog
 from chatforge.tokenizer.extend import compare_tokenizers, extend_tokenizer
+from chatforge.tokenizer.load import load_tokenizer
 from chatforge.tokenizer.train import check_out_dir, describe_sources, save_tokenizer
 
 REPORT_FILE = "extend_report.json"
@@ -75,7 +76,7 @@ def run(cfg: Config) -> dict[str, Any]:
     """Extend, resize, save, report; returns the report written to `<out>/extend_report.json`."""
     out = Path(cfg.out)
     check_out_dir(out)
-    old = load_any_tokenizer(cfg.tokenizer)
+    old = load_tokenizer(cfg.tokenizer, pad_policy=False)  # extension changes only the vocabulary
     model, dtype = _load_model(cfg.model, old) if cfg.model else (None, None)
     out.mkdir(parents=True, exist_ok=True)
     (out / REPORT_FILE).unlink(missing_ok=True)  # written last: its presence marks a complete run
@@ -110,21 +111,6 @@ def run(cfg: Config) -> dict[str, Any]:
     (out / REPORT_FILE).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     _print_summary(cfg, report, added)
     return report
-
-
-def load_any_tokenizer(path: str):
-    """`AutoTokenizer.from_pretrained(path)` as saved: unlike `load_tokenizer`, no pad-token policy
-    (extension must not change anything but the vocabulary)."""
-    from transformers import AutoTokenizer
-
-    where = Path(path)
-    if not where.is_dir():
-        raise ChatforgeError(f"tokenizer directory not found: {where}")
-    try:
-        return AutoTokenizer.from_pretrained(str(where), trust_remote_code=False)
-    except Exception as exc:  # transformers raises OSError, ValueError, KeyError, json errors...
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ChatforgeError(f"cannot load the tokenizer in {where}: {first}") from None
 
 
 def read_texts(sources: list[SourceConfig], limit: int | None, tokenizer, rejects: RejectLog) -> list[str]:

@@ -42,11 +42,12 @@ TOKENIZER_MARKERS = (
 )
 
 
-def load_tokenizer(path: str | Path, *, allow_new_pad: bool = False) -> PreTrainedTokenizerBase:
+def load_tokenizer(path: str | Path, *, allow_new_pad: bool = False, pad_policy: bool = True) -> PreTrainedTokenizerBase:
     """Load the tokenizer at local directory `path` with `AutoTokenizer` (no remote code).
 
     Returns the tokenizer with a pad token different from eos (see the module docstring for how one
-    is chosen). Raises `ChatforgeError` with a one-line message when `path` is missing, is not a
+    is chosen); with `pad_policy=False`, exactly as saved (for tools that must change nothing else,
+    such as vocabulary extension). Raises `ChatforgeError` with a one-line message when `path` is missing, is not a
     tokenizer directory, cannot be loaded, or has no pad token and no spare special token while
     `allow_new_pad` is False.
     """
@@ -68,7 +69,8 @@ def load_tokenizer(path: str | Path, *, allow_new_pad: bool = False) -> PreTrain
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, json errors...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ChatforgeError(f"cannot load the tokenizer in {path}: {first}") from None
-    ensure_pad_token(tok, where=str(path), allow_new_pad=allow_new_pad)
+    if pad_policy:
+        ensure_pad_token(tok, where=str(path), allow_new_pad=allow_new_pad)
     return tok
 
 
