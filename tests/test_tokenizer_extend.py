@@ -229,3 +229,47 @@ def test_cli_reports_bad_input_in_one_line(tiny_tokenizer_dir, tmp_path, capsys)
     assert main([*base, f"model={small}", "sources=[{path: builtin:pydoc}]"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after transformers' progress bars
     assert last.startswith("error: model ") and "has 200 embedding rows but the tokenizer has 384 tokens" in last
+
+
+@pytest.mark.parametrize("freeze_rest", [True, False])
+def test_continued_pretraining_with_new_rows_keeps_old_rows_bit_identical(
+    tiny_tokenizer, tiny_tokenizer_dir, domain_texts, tmp_path, capsys, freeze_rest
+):
+    """`tokenizer extend model=...` then `pretrain init_from=... new_rows={}`: with weight decay and an
+    untied head, the old rows of both matrices leave training bit-identical and the new rows move."""
+    from safetensors.torch import load_file
+
+    domain = tmp_path / "domain.jsonl"
+    domain.write_text("\n".join(json.dumps({"text": t}) for t in domain_texts) + "\n")
+    base = tmp_path / "model"
+    make_tiny_model(len(tiny_tokenizer), tie_word_embeddings=False).save_pretrained(base)
+    ext = tmp_path / "ext"
+    assert main([
+        "tokenizer", "extend", f"tokenizer={tiny_tokenizer_dir}", f"model={base}", f"sources=[{{path: {domain}}}]",
+        "num_new_tokens=30", "old_max_documents=5", f"out={ext}",
+    ]) == 0
+    out = tmp_path / "cpt"
+    assert main([
+        "pretrain", f"out={out}", f"init_from={ext}", f"new_rows={{freeze_rest: {str(freeze_rest).lower()}}}",
+        f"data.sources=[{{path: {domain}}}]", "data.seq_len=64", f"data.cache_dir={tmp_path / 'cache'}",
+        "data.val_fraction=0", "train.max_steps=4", "train.micro_batch_size=4", "train.progress=false",
+        "optim.lr=1e-2", "optim.weight_decay=0.1", "schedule.warmup_steps=1", "final_eval_documents=2",
+    ]) == 0
+    assert f"training embedding rows {len(tiny_tokenizer)}..{len(tiny_tokenizer) + 29} only" in capsys.readouterr().out
+    before, after = load_file(ext / "model.safetensors"), load_file(out / "final" / "model.safetensors")
+    n_old = len(tiny_tokenizer)
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        assert torch.equal(after[name][:n_old], before[name][:n_old]), name
+        assert not torch.equal(after[name][n_old:], before[name][n_old:]), name
+    rest = [k for k in before if k not in ("model.embed_tokens.weight", "lm_head.weight")]
+    moved = [k for k in rest if not torch.equal(after[k], before[k])]
+    assert (moved == []) if freeze_rest else (len(moved) == len(rest))
+
+
+def test_new_rows_needs_the_old_vocabulary_size(tmp_path):
+    from chatforge.errors import ConfigError
+    from chatforge.models.embeddings import old_vocab_size_of
+
+    assert old_vocab_size_of(None, 7) == 7
+    with pytest.raises(ConfigError, match="new_rows.old_vocab_size is not set"):
+        old_vocab_size_of(tmp_path, None)

@@ -29,7 +29,7 @@ import torch
 from chatforge.engine import checkpoint as ckpt
 from chatforge.engine import distributed as dist
 from chatforge.engine.config import OptimConfig, TrainConfig
-from chatforge.engine.hardware import peak_tflops
+from chatforge.engine.hardware import PeakMemory, peak_tflops
 from chatforge.engine.log import MetricsLogger, Progress, Throughput, now, read_metrics
 from chatforge.engine.optim import build_optimizer
 from chatforge.engine.plots import plot_training_curves
@@ -68,6 +68,7 @@ class TrainResult:
     last_metrics: dict[str, float]
     eval_metrics: dict[str, float]
     resumed_from: int | None
+    peak_memory: dict = field(default_factory=dict)  # hardware.PeakMemory.result() over fit()
 
 
 class Engine:
@@ -84,7 +85,16 @@ class Engine:
         flops_per_token: float | None = None,
         log_config: dict[str, Any] | None = None,
         name: str = "train",
+        start_step: int = 0,
+        stop_at: int | None = None,
+        param_groups: Callable[[torch.nn.Module, float], list[dict]] | None = None,
     ):
+        """`start_step`/`stop_at` run one segment of a longer run (steps `start_step+1..stop_at`) on one
+        schedule laid out over `train.max_steps`: a run that changes its model mid-way (SFT's
+        full-then-LoRA) trains each segment with its own Engine. A checkpoint is saved at `stop_at`.
+        `param_groups(model, weight_decay)` replaces the optimizer's default weight-decay groups."""
+        if not 0 <= start_step <= (stop_at if stop_at is not None else train.max_steps) <= train.max_steps:
+            raise ValueError(f"need 0 <= start_step ({start_step}) <= stop_at ({stop_at}) <= max_steps ({train.max_steps})")
         self.cfg, self.optim_cfg, self.schedule = train, optim, schedule
         # Laid out once (and checked to fit max_steps) before any work, not rebuilt every step.
         self.lr_factor = lr_multiplier(schedule, train.max_steps)
@@ -96,13 +106,14 @@ class Engine:
         self.model = dist.wrap(model.to(self.device), train.distributed, self.info, self.device)
         if self.info.enabled:
             self._say(f"data parallel: {train.distributed} over {self.info.world_size} processes ({dist.backend()})")
-        self.optimizer = build_optimizer(self.model, optim, self.device)
+        self.optimizer = build_optimizer(self.model, optim, self.device, param_groups)
         if train.compile:
             dist.unwrap(self.model).compile()  # in place, so state-dict keys stay plain
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.autocast = self._autocast_context()
         self.flops_per_token = flops_per_token
-        self.step = 0
+        self.step = start_step
+        self.stop_at = train.max_steps if stop_at is None else stop_at
         self.tokens_seen = 0
         self.resumed_from: int | None = None
         self._log_config = log_config or {}
@@ -137,16 +148,18 @@ class Engine:
         logger = MetricsLogger(
             self.run.metrics, self.info.is_main, cfg.report_to, self.run.root.name, self._log_config, self.step
         )
-        progress = Progress(cfg.max_steps, self.step, cfg.progress and self.info.is_main, self.name)
+        progress = Progress(self.stop_at, self.step, cfg.progress and self.info.is_main, self.name)
         peak = peak_tflops(self.device, cfg.peak_tflops) if self.flops_per_token else None
         throughput = Throughput()
+        memory = PeakMemory(self.device)
+        memory.start()
         last: dict[str, float] = {}
         eval_metrics: dict[str, float] = {}
         data_state_at_step_start = self.batches.state_dict()
         if self.evaluate_fn and cfg.eval_at_start and self.step == 0:
             logger.log(0, self._evaluate())
         try:
-            while self.step < cfg.max_steps:
+            while self.step < self.stop_at:
                 data_state_at_step_start = self.batches.state_dict()
                 started = now()
                 lr = self._set_lr()
@@ -158,15 +171,15 @@ class Engine:
                 last.update(sums)
                 if peak:
                     last["mfu"] = self.flops_per_token * tok_s / (peak * 1e12 * self.info.world_size)
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                if self.step % cfg.log_every == 0 or self.step == self.stop_at:
                     logger.log(self.step, last)
                 progress.update(loss, tok_s, lr)
-                if self.evaluate_fn and ((cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == cfg.max_steps):
+                if self.evaluate_fn and ((cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == self.stop_at):
                     eval_metrics = self._evaluate()
                     logger.log(self.step, eval_metrics)
                     if self.info.is_main:
                         progress.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
-                if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == cfg.max_steps:
+                if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == self.stop_at:
                     self.save(self.batches.state_dict())
         except KeyboardInterrupt:
             # The interrupted step never updated the weights, so save the data position from its start.
@@ -177,11 +190,11 @@ class Engine:
         finally:
             progress.close()
             logger.close()
-        if self.evaluate_fn and not eval_metrics and self.resumed_from == cfg.max_steps:
+        if self.evaluate_fn and not eval_metrics and self.resumed_from == self.stop_at:
             eval_metrics = self._evaluate()  # resumed a finished run: still report its evaluation
         if self.info.is_main:
             plot_training_curves(read_metrics(self.run.metrics), self.run.report, self.name)
-        return TrainResult(self.step, last, eval_metrics, self.resumed_from)
+        return TrainResult(self.step, last, eval_metrics, self.resumed_from, memory.result())
 
     def _set_lr(self) -> float:
         lr = self.optim_cfg.lr * self.lr_factor(self.step)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from chatforge.engine.config import OptimConfig
@@ -27,7 +29,10 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: torch.nn.Module, cfg: OptimConfig, device: torch.device, groups: Callable | None = None
+) -> torch.optim.Optimizer:
+    """AdamW over `groups(model, weight_decay)` (default `parameter_groups`)."""
     kwargs: dict = {"lr": cfg.lr, "betas": (cfg.beta1, cfg.beta2), "eps": cfg.eps}
     impl = cfg.implementation
     if impl == "auto":
@@ -38,4 +43,4 @@ def build_optimizer(model: torch.nn.Module, cfg: OptimConfig, device: torch.devi
         kwargs["foreach"] = True
     else:
         kwargs["foreach"] = False
-    return torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), **kwargs)
+    return torch.optim.AdamW((groups or parameter_groups)(model, cfg.weight_decay), **kwargs)

@@ -25,12 +25,16 @@ from a run that trained them (their moments would not be 0), not FSDP (the hook 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from pydantic import Field
 
-from chatforge.errors import ChatforgeError
+from chatforge.config.base import StrictModel
+from chatforge.errors import ChatforgeError, ConfigError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -174,3 +178,38 @@ def freeze_old_rows(model: torch.nn.Module, num_old: int) -> FrozenRows:
         return grad
 
     return FrozenRows(num_old, params, [p.register_hook(mask) for p in params])
+
+
+class NewRowsConfig(StrictModel):
+    """Train only the embedding rows an extended tokenizer added (a stage's `new_rows:` section)."""
+
+    old_vocab_size: int | None = Field(
+        None, gt=0,
+        description="rows below this id stay bit-identical; default: vocab_size_before in the model dir's extend_report.json",
+    )
+    freeze_rest: bool = Field(True, description="also freeze every non-embedding parameter (train the new rows alone)")
+
+
+def old_vocab_size_of(model_dir: str | Path | None, configured: int | None) -> int:
+    """`configured`, else `vocab_size_before` from `chatforge tokenizer extend`'s report beside the model."""
+    if configured is not None:
+        return configured
+    report = Path(model_dir) / "extend_report.json" if model_dir else None
+    if report is None or not report.is_file():
+        raise ConfigError(
+            f"new_rows.old_vocab_size is not set and {report or 'the model directory'} does not exist: give the size "
+            "of the tokenizer before extension, or start from the directory `chatforge tokenizer extend model=...` wrote"
+        )
+    try:
+        return int(json.loads(report.read_text(encoding="utf-8"))["vocab_size_before"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{report}: no usable vocab_size_before ({exc})") from exc
+
+
+def train_new_rows(model: torch.nn.Module, cfg: NewRowsConfig, model_dir: str | Path | None) -> FrozenRows:
+    """Mask the gradients of old rows (and freeze the rest when `cfg.freeze_rest`); build the optimizer
+    with the returned `FrozenRows.param_groups` and check it with `check_optimizer`."""
+    num_old = old_vocab_size_of(model_dir, cfg.old_vocab_size)
+    if cfg.freeze_rest:
+        train_only_embeddings(model)
+    return freeze_old_rows(model, num_old)

@@ -29,9 +29,10 @@ from chatforge.data.packing import check_isolation
 from chatforge.engine.config import OptimConfig, TrainConfig
 from chatforge.engine.loop import Engine
 from chatforge.engine.schedules import ScheduleConfig, phases
-from chatforge.errors import ChatforgeError
+from chatforge.errors import ChatforgeError, ConfigError
 from chatforge.evaluation.domains import DomainEval, compare, evaluate_domains, format_domain_table
 from chatforge.models.build import ModelConfig, build_model, count_parameters, flops_per_token
+from chatforge.models.embeddings import NewRowsConfig
 from chatforge.run_dir import RejectLog, RunDir
 from chatforge.tokenizer.train import TokenizerConfig
 
@@ -61,6 +62,9 @@ class Config(StrictModel):
         description="domains scored before and after training (bits-per-byte, knowledge test): the forgetting table",
     )
     domains_before: bool = Field(True, description="also score the domains before training (needed for deltas)")
+    new_rows: NewRowsConfig | None = Field(
+        None, description="train only the embedding rows `chatforge tokenizer extend` added (old rows bit-identical)"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -116,6 +120,17 @@ def _build(cfg: Config, tokenizer) -> torch.nn.Module:
     return model
 
 
+def _new_rows_only(cfg: Config, model: torch.nn.Module, info):
+    """`new_rows`: mask the gradients of the old embedding rows (and freeze the rest); else None."""
+    from chatforge.models.embeddings import train_new_rows
+
+    if cfg.new_rows is None:
+        return None
+    if info.enabled and cfg.train.distributed == "fsdp2":
+        raise ConfigError("new_rows with train.distributed=fsdp2 is not supported (the row mask would see shards); use ddp")
+    return train_new_rows(model, cfg.new_rows, _hf_dir_of(cfg.init_from) or cfg.model.path)
+
+
 def run(cfg: Config) -> dict:
     from chatforge.engine.distributed import init, main_process_first
 
@@ -135,6 +150,7 @@ def run(cfg: Config) -> dict:
         if rejects.total:
             say(rejects.summary_line())
         model = _build(cfg, tokenizer)
+        frozen = _new_rows_only(cfg, model, info)
         if cfg.data.packing == "isolated":
             check_isolation(model, len(tokenizer))
         n_params = count_parameters(model)
@@ -145,7 +161,11 @@ def run(cfg: Config) -> dict:
             evaluate=(lambda m: data.evaluate(m, cfg.train.micro_batch_size)) if data.has_val() else None,
             flops_per_token=flops_per_token(model, cfg.data.seq_len),
             log_config=cfg.model_dump(mode="json"), name=run_dir.root.name,
+            param_groups=frozen.param_groups if frozen else None,
         )
+        if frozen:
+            frozen.check_optimizer(engine.optimizer)
+            say(f"new_rows: training embedding rows {frozen.num_old}..{len(tokenizer) - 1} only; rows below stay as they are")
         say(
             f"model: {n_params / 1e6:.2f}M parameters | corpus: {data.train_tokens:,} train tokens in "
             f"{len(data.names)} source(s) | {rows_per_step} x {cfg.data.seq_len} tokens per step x "
