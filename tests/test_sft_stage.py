@@ -137,3 +137,87 @@ def test_crlft_run_end_to_end_with_conditioned_eval(tmp_path, base_dir, world):
     )
     assert summary["train"]["examples"] > 0 and summary["rejected"] == {}
     assert summary["exact_match"]["sft"]["total"] == 6
+    # The exported template conditions on the best class by itself; the base template does not.
+    from transformers import AutoTokenizer
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+    exported = AutoTokenizer.from_pretrained(tmp_path / "run" / "final")
+    base = AutoTokenizer.from_pretrained(base_dir)
+    assert exported.apply_chat_template(messages, tokenize=False) == base.apply_chat_template(
+        [{"role": "system", "content": "Source: expert. Be brief."}, messages[1]], tokenize=False
+    )
+    assert "Source:" not in base.apply_chat_template(messages, tokenize=False)
+
+
+def _final_and_metrics(run):
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return _state(run / "final"), [m["loss"] for m in metrics if "loss" in m]
+
+
+def _interrupt_at(monkeypatch, call: int):
+    """Ctrl-C inside the `call`-th micro-batch request of the next run."""
+    from chatforge.sft.batches import SFTBatches
+
+    original, calls = SFTBatches.next_batch, {"n": 0}
+
+    def next_batch(self):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(SFTBatches, "next_batch", next_batch)
+    return lambda: monkeypatch.setattr(SFTBatches, "next_batch", original)
+
+
+@pytest.mark.parametrize("mode", ["lora", "full_then_lora"])
+def test_interrupted_run_resumes_to_the_uninterrupted_result(tmp_path, base_dir, world, monkeypatch, mode):
+    """Ctrl-C mid-step, rerun: same final weights and per-step losses as one uninterrupted run (LoRA
+    dropout on, so the RNG state at the step's start must be what the checkpoint restores)."""
+    train = world / "instructions" / "train.jsonl"
+    extra = [f"mode={mode}", "train.max_steps=6", "optim.lr=1e-2", "lora.dropout=0.1", "train.grad_accum_steps=2",
+             "full_then_lora.switch_step=2"]
+    _sft(tmp_path / "straight", base_dir, train, *extra)
+    # Interrupted in step 5's first micro-batch (calls 1-8 are steps 1-4): full_then_lora is then in LoRA.
+    restore = _interrupt_at(monkeypatch, 9)
+    assert main(["sft", f"model={base_dir}", f"out={tmp_path / 'split'}", f"data.sources=[{{path: {train}}}]",
+                 "data.seq_len=256", "train.micro_batch_size=2", "train.progress=false", "train.device=cpu",
+                 "train.save_every=0", *extra]) == 130
+    restore()
+    assert (tmp_path / "split" / "checkpoints" / "step_000004").is_dir()
+    summary = _sft(tmp_path / "split", base_dir, train, *extra)
+    straight, straight_losses = _final_and_metrics(tmp_path / "straight")
+    split, split_losses = _final_and_metrics(tmp_path / "split")
+    assert split_losses == pytest.approx(straight_losses, rel=1e-6, abs=1e-7) and len(split_losses) == 6
+    for key in straight:
+        torch.testing.assert_close(split[key], straight[key], rtol=1e-5, atol=1e-6)
+    if mode == "full_then_lora":
+        assert [seg["mode"] for seg in summary["segments"]] == ["lora"]  # the full segment was already done
+        assert summary["segments"][0]["steps"] == [4, 6]
+
+
+def test_full_then_lora_switches_after_the_configured_step(tmp_path, base_dir, world):
+    train = world / "instructions" / "train.jsonl"
+    summary = _sft(tmp_path / "run", base_dir, train, "mode=full_then_lora", "train.max_steps=8",
+                   "full_then_lora.switch_fraction=0.25", "full_then_lora.lora_lr=5e-3", "optim.lr=1e-3")
+    full, lora = summary["segments"]
+    assert (full["mode"], full["steps"], lora["mode"], lora["steps"]) == ("full", [0, 2], "lora", [2, 8])
+    assert full["trainable_parameters"] == full["parameters"] and 0 < lora["trainable_parameters"] < lora["parameters"]
+    assert summary["trainable_parameters"] == lora["trainable_parameters"]
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = {m["step"]: m["lr"] for m in metrics if "lr" in m}
+    assert sorted(lrs) == list(range(1, 9))
+    assert lrs[1] <= 1e-3 and lrs[3] > 1e-3  # the LoRA segment runs at its own peak LR on the same schedule
+    after, before = _state(tmp_path / "run" / "final"), _state(base_dir)
+    assert after.keys() == before.keys() and not any("lora" in k for k in after)
+    # The full segment moved weights that LoRA never touches (norms, embeddings).
+    assert not torch.equal(after["model.norm.weight"], before["model.norm.weight"])
+    assert summary["peak_memory"]["peak_bytes"] > 0 and summary["tokens_per_s"] > 0
+
+
+def test_full_then_lora_refuses_a_switch_outside_the_run(tmp_path, base_dir, world, capsys):
+    train = world / "instructions" / "train.jsonl"
+    args = ["sft", f"model={base_dir}", f"out={tmp_path / 'run'}", f"data.sources=[{{path: {train}}}]",
+            "mode=full_then_lora", "train.max_steps=4", "full_then_lora.switch_step=4"]
+    assert main(args) == 2
+    assert "must be between 1 and train.max_steps - 1 = 3" in capsys.readouterr().err

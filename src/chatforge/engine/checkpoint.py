@@ -107,7 +107,7 @@ def save_checkpoint(
         tmp.mkdir()
         save_file(_unshare(model_sd), str(tmp / "model.safetensors"))
         torch.save(optim_sd, tmp / "optimizer.pt")
-        torch.save({**trainer_state, "rng": rng_state()}, tmp / "trainer_state.pt")
+        torch.save({"rng": rng_state(), **trainer_state}, tmp / "trainer_state.pt")  # a caller may pass its own "rng"
         for f in tmp.iterdir():
             _fsync_file(f)
         _fsync_dir(tmp)

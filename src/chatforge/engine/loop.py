@@ -87,12 +87,13 @@ class Engine:
         name: str = "train",
         start_step: int = 0,
         stop_at: int | None = None,
+        start_tokens: int = 0,
         param_groups: Callable[[torch.nn.Module, float], list[dict]] | None = None,
     ):
         """`start_step`/`stop_at` run one segment of a longer run (steps `start_step+1..stop_at`) on one
         schedule laid out over `train.max_steps`: a run that changes its model mid-way (SFT's
         full-then-LoRA) trains each segment with its own Engine. A checkpoint is saved at `stop_at`.
-        `param_groups(model, weight_decay)` replaces the optimizer's default weight-decay groups."""
+        `start_tokens` carries the token count of earlier segments. `param_groups(model, weight_decay)` replaces the optimizer's default weight-decay groups."""
         if not 0 <= start_step <= (stop_at if stop_at is not None else train.max_steps) <= train.max_steps:
             raise ValueError(f"need 0 <= start_step ({start_step}) <= stop_at ({stop_at}) <= max_steps ({train.max_steps})")
         self.cfg, self.optim_cfg, self.schedule = train, optim, schedule
@@ -114,7 +115,7 @@ class Engine:
         self.flops_per_token = flops_per_token
         self.step = start_step
         self.stop_at = train.max_steps if stop_at is None else stop_at
-        self.tokens_seen = 0
+        self.tokens_seen = start_tokens
         self.resumed_from: int | None = None
         self._log_config = log_config or {}
 
@@ -131,6 +132,8 @@ class Engine:
         if self.cfg.resume == "never":
             return
         latest = ckpt.latest_checkpoint(self.run.checkpoints)
+        if latest is not None and self.step > 0 and int(latest.name.removeprefix("step_")) <= self.step:
+            latest = None  # a later segment resumes only from its own checkpoints, not the previous segment's
         if latest is None:
             if self.cfg.resume == "must":
                 raise CheckpointError(f"resume=must but {self.run.checkpoints} has no checkpoint")
@@ -156,11 +159,13 @@ class Engine:
         last: dict[str, float] = {}
         eval_metrics: dict[str, float] = {}
         data_state_at_step_start = self.batches.state_dict()
+        rng_at_step_start = ckpt.rng_state()
         if self.evaluate_fn and cfg.eval_at_start and self.step == 0:
             logger.log(0, self._evaluate())
         try:
             while self.step < self.stop_at:
                 data_state_at_step_start = self.batches.state_dict()
+                rng_at_step_start = ckpt.rng_state()  # dropout may have drawn from it when Ctrl-C comes
                 started = now()
                 lr = self._set_lr()
                 loss, sums, grad_norm, tokens = self._train_step()
@@ -185,7 +190,7 @@ class Engine:
             # The interrupted step never updated the weights, so save the data position from its start.
             if self.info.is_main:
                 progress.write(f"interrupted: saving a checkpoint at step {self.step}")
-            self.save(data_state_at_step_start)
+            self.save(data_state_at_step_start, rng_at_step_start)
             raise
         finally:
             progress.close()
@@ -256,8 +261,10 @@ class Engine:
         return result
 
     # ---- state -------------------------------------------------------------------------------
-    def save(self, data_state: dict) -> Path | None:
+    def save(self, data_state: dict, rng: dict | None = None) -> Path | None:
         state = {"step": self.step, "tokens_seen": self.tokens_seen, "data": data_state}
+        if rng is not None:
+            state["rng"] = rng
         return ckpt.save_checkpoint(self.run.checkpoints, self.step, self.model, self.optimizer, state, self.info, self.cfg.keep_last)
 
     def export(self, out_dir: Path, tokenizer=None) -> None:

@@ -3,6 +3,10 @@
 - `full`: every parameter trains.
 - `lora`: `peft.get_peft_model` with a `LoraConfig(task_type="CAUSAL_LM")`; only the adapters train.
   `export_model` merges them (`merge_and_unload`) so `final/` is a plain `transformers` model.
+- `full_then_lora`: the recipe's hybrid: full fine-tuning for the first `switch_fraction` of the
+  steps (the model adapts fast while every weight moves), then LoRA adapters on the result for the
+  rest (cheaper steps, a smaller optimizer state). One LR schedule spans both segments; the LoRA
+  segment's optimizer starts fresh (its parameters are new). The stage runs the two segments.
 - `freeze`: every parameter is frozen except the last `train_last_n_blocks` decoder blocks (the
   modules whose class is in the model's `_no_split_modules`, as FSDP2 shards them) and the parameters
   whose name matches one of the `train_modules` regular expressions (e.g. `lm_head`, `model\\.norm`).
@@ -23,7 +27,7 @@ from pydantic import Field
 from chatforge.config.base import StrictModel
 from chatforge.errors import ConfigError
 
-Mode = Literal["full", "lora", "freeze"]
+Mode = Literal["full", "lora", "freeze", "full_then_lora"]
 DEFAULT_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -35,6 +39,25 @@ class LoraSettings(StrictModel):
         default_factory=lambda: list(DEFAULT_LORA_TARGETS), description="module names that get adapters"
     )
     save_adapter: bool = Field(False, description="also save the adapter alone to out/adapter/")
+
+
+class FullThenLoraSettings(StrictModel):
+    switch_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="fraction of train.max_steps trained in full before switching to LoRA"
+    )
+    switch_step: int | None = Field(None, ge=1, description="switch after this step instead (overrides switch_fraction)")
+    lora_lr: float | None = Field(
+        None, gt=0.0, description="peak LR of the LoRA segment (default optim.lr); the schedule's shape continues"
+    )
+
+    def switch_at(self, max_steps: int) -> int:
+        step = self.switch_step if self.switch_step is not None else round(self.switch_fraction * max_steps)
+        if not 1 <= step < max_steps:
+            raise ConfigError(
+                f"full_then_lora switches after step {step}, but it must be between 1 and train.max_steps - 1 "
+                f"= {max_steps - 1}: change full_then_lora.switch_fraction/switch_step or train.max_steps"
+            )
+        return step
 
 
 class FreezeSettings(StrictModel):
@@ -67,8 +90,9 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
 def apply_mode(
     model: torch.nn.Module, mode: Mode, lora: LoraSettings | None = None, freeze: FreezeSettings | None = None
 ) -> torch.nn.Module:
-    """The model to train for `mode` (a peft model for lora, the same model otherwise)."""
-    if mode == "full":
+    """The model to train for `mode` (a peft model for lora, the same model otherwise; full_then_lora
+    starts in full)."""
+    if mode in ("full", "full_then_lora"):
         for p in model.parameters():
             p.requires_grad_(True)
         return model
@@ -105,14 +129,14 @@ def apply_mode(
                 "mode=freeze leaves nothing to train: set freeze.train_last_n_blocks and/or freeze.train_modules"
             )
         return model
-    raise ConfigError(f"mode must be full, lora or freeze, not {mode!r}")
+    raise ConfigError(f"mode must be full, lora, freeze or full_then_lora, not {mode!r}")
 
 
 def export_model(model: torch.nn.Module, mode: Mode, out_dir: Path, tokenizer=None, adapter_dir: Path | None = None) -> None:
     """Write `out_dir` as a plain `transformers` model (LoRA merged in); the adapter alone to `adapter_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if mode == "lora":
+    if mode in ("lora", "full_then_lora"):
         if adapter_dir is not None:
             model.save_pretrained(adapter_dir)
         model = model.merge_and_unload()

@@ -29,7 +29,7 @@ from chatforge.run_dir import RejectLog, RunDir
 from chatforge.sft.crlft import CRLFTConfig
 from chatforge.sft.formats import ChatSourceConfig, SystemPrompts
 from chatforge.sft.masking import MaskSource, Truncation
-from chatforge.sft.modes import FreezeSettings, LoraSettings, Mode
+from chatforge.sft.modes import FreezeSettings, FullThenLoraSettings, LoraSettings, Mode
 
 
 class SFTDataConfig(StrictModel):
@@ -62,9 +62,15 @@ class Config(StrictModel):
     model: str = Field(description="Hugging Face model directory to fine-tune (required)")
     tokenizer: str | None = Field(None, description="tokenizer directory; default: the model directory")
     data: SFTDataConfig = Field(default_factory=SFTDataConfig)
-    mode: Mode = Field("full", description="full: train everything; lora: LoRA adapters; freeze: top blocks only")
+    mode: Mode = Field(
+        "full",
+        description="full: train everything; lora: LoRA adapters; freeze: top blocks only; full_then_lora: full, then LoRA",
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="mode=lora settings")
     freeze: FreezeSettings = Field(default_factory=FreezeSettings, description="mode=freeze settings")
+    full_then_lora: FullThenLoraSettings = Field(
+        default_factory=FullThenLoraSettings, description="mode=full_then_lora: when to switch (LoRA settings from lora)"
+    )
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=200))
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=2e-4, weight_decay=0.0))
     schedule: ScheduleConfig = Field(
@@ -105,15 +111,6 @@ def load_examples(cfg: Config, sources: list[ChatSourceConfig], tokenizer, rejec
     return examples, stats
 
 
-def _inference_condition(cfg: Config):
-    """C-RLFT models answer conditioned on the best class; others see prompts unchanged."""
-    if cfg.crlft is None:
-        return None
-    from chatforge.sft.crlft import condition
-
-    return lambda messages: condition(messages, cfg.crlft.inference_class, cfg.crlft)
-
-
 def _class_conditioned(conversations, crlft, rejects: RejectLog):
     """C-RLFT: each conversation conditioned on its class; one of an unknown class is rejected."""
     from chatforge.sft.crlft import condition_conversation
@@ -144,22 +141,80 @@ def validation_loss(model, examples, seq_len: int, pad_id: int, batch_size: int,
     return {"val/loss": loss / max(count, 1)}
 
 
+def _train(cfg: Config, model, batches, run_dir: RunDir, evaluate, switch: int | None, say):
+    """Train as `cfg.mode` says: one engine, or for full_then_lora a full segment (steps 1..switch)
+    then a LoRA segment (switch+1..max_steps) on one schedule. Returns (last engine, its result, one
+    record per segment: mode, steps, trainable parameters, tokens/s, peak memory).
+
+    A resumed full_then_lora run whose checkpoints are already past the switch skips the full
+    segment: the LoRA segment's checkpoints hold the whole model (base weights and adapters)."""
+    from chatforge.engine import distributed as dist
+    from chatforge.engine.checkpoint import list_checkpoints
+    from chatforge.sft.modes import apply_mode, trainable_parameters
+    from chatforge.sft.objective import SFTObjective
+
+    def fit(mode: str, model, optim: OptimConfig, **segment):
+        model = apply_mode(model, mode, cfg.lora, cfg.freeze)
+        trainable, total = trainable_parameters(model)
+        say(f"{mode}: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)")
+        engine = Engine(
+            model, SFTObjective(), batches, cfg.train, optim, cfg.schedule, run_dir, evaluate=evaluate,
+            log_config=cfg.model_dump(mode="json"), name=run_dir.root.name, **segment,
+        )
+        first = engine.step
+        result = engine.fit()
+        first = result.resumed_from if result.resumed_from is not None else first
+        record = {
+            "mode": mode, "steps": [first, result.step], "trainable_parameters": trainable, "parameters": total,
+            "tokens_per_s": _median_tokens_per_s(run_dir, first, result.step), "peak_memory": result.peak_memory,
+        }
+        return engine, result, record
+
+    if switch is None:
+        engine, result, record = fit(cfg.mode, model, cfg.optim)
+        return engine, result, [record]
+    segments, tokens = [], 0
+    saved = list_checkpoints(run_dir.checkpoints) if cfg.train.resume != "never" else []
+    if not saved or saved[-1] <= switch:
+        full, _, record = fit("full", model, cfg.optim, stop_at=switch)
+        segments.append(record)
+        model, tokens = dist.unwrap(full.model), full.tokens_seen
+        del full  # its optimizer state (two moments per weight) is not needed by the LoRA segment
+    lora_optim = cfg.optim.model_copy(update={"lr": cfg.full_then_lora.lora_lr or cfg.optim.lr})
+    say(f"full_then_lora: switching to LoRA after step {switch} of {cfg.train.max_steps}")
+    engine, result, record = fit("lora", model, lora_optim, start_step=switch, start_tokens=tokens)
+    return engine, result, [*segments, record]
+
+
+def _median_tokens_per_s(run_dir: RunDir, first: int, last: int) -> float | None:
+    """Median of the logged tokens/s over steps first+1..last (the engine's windowed throughput)."""
+    import statistics
+
+    from chatforge.engine.log import read_metrics
+
+    values = [
+        row["tokens_per_s"] for row in read_metrics(run_dir.metrics)
+        if "tokens_per_s" in row and first < row.get("step", 0) <= last
+    ]
+    return statistics.median(values) if values else None
+
+
 def run(cfg: Config) -> dict:
     from transformers import AutoModelForCausalLM
 
     from chatforge.data.packing import check_isolation
     from chatforge.engine import distributed as dist
     from chatforge.sft.batches import SFTBatches
-    from chatforge.sft.modes import apply_mode, export_model, trainable_parameters
-    from chatforge.sft.objective import SFTObjective
+    from chatforge.sft.modes import export_model
     from chatforge.tokenizer.load import load_tokenizer
 
     if not cfg.data.sources:
         raise ConfigError("data.sources is empty: give at least one file of conversations")
     info, _ = dist.init(cfg.train.device)
     say = print if info.is_main else (lambda *_, **__: None)
-    if cfg.mode == "lora" and info.enabled and cfg.train.distributed == "fsdp2":
-        raise ConfigError("mode=lora with train.distributed=fsdp2 is not supported yet; use ddp")
+    if cfg.mode in ("lora", "full_then_lora") and info.enabled and cfg.train.distributed == "fsdp2":
+        raise ConfigError(f"mode={cfg.mode} with train.distributed=fsdp2 is not supported yet; use ddp")
+    switch = cfg.full_then_lora.switch_at(cfg.train.max_steps) if cfg.mode == "full_then_lora" else None
     run_dir = RunDir.create(cfg.out)
     if info.is_main:
         run_dir.write_config(cfg)
@@ -179,8 +234,6 @@ def run(cfg: Config) -> dict:
         if cfg.data.packing == "pack":
             check_isolation(model, len(tokenizer))
         base_eval = exact_match(model, tokenizer, cfg.eval) if cfg.eval and cfg.eval_before and info.is_main else None
-        model = apply_mode(model, cfg.mode, cfg.lora, cfg.freeze)
-        trainable, total = trainable_parameters(model)
         rows_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum_steps * info.world_size
         batches = SFTBatches(
             examples, cfg.train.micro_batch_size, cfg.data.seq_len, tokenizer.pad_token_id, cfg.data.packing,
@@ -193,29 +246,30 @@ def run(cfg: Config) -> dict:
                 return validation_loss(
                     m, val_examples, cfg.data.seq_len, tokenizer.pad_token_id, cfg.train.micro_batch_size, cfg.data.packing
                 )
-        engine = Engine(
-            model, SFTObjective(), batches, cfg.train, cfg.optim, cfg.schedule, run_dir, evaluate=evaluate,
-            log_config=cfg.model_dump(mode="json"), name=run_dir.root.name,
-        )
         say(
-            f"sft ({cfg.mode}): {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%) | "
-            f"{stats['examples']} conversations, {stats['supervised_tokens']:,} answer tokens of {stats['tokens']:,} | "
-            f"{batches.rows_per_epoch()} rows of {cfg.data.seq_len} per epoch ({cfg.data.packing}) | "
+            f"sft ({cfg.mode}): {stats['examples']} conversations, {stats['supervised_tokens']:,} answer tokens of "
+            f"{stats['tokens']:,} | {batches.rows_per_epoch()} rows of {cfg.data.seq_len} per epoch ({cfg.data.packing}) | "
             f"{rows_per_step} rows per step x {cfg.train.max_steps} steps "
             f"(~{cfg.train.max_steps * rows_per_step / batches.rows_per_epoch():.2f} epochs)"
         )
-        result = engine.fit()
-        if info.is_main:
-            adapter = run_dir.root / "adapter" if cfg.mode == "lora" and cfg.lora.save_adapter else None
-            if cfg.mode == "lora":
-                export_model(dist.unwrap(engine.model), cfg.mode, run_dir.final, tokenizer, adapter)
-        if cfg.mode != "lora":
+        engine, result, segments = _train(cfg, model, batches, run_dir, evaluate, switch, say)
+        trainable, total = segments[-1]["trainable_parameters"], segments[-1]["parameters"]
+        if cfg.crlft is not None:  # generation and serving answer as the best class without being told
+            from chatforge.sft.crlft import conditioned_chat_template
+
+            tokenizer.chat_template = conditioned_chat_template(tokenizer.chat_template, cfg.crlft)
+        adapters = cfg.mode in ("lora", "full_then_lora")
+        if info.is_main and adapters:
+            adapter = run_dir.root / "adapter" if cfg.lora.save_adapter else None
+            export_model(dist.unwrap(engine.model), cfg.mode, run_dir.final, tokenizer, adapter)
+        if not adapters:
             engine.export(run_dir.final, tokenizer)
         dist.barrier(info)
         final_eval = None
         if cfg.eval and info.is_main:
             final_model = AutoModelForCausalLM.from_pretrained(run_dir.final, dtype=torch.float32)
-            final_eval = exact_match(final_model, tokenizer, cfg.eval, prompt_transform=_inference_condition(cfg))
+            # The exported tokenizer, so a C-RLFT model is scored through its conditioned template.
+            final_eval = exact_match(final_model, load_tokenizer(run_dir.final), cfg.eval)
             say(format_exact_match_table(base_eval, final_eval))
         summary = {
             "mode": cfg.mode,
@@ -228,14 +282,15 @@ def run(cfg: Config) -> dict:
             "final_train_loss": result.last_metrics.get("loss"),
             "val_loss": result.eval_metrics.get("val/loss"),
             "train_tokens_seen": engine.tokens_seen,
+            "tokens_per_s": segments[-1]["tokens_per_s"],
+            "peak_memory": max((seg["peak_memory"] for seg in segments), key=lambda m: m.get("peak_bytes", 0)),
+            "segments": segments,
             "exact_match": {"base": base_eval, "sft": final_eval} if final_eval else None,
         }
     if info.is_main:
         run_dir.write_summary(summary)
         val = f" | val loss {summary['val_loss']:.4f}" if summary["val_loss"] is not None else ""
         loss = summary["final_train_loss"]
-        print(
-            f"done: {run_dir.final} | {stats['examples']} conversations used, {rejects.total} rejected | "
-            f"final train loss {loss:.4f}{val}"
-        )
+        loss = f" | final train loss {loss:.4f}" if loss is not None else ""
+        print(f"done: {run_dir.final} | {stats['examples']} conversations used, {rejects.total} rejected{loss}{val}")
     return summary
