@@ -1,0 +1,36 @@
+"""The sampling settings every generating stage shares (Best-of-N, ReST-EM, online RL, eval, serving)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from chatforge.config.base import StrictModel
+
+
+class SamplingConfig(StrictModel):
+    temperature: float = Field(1.0, ge=0.0, description="0 = greedy (argmax); otherwise logits are divided by it")
+    top_k: int = Field(0, ge=0, description="keep the k most likely tokens before sampling; 0 = off")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling: keep the smallest set of mass >= top_p; 1 = off")
+    max_new_tokens: int = Field(256, ge=1, description="generated tokens per sample at most (finish_reason=length)")
+    n: int = Field(1, ge=1, description="samples per prompt")
+    stop: list[str] = Field(default_factory=list, description="stop strings; the text is cut before the first one")
+    stop_token_ids: list[int] | None = Field(
+        None, description="token ids that end a sample (kept as its last token); null = eos + end-of-turn; [] = none"
+    )
+    seed: int | None = Field(None, description="seed of the sampling generator; null = torch's global RNG")
+    backend: Literal["torch", "vllm"] = Field("torch", description="torch = chatforge's loop; vllm = vLLM (GPU)")
+    max_batch_size: int = Field(64, ge=1, description="rows (prompts x n) decoded together at most")
+
+    @model_validator(mode="after")
+    def _check(self) -> SamplingConfig:
+        if any(s == "" for s in self.stop):
+            raise ValueError("sampling.stop: an empty stop string would stop every sample at once")
+        if any(i < 0 for i in self.stop_token_ids or []):
+            raise ValueError("sampling.stop_token_ids: token ids are >= 0")
+        return self
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0

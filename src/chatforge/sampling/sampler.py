@@ -1,0 +1,323 @@
+"""The one generation path: batched decoding with a KV cache over left-padded prompts.
+
+Every stage that generates text (Best-of-N, ReST-EM, online RL, evaluation, the server) calls
+`Sampler.generate(prompts, cfg)` and gets, per prompt, `cfg.n` `Completion`s with the token ids,
+the text, the per-token log-probs and why each sample ended.
+
+How a batch is decoded (`_decode_batch`):
+1. The distinct prompts of the batch are left padded into one tensor; the attention mask marks the
+   padding and the position ids count real tokens only (cumulative sum of the mask minus one), so a
+   padded prompt sees exactly what it would see alone.
+2. One prefill forward fills a `DynamicCache` and returns the logits of the last position only
+   (`logits_to_keep=1`); for n > 1 the cache is then repeated n times, so each prompt is prefilled once.
+3. Each step: pick the next token of every active row (argmax, or a draw from the temperature/top-k/
+   top-p distribution with a seeded `torch.Generator`), record its raw log-prob, check stop ids and
+   stop strings, drop the rows that finished from the batch (and from the cache), and run one forward
+   over the remaining rows' new tokens.
+
+Log-probs. `Completion.logprobs[t]` is log p(token_t | prefix) under the model's raw distribution
+(temperature 1, no top-k/top-p), the quantity RL objectives and importance ratios need. It is not the
+log-prob under the processed distribution the token was drawn from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+
+from chatforge.errors import ChatforgeError
+from chatforge.sampling.config import SamplingConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass
+class Completion:
+    """One sample for one prompt.
+
+    `token_ids` end with the stop token when a stop id ended the sample (so RL trains the model to stop),
+    or with the token that completed a stop string; `text` holds neither the stop token nor the stop
+    string. `stop_reason` is the stop id or stop string that ended it, None for `finish_reason="length"`.
+    """
+
+    prompt_index: int
+    token_ids: list[int]
+    text: str
+    logprobs: list[float]
+    finish_reason: FinishReason
+    stop_reason: str | int | None
+
+
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[int]:
+    """Token ids of `messages` under the tokenizer's chat template, ending with the assistant's turn opener."""
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    return list(ids)
+
+
+def default_stop_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """eos plus the chat template's end-of-turn token(s), when the tokenizer has a template."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    if getattr(tokenizer, "chat_template", None):
+        from chatforge.sft.masking import end_of_turn_ids
+
+        ids += end_of_turn_ids(tokenizer)
+    return list(dict.fromkeys(ids))
+
+
+def filter_logits(logits_BV: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """Set every token outside the top-k / top-p (nucleus) set to -inf; at least one token survives.
+
+    top-k keeps the k highest logits (ties at the k-th value are all kept). top-p keeps, in descending
+    order of probability, each token whose strictly-higher-ranked tokens hold less than `top_p` of the
+    mass: the smallest prefix whose mass reaches `top_p` (transformers' `TopPLogitsWarper` rule).
+    top-k is applied first, top-p on what is left, as in transformers.
+    """
+    if top_k > 0 and top_k < logits_BV.shape[-1]:
+        kth = torch.topk(logits_BV, top_k, dim=-1).values[..., -1:]
+        logits_BV = logits_BV.masked_fill(logits_BV < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits_BV, dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        mass_above = probs.cumsum(dim=-1) - probs
+        remove_sorted = mass_above >= top_p
+        remove_sorted[..., 0] = False
+        remove = remove_sorted.scatter(-1, order, remove_sorted)
+        logits_BV = logits_BV.masked_fill(remove, float("-inf"))
+    return logits_BV
+
+
+def find_stop(text: str, stops: list[str]) -> tuple[int, str] | None:
+    """(index, stop) of the stop string that occurs earliest in `text`; the longer one on a tie."""
+    best: tuple[int, str] | None = None
+    for stop in stops:
+        i = text.find(stop)
+        if i >= 0 and (best is None or i < best[0] or (i == best[0] and len(stop) > len(best[1]))):
+            best = (i, stop)
+    return best
+
+
+class Sampler:
+    """Batched sampling from a `transformers` causal LM (torch backend) or through vLLM.
+
+    `model` is used as is (device, dtype); it is switched to eval mode during `generate` and back after.
+    `model_path` (a saved Hugging Face directory of the same weights) is needed only for `backend="vllm"`.
+    """
+
+    def __init__(self, model, tokenizer: PreTrainedTokenizerBase, model_path: str | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_path = model_path
+        self._vllm = None
+        self._default_stop_ids: list[int] | None = None
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def generate(
+        self, prompts: list[list[int]] | list[str], cfg: SamplingConfig | None = None
+    ) -> list[list[Completion]]:
+        """`cfg.n` completions per prompt, in prompt order. String prompts are tokenized with the
+        tokenizer's special tokens (bos where it adds one); chat prompts come from `chat_prompt`."""
+        cfg = cfg or SamplingConfig()
+        if not prompts:
+            return []
+        prompt_ids = [self._encode(p, i) for i, p in enumerate(prompts)]
+        stop_ids = self._stop_ids(cfg)
+        if cfg.backend == "vllm":
+            from chatforge.sampling.vllm_backend import VLLMBackend
+
+            if self._vllm is None:
+                self._vllm = VLLMBackend(self.model_path, self.tokenizer)
+            return self._vllm.generate(prompt_ids, cfg, stop_ids)
+
+        limit = self._max_positions()
+        for i, ids in enumerate(prompt_ids):
+            if limit is not None and len(ids) >= limit:
+                raise ChatforgeError(
+                    f"prompt {i} has {len(ids)} tokens but the model attends to at most {limit} positions; "
+                    "shorten the prompt"
+                )
+        generator = None
+        if cfg.seed is not None:
+            generator = torch.Generator(device=self._device())
+            generator.manual_seed(cfg.seed)
+        results: list[list[Completion]] = [[] for _ in prompts]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for indices, repeats in _batches(len(prompt_ids), cfg.n, cfg.max_batch_size):
+                    batch = [prompt_ids[i] for i in indices]
+                    for completion in self._decode_batch(batch, indices, repeats, cfg, stop_ids, generator, limit):
+                        results[completion.prompt_index].append(completion)
+        finally:
+            self.model.train(was_training)
+        return results
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    def _encode(self, prompt: list[int] | str, index: int) -> list[int]:
+        ids = self.tokenizer(prompt)["input_ids"] if isinstance(prompt, str) else list(prompt)
+        if not ids:
+            raise ChatforgeError(f"prompt {index} is empty; give at least one token (e.g. bos)")
+        return ids
+
+    def _stop_ids(self, cfg: SamplingConfig) -> list[int]:
+        if cfg.stop_token_ids is not None:
+            return list(cfg.stop_token_ids)
+        if self._default_stop_ids is None:
+            self._default_stop_ids = default_stop_ids(self.tokenizer)
+        return self._default_stop_ids
+
+    def _max_positions(self) -> int | None:
+        config = self.model.config
+        if getattr(config, "alibi", False):  # ALiBi extrapolates; there is no position table to run off
+            return None
+        return getattr(config, "max_position_embeddings", None)
+
+    def _device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def _decode_batch(
+        self,
+        prompts: list[list[int]],
+        indices: list[int],
+        repeats: int,
+        cfg: SamplingConfig,
+        stop_ids: list[int],
+        generator: torch.Generator | None,
+        limit: int | None,
+    ) -> list[Completion]:
+        from transformers import DynamicCache
+
+        device = self._device()
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for row, ids in enumerate(prompts):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            mask[row, width - len(ids) :] = 1
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+
+        # 1) prefill each distinct prompt once, then give every sample its own copy of the cache
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions,
+            past_key_values=cache, use_cache=True, logits_to_keep=1,
+        )
+        logits_BV = out.logits[:, -1, :].float()
+        if repeats > 1:
+            cache.batch_repeat_interleave(repeats)
+            logits_BV = logits_BV.repeat_interleave(repeats, dim=0)
+            mask = mask.repeat_interleave(repeats, dim=0)
+            positions = positions.repeat_interleave(repeats, dim=0)
+        next_pos = positions[:, -1:] + 1  # (B, 1)
+        prompt_lens = [len(p) for p in prompts for _ in range(repeats)]
+        row_prompt = [i for i in indices for _ in range(repeats)]
+        n_rows = len(row_prompt)
+        max_new = [
+            cfg.max_new_tokens if limit is None else min(cfg.max_new_tokens, limit - n) for n in prompt_lens
+        ]
+
+        stop_ids_t = torch.tensor(stop_ids, dtype=torch.long, device=device) if stop_ids else None
+        stop_window = max((len(s) for s in cfg.stop), default=0) + 4  # tokens: each is at least one character
+        tokens: list[list[int]] = [[] for _ in range(n_rows)]
+        logps: list[list[float]] = [[] for _ in range(n_rows)]
+        done: list[Completion | None] = [None] * n_rows
+        active = list(range(n_rows))  # batch row -> sample row
+
+        while True:
+            # 2) choose the next token of every active row; record its raw log-prob
+            next_B = self._choose(logits_BV, cfg, generator)
+            logp_B = torch.log_softmax(logits_BV, dim=-1).gather(-1, next_B[:, None])[:, 0]
+            is_stop_B = torch.isin(next_B, stop_ids_t) if stop_ids_t is not None else None
+            next_list, logp_list = next_B.tolist(), logp_B.tolist()
+            stop_list = is_stop_B.tolist() if is_stop_B is not None else [False] * len(active)
+
+            keep: list[int] = []
+            for b, row in enumerate(active):
+                tokens[row].append(next_list[b])
+                logps[row].append(logp_list[b])
+                finished = self._finish(row, row_prompt[row], tokens[row], logps[row], stop_list[b], cfg, stop_window)
+                if finished is None and len(tokens[row]) >= max_new[row]:
+                    finished = self._completion(row_prompt[row], tokens[row], logps[row], "length", None)
+                if finished is None:
+                    keep.append(b)
+                else:
+                    done[row] = finished
+            if not keep:
+                break
+            # 3) drop finished rows, then one forward over the new tokens of the rest
+            if len(keep) < len(active):
+                keep_t = torch.tensor(keep, device=device)
+                cache.batch_select_indices(keep_t)
+                next_B, mask, next_pos = next_B[keep_t], mask[keep_t], next_pos[keep_t]
+                active = [active[b] for b in keep]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            out = self.model(
+                input_ids=next_B[:, None], attention_mask=mask, position_ids=next_pos,
+                past_key_values=cache, use_cache=True, logits_to_keep=1,
+            )
+            logits_BV = out.logits[:, -1, :].float()
+            next_pos = next_pos + 1
+        return [c for c in done if c is not None]
+
+    @staticmethod
+    def _choose(logits_BV: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None) -> torch.Tensor:
+        if cfg.greedy:
+            return logits_BV.argmax(dim=-1)
+        processed = filter_logits(logits_BV / cfg.temperature, cfg.top_k, cfg.top_p)
+        probs = processed.softmax(dim=-1)
+        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+    def _finish(
+        self, row: int, prompt_index: int, ids: list[int], logps: list[float], hit_stop_id: bool,
+        cfg: SamplingConfig, stop_window: int,
+    ) -> Completion | None:
+        """The finished completion when the last token ended the sample, else None."""
+        if hit_stop_id:
+            return self._completion(prompt_index, ids, logps, "stop", ids[-1])
+        if not cfg.stop:
+            return None
+        # Look only at the tail's text: a stop string not seen at the previous step must end in this token.
+        tail = self.tokenizer.decode(ids[-stop_window:], skip_special_tokens=True)
+        if find_stop(tail, cfg.stop) is None:
+            return None
+        # Cut the token ids at the first prefix whose text contains a stop string, the text before it.
+        for t in range(max(1, len(ids) - stop_window), len(ids) + 1):
+            text = self.tokenizer.decode(ids[:t], skip_special_tokens=True)
+            hit = find_stop(text, cfg.stop)
+            if hit is not None:
+                return Completion(prompt_index, ids[:t], text[: hit[0]], logps[:t], "stop", hit[1])
+        return None  # the window matched only a mis-decoded fragment (a split multi-byte character)
+
+    def _completion(
+        self, prompt_index: int, ids: list[int], logps: list[float], reason: FinishReason, stop: int | str | None
+    ) -> Completion:
+        text_ids = ids[:-1] if isinstance(stop, int) else ids
+        text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
+        return Completion(prompt_index, list(ids), text, list(logps), reason, stop)
+
+
+def _batches(n_prompts: int, n: int, max_batch_size: int) -> list[tuple[list[int], int]]:
+    """Split prompts x n samples into (prompt indices, samples each) batches of at most max_batch_size rows.
+
+    When n fits in a batch, several prompts share one (each prefilled once); when n is larger than a
+    batch, one prompt's samples are split over several batches.
+    """
+    if n <= max_batch_size:
+        per_batch = max_batch_size // n
+        return [(list(range(s, min(s + per_batch, n_prompts))), n) for s in range(0, n_prompts, per_batch)]
+    out = []
+    for i in range(n_prompts):
+        left = n
+        while left > 0:
+            out.append(([i], min(left, max_batch_size)))
+            left -= max_batch_size
+    return out
