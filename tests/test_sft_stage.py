@@ -221,3 +221,15 @@ def test_full_then_lora_refuses_a_switch_outside_the_run(tmp_path, base_dir, wor
             "mode=full_then_lora", "train.max_steps=4", "full_then_lora.switch_step=4"]
     assert main(args) == 2
     assert "must be between 1 and train.max_steps - 1 = 3" in capsys.readouterr().err
+
+
+def test_sft_stage_with_pretraining_mixed_in(tmp_path, base_dir, world):
+    text = world / "pretrain" / "world_a_train.jsonl"
+    summary = _sft(
+        tmp_path / "run", base_dir, world / "instructions" / "train.jsonl", "train.max_steps=6",
+        "train.micro_batch_size=4", f"data.pretrain_mix={{sources: [{{path: {text}}}], fraction: 0.3}}",
+        f"data.pretrain_mix.cache_dir={tmp_path / 'cache'}",
+    )
+    assert 0.05 < summary["pretrain_rows_share"] < 0.6
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("loss/pretrain" in m for m in metrics) and all("loss/sft" in m for m in metrics if "loss" in m)

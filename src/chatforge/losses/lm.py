@@ -39,12 +39,17 @@ def weighted_token_nll_sum(
     The count is of tokens, not of weight, so a weight below 1 (C-RLFT's novice class) shrinks a
     token's pull instead of being normalised away: all-ones weights give `token_nll_sum` exactly.
     """
+    per_token, counted = token_nll(logits, labels, ignore_index)
+    return (per_token * weights.reshape(-1).to(per_token.dtype) * counted).sum(), counted.sum()
+
+
+def token_nll(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX):
+    """Per-token NLL (float32, 0 where ignored) and the counted mask, both flattened."""
     flat_labels = labels.reshape(-1)
     per_token = F.cross_entropy(
         logits.reshape(-1, logits.size(-1)).float(), flat_labels, ignore_index=ignore_index, reduction="none"
     )
-    counted = flat_labels != ignore_index
-    return (per_token * weights.reshape(-1).to(per_token.dtype) * counted).sum(), counted.sum()
+    return per_token, flat_labels != ignore_index
 
 
 def bits_per_byte(nll_sum_nats: float, n_bytes: int) -> float:

@@ -134,6 +134,19 @@ class SFTBatches:
         self.position += global_batch
         return self.collate(mine)
 
+    def take(self, n: int) -> list[list[int]]:
+        """The next `n` rows of the run over all processes (a new epoch's layout when one runs out),
+        for a caller that interleaves other rows (`sft.mixing`); `collate` turns rows into a batch."""
+        rows: list[list[int]] = []
+        while len(rows) < n:
+            if self.position >= len(self._rows):
+                self.epoch, self.position = self.epoch + 1, 0
+                self._rows = self._layout(self.epoch)
+            k = min(n - len(rows), len(self._rows) - self.position)
+            rows += self._rows[self.position : self.position + k]
+            self.position += k
+        return rows
+
     def collate(self, rows: list[list[int]]) -> dict[str, torch.Tensor]:
         """The batch of `rows` (each a list of example indices), in this object's mode."""
         width = self.seq_len if self.mode == "pack" else max(sum(len(self.examples[i].input_ids) for i in r) for r in rows)

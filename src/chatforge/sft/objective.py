@@ -20,7 +20,8 @@ import torch
 
 from chatforge.data.packing import attention_kind, lm_forward
 from chatforge.engine.loop import StepOutput
-from chatforge.losses.lm import IGNORE_INDEX, weighted_token_nll_sum
+from chatforge.losses.lm import IGNORE_INDEX, token_nll
+from chatforge.sft.mixing import PRETRAIN_ROW, SFT_ROW
 
 # Config fields through which a `transformers` model changes its logits after the LM head.
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier", "lm_head_multiplier")
@@ -35,16 +36,25 @@ class SFTObjective:
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         parts = separable_head(model)
+        labels, weights = batch["labels"], batch["loss_weights"]
+        kinds = batch["row_kind"][:, None].expand_as(labels) if "row_kind" in batch else None
         if parts is None:
             logits = lm_forward(model, batch)
-            loss_sum, count = weighted_token_nll_sum(logits, batch["labels"], batch["loss_weights"])
-            return StepOutput(loss_sum, count)
-        decoder, head = parts
-        supervised = batch["labels"] != IGNORE_INDEX
-        hidden = decoder_hidden_states(model, decoder, batch)
-        logits = head(hidden[supervised])  # (supervised tokens, vocab)
-        loss_sum, count = weighted_token_nll_sum(logits, batch["labels"][supervised], batch["loss_weights"][supervised])
-        return StepOutput(loss_sum, count)
+        else:
+            decoder, head = parts
+            supervised = labels != IGNORE_INDEX
+            hidden = decoder_hidden_states(model, decoder, batch)
+            logits = head(hidden[supervised])  # (supervised tokens, vocab)
+            labels, weights = labels[supervised], weights[supervised]
+            kinds = kinds[supervised] if kinds is not None else None
+        nll, counted = token_nll(logits, labels)
+        out = StepOutput((nll * weights.reshape(-1).to(nll.dtype) * counted).sum(), counted.sum())
+        if kinds is not None:  # rows mixed from pretraining text (sft.mixing): each kind's own mean NLL
+            kinds = kinds.reshape(-1)
+            for name, kind in (("sft", SFT_ROW), ("pretrain", PRETRAIN_ROW)):
+                mine = counted & (kinds == kind)
+                out.ratios[f"loss/{name}"] = ((nll.detach() * mine).sum(), mine.sum())
+        return out
 
 
 def separable_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:

@@ -29,6 +29,7 @@ from chatforge.run_dir import RejectLog, RunDir
 from chatforge.sft.crlft import CRLFTConfig
 from chatforge.sft.formats import ChatSourceConfig, SystemPrompts
 from chatforge.sft.masking import MaskSource, Truncation
+from chatforge.sft.mixing import PretrainMix
 from chatforge.sft.modes import FreezeSettings, FullThenLoraSettings, LoraSettings, Mode
 
 
@@ -48,6 +49,9 @@ class SFTDataConfig(StrictModel):
     group_by_length: bool = Field(True, description="pad mode: batch conversations of similar length")
     val_sources: list[ChatSourceConfig] = Field(
         default_factory=list, description="held-out conversations for a validation loss (answer tokens)"
+    )
+    pretrain_mix: PretrainMix | None = Field(
+        None, description="mix a share of pretraining windows into the rows (every token supervised)"
     )
 
 
@@ -139,6 +143,24 @@ def validation_loss(model, examples, seq_len: int, pad_id: int, batch_size: int,
         loss += float(out.loss_sum)
         count += int(out.count)
     return {"val/loss": loss / max(count, 1)}
+
+
+def _with_pretraining(cfg: Config, batches, tokenizer, rejects: RejectLog, say):
+    """`batches` with `data.pretrain_mix.fraction` of the rows replaced by pretraining windows."""
+    from chatforge.sft.mixing import SFTWithPretraining, prepare_pretrain_windows
+
+    mix = cfg.data.pretrain_mix
+    data = prepare_pretrain_windows(
+        mix, tokenizer, cfg.data.seq_len, cfg.data.packing, rejects, cfg.train.seed, cfg.train.max_steps, say
+    )
+    windows = data.stream(1, 1, cfg.train.seed)
+    expected_rows = mix.fraction * cfg.train.max_steps * batches.rows_per_step
+    epochs = expected_rows / sum(source.num_windows for source in windows.sources)
+    say(
+        f"pretrain_mix: {mix.fraction:.0%} of rows from {', '.join(data.names)} ({data.train_tokens:,} tokens; "
+        f"~{expected_rows:,.0f} windows of {cfg.data.seq_len} = {epochs:.2f} epochs), loss weight {mix.loss_weight}"
+    )
+    return SFTWithPretraining(batches, windows, mix, cfg.train.seed)
 
 
 def _train(cfg: Config, model, batches, run_dir: RunDir, evaluate, switch: int | None, say):
@@ -252,6 +274,8 @@ def run(cfg: Config) -> dict:
             f"{rows_per_step} rows per step x {cfg.train.max_steps} steps "
             f"(~{cfg.train.max_steps * rows_per_step / batches.rows_per_epoch():.2f} epochs)"
         )
+        if cfg.data.pretrain_mix is not None:
+            batches = _with_pretraining(cfg, batches, tokenizer, rejects, say)
         engine, result, segments = _train(cfg, model, batches, run_dir, evaluate, switch, say)
         trainable, total = segments[-1]["trainable_parameters"], segments[-1]["parameters"]
         if cfg.crlft is not None:  # generation and serving answer as the best class without being told
@@ -285,6 +309,7 @@ def run(cfg: Config) -> dict:
             "tokens_per_s": segments[-1]["tokens_per_s"],
             "peak_memory": max((seg["peak_memory"] for seg in segments), key=lambda m: m.get("peak_bytes", 0)),
             "segments": segments,
+            "pretrain_rows_share": batches.observed_share() if cfg.data.pretrain_mix else None,
             "exact_match": {"base": base_eval, "sft": final_eval} if final_eval else None,
         }
     if info.is_main:

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Full fine-tuning vs LoRA vs freeze-tuning vs full-then-LoRA on the same data, steps and LR, from the
+# world-A base model: held-out exact match, trainable parameters, tokens/s and peak memory in one table
+# (examples/sft/modes_table.py). Run from the repository root after `bash examples/continual/run_all.sh`
+# (it provides the world, the tokenizer and the base model). About 25 minutes on 2 CPU cores.
+set -euo pipefail
+PY=${PYTHON:-.venv/bin/python}
+COMMON=(examples/sft/world_full.yaml optim.lr=1e-3 train.save_every=0 train.progress=false eval_before=false)
+$PY -m chatforge sft "${COMMON[@]}" out=runs/sft/modes/full mode=full
+$PY -m chatforge sft "${COMMON[@]}" out=runs/sft/modes/lora mode=lora lora.r=16 lora.alpha=32
+$PY -m chatforge sft "${COMMON[@]}" out=runs/sft/modes/freeze mode=freeze freeze.train_last_n_blocks=2 \
+    "freeze.train_modules=[model\.norm]"
+$PY -m chatforge sft "${COMMON[@]}" out=runs/sft/modes/full_then_lora mode=full_then_lora lora.r=16 lora.alpha=32 \
+    full_then_lora.switch_fraction=0.2
+$PY examples/sft/modes_table.py runs/sft/modes/{full,lora,freeze,full_then_lora}
