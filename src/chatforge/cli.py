@@ -22,6 +22,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "tokenizer extend": ("chatforge.stages.tokenizer_extend", "add domain tokens to a BPE tokenizer (old text unchanged), resize a model"),
     "pretrain": ("chatforge.stages.pretrain", "pretrain or continue pretraining a causal LM"),
     "sft": ("chatforge.stages.sft", "supervised fine-tuning: chat conversations, answer tokens only (full, LoRA, freeze)"),
+    "rest": ("chatforge.stages.rest", "self-training on verified samples: ReST-EM or rejection-sampling fine-tuning"),
+    "bon": ("chatforge.stages.bon", "best-of-N: sample N_max once, score with a proxy, gold reward and KL for N = 1..N_max"),
     "eval-lm": ("chatforge.stages.eval_lm", "perplexity and bits-per-byte of a model on held-out text"),
     "schedule": ("chatforge.stages.schedule", "print or plot (--plot out.png) a learning-rate schedule"),
     "world write": ("chatforge.world.stage", "write the built-in task world's files (facts, tasks, preferences, web pages)"),

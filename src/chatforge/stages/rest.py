@@ -1,0 +1,345 @@
+"""Self-training on the model's own verified samples: ReST-EM, or Llama 2's rejection-sampling fine-tuning.
+
+Each iteration i = 1..`iterations`:
+
+1. **E-step** (generate): `e_step.samples_per_prompt` samples per training prompt from the current
+   policy (iteration 1: `model`), scored by `e_step.reward` (`check`: the task world's binary
+   checker; `gold`: its gold reward in [-1, 1]).
+   - `method: rest_em` keeps the distinct samples with reward >= `e_step.threshold` (1 = correct), at
+     most `e_step.cap_per_prompt` per prompt (Singh et al. 2023, arXiv 2312.06585), from this
+     iteration's samples only.
+   - `method: rejection_sampling` keeps each prompt's best sample, and trains on the pool of the
+     best samples of all iterations so far (Llama 2 §3.2.3), per prompt the best of every round.
+2. **M-step** (improve): `chatforge sft` on the kept set, starting from the **base model** `model`
+   (`m_step.init: base`, ReST-EM's choice against task-specific over-fitting and drift) or from the
+   previous policy (`previous`), for `m_step.epochs` passes over it. Its `final/` is the new policy.
+3. **Evaluation** of the new policy on `eval.max_train_prompts` training prompts and on the held-out
+   prompts: greedy accuracy, pass@k for every k in `eval.ks` (unbiased estimator over `eval.n`
+   samples), maj@n (majority vote), overall and per task; the train-test gap is the over-fitting the
+   ReST-EM paper reports after a few iterations.
+
+Iteration 0 evaluates `model` itself. Every iteration's files are kept under `OUT/iter_<i>/`
+(`samples.jsonl` with every sample and its reward, `kept.jsonl` the fine-tuning set in messages
+format, `sft/` the M-step run, `eval.json`); a rerun skips what is finished. `OUT/report/summary.json`
+and `rest.png` hold the per-iteration table.
+
+    chatforge rest model=runs/sft/world_full/final train_prompts=world/verifiable/train.jsonl \\
+        test_prompts=world/verifiable/test.jsonl iterations=3
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from chatforge.config.base import StrictModel
+from chatforge.engine.config import OptimConfig
+from chatforge.errors import ConfigError, DataError
+from chatforge.run_dir import RejectLog, RunDir
+from chatforge.sampling.config import SamplingConfig
+
+
+def _sampling(**kw) -> SamplingConfig:
+    return SamplingConfig(**({"temperature": 1.0, "max_new_tokens": 128, "seed": 0} | kw))
+
+
+class EStepConfig(StrictModel):
+    samples_per_prompt: int = Field(16, ge=1, description="samples drawn per training prompt")
+    sampling: SamplingConfig = Field(default_factory=_sampling, description="sampler settings (n is samples_per_prompt)")
+    reward: Literal["check", "gold"] = Field("check", description="check: binary correctness; gold: the world's gold reward")
+    threshold: float = Field(1.0, description="rest_em: keep samples with reward >= threshold")
+    cap_per_prompt: int | None = Field(10, ge=1, description="rest_em: at most this many kept samples per prompt")
+    min_reward: float | None = Field(None, description="rejection_sampling: a prompt's best must reach this to be kept")
+
+
+class MStepConfig(StrictModel):
+    init: Literal["base", "previous"] = Field("base", description="fine-tune the base model (ReST-EM) or the last policy")
+    epochs: float = Field(2.0, gt=0, description="passes over the kept set")
+    max_steps: int | None = Field(None, ge=1, description="cap on optimizer steps per M-step")
+    micro_batch_size: int = Field(16, ge=1, description="conversations per micro-batch (one per row)")
+    seq_len: int = Field(384, ge=16, description="longest conversation in tokens")
+    mode: Literal["full", "lora"] = Field("full", description="full fine-tuning or LoRA (sft's lora defaults)")
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.0))
+
+
+class RestEvalConfig(StrictModel):
+    n: int = Field(8, ge=1, description="samples per prompt for pass@k and majority vote")
+    ks: list[int] = Field(default_factory=lambda: [1, 4, 8], description="k values of pass@k (k <= n)")
+    sampling: SamplingConfig = Field(default_factory=lambda: _sampling(seed=1), description="sampler settings (n is eval.n)")
+    greedy: bool = Field(True, description="also report greedy (temperature 0) accuracy")
+    max_train_prompts: int | None = Field(100, ge=1, description="training prompts evaluated (the train side of the gap)")
+    max_test_prompts: int | None = Field(None, ge=1, description="held-out prompts evaluated (None: all)")
+
+
+class Config(StrictModel):
+    out: str = Field("runs/rest", description="run directory")
+    model: str = Field(description="the base policy: a Hugging Face causal-LM directory with a chat template (required)")
+    tokenizer: str | None = Field(None, description="tokenizer directory; default: the model directory")
+    method: Literal["rest_em", "rejection_sampling"] = Field("rest_em", description="what the E-step keeps")
+    train_prompts: str = Field(description="JSONL of training prompts (world verifiable records: prompt, task, answer)")
+    test_prompts: str = Field(description="JSONL of held-out prompts, same layout")
+    max_train_prompts: int | None = Field(None, ge=1, description="use the first N training prompts")
+    iterations: int = Field(3, ge=1, description="E-step + M-step rounds")
+    e_step: EStepConfig = Field(default_factory=EStepConfig)
+    m_step: MStepConfig = Field(default_factory=MStepConfig)
+    eval: RestEvalConfig = Field(default_factory=RestEvalConfig)
+    seed: int = Field(0, description="seed of the cap's random choice and of the M-step's data order")
+
+
+def load_prompts(path: str, limit: int | None, rejects: RejectLog) -> list[dict]:
+    """World-style prompt records: `prompt` (messages ending with a user turn) or `messages` (ending
+    with a reference answer, dropped), plus `task` and `answer` for the checker; each gets `id`."""
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"prompts file not found: {file}")
+    records = []
+    for lineno, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            rejects.add(str(file), f"line {lineno}", "bad_json", exc.msg, line[:200])
+            continue
+        messages = record.get("prompt") if isinstance(record, dict) else None
+        if messages is None and isinstance(record, dict) and isinstance(record.get("messages"), list):
+            messages = record["messages"][:-1] if record["messages"][-1:] and record["messages"][-1].get("role") == "assistant" else record["messages"]
+        if not isinstance(messages, list) or not messages or messages[-1].get("role") != "user":
+            rejects.add(str(file), f"line {lineno}", "bad_field", "needs `prompt` (messages ending with a user turn) or `messages`", record)
+            continue
+        records.append({**record, "prompt": messages, "id": str(record.get("id", f"{file.name}:{lineno}"))})
+        if limit is not None and len(records) >= limit:
+            break
+    if not records:
+        raise DataError(f"no usable prompts in {file} ({rejects.summary_line()})")
+    return records
+
+
+def reward_function(kind: str):
+    """(record, response) -> reward: the world's checker (1.0 / 0.0) or its gold reward."""
+    from chatforge.world.reward import check_answer, gold_reward
+    from chatforge.world.verifiable import VERIFIABLE_TASKS, check
+
+    def checked(record: dict, response: str) -> float:
+        if record.get("task") in VERIFIABLE_TASKS and "answer" in record:
+            return float(check(record, response))
+        return float(check_answer(record["prompt"], response))
+
+    if kind == "check":
+        return checked
+    return lambda record, response: gold_reward(record["prompt"], response)
+
+
+class Policy:
+    """A model directory loaded for sampling."""
+
+    def __init__(self, path: str, tokenizer_path: str | None):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from chatforge.sampling.sampler import Sampler
+        from chatforge.tokenizer.load import load_tokenizer
+
+        self.path = path
+        self.tokenizer = load_tokenizer(tokenizer_path or path)
+        if not self.tokenizer.chat_template:
+            raise ConfigError(f"{tokenizer_path or path}: the tokenizer has no chat template (use an SFT model)")
+        model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
+        self.sampler = Sampler(model, self.tokenizer, model_path=path)
+
+    def sample(self, records: list[dict], sampling: SamplingConfig, n: int) -> list[list[str]]:
+        from chatforge.sampling.sampler import chat_prompt
+
+        prompts = [chat_prompt(self.tokenizer, r["prompt"]) for r in records]
+        out = self.sampler.generate(prompts, sampling.model_copy(update={"n": n}))
+        return [[c.text for c in completions] for completions in out]
+
+
+def evaluate_policy(policy: Policy, train: list[dict], test: list[dict], cfg: RestEvalConfig, reward) -> dict:
+    from chatforge.evaluation.sampled import sampled_metrics
+
+    ks = [k for k in cfg.ks if k <= cfg.n]
+
+    def check(record, response):
+        return reward(record, response) >= 1.0
+
+    result = {}
+    for split, records in (("train", train), ("test", test)):
+        samples = policy.sample(records, cfg.sampling, cfg.n)
+        greedy = None
+        if cfg.greedy:
+            greedy = [s[0] for s in policy.sample(records, cfg.sampling.model_copy(update={"temperature": 0.0}), 1)]
+        metrics = sampled_metrics(records, samples, check, ks, greedy)
+        metrics.pop("per_prompt")
+        result[split] = metrics
+    return result
+
+
+def run(cfg: Config) -> dict:
+    from chatforge.selftrain.select import Scored, best_per_prompt, keep_correct, merge_best
+
+    if any(k > cfg.eval.n for k in cfg.eval.ks):
+        raise ConfigError(f"eval.ks {cfg.eval.ks} has a k above eval.n={cfg.eval.n}")
+    run_dir = RunDir.create(cfg.out)
+    run_dir.write_config(cfg)
+    reward = reward_function(cfg.e_step.reward)
+    with RejectLog(run_dir.rejected) as rejects:
+        train = load_prompts(cfg.train_prompts, cfg.max_train_prompts, rejects)
+        test = load_prompts(cfg.test_prompts, cfg.eval.max_test_prompts, rejects)
+    train_eval = train[: cfg.eval.max_train_prompts]
+    print(
+        f"{cfg.method}: {len(train)} training prompts, {len(test)} held-out | {cfg.iterations} iterations x "
+        f"{cfg.e_step.samples_per_prompt} samples per prompt | M-step from {cfg.m_step.init}"
+    )
+    rows: list[dict] = []
+    pool: dict[str, Scored] = {}
+    policy_dir = cfg.model
+    for iteration in range(cfg.iterations + 1):
+        it_dir = Path(cfg.out) / f"iter_{iteration}"
+        it_dir.mkdir(parents=True, exist_ok=True)
+        row: dict = {"iteration": iteration, "policy": policy_dir}
+        if iteration > 0:
+            samples_path = it_dir / "samples.jsonl"
+            scored = _e_step(cfg, policy_dir, train, reward, samples_path, iteration)
+            if cfg.method == "rest_em":
+                kept = keep_correct(scored, cfg.e_step.cap_per_prompt, cfg.seed + iteration, cfg.e_step.threshold)
+            else:
+                pool = merge_best(pool, best_per_prompt(scored, cfg.e_step.min_reward))
+                kept = list(pool.values())
+            row["e_step"] = {
+                "samples": len(scored),
+                "mean_reward": sum(s.reward for s in scored) / len(scored),
+                "prompts_solved": len({s.prompt_id for s in scored if s.reward >= cfg.e_step.threshold}),
+                "kept": len(kept),
+                "kept_prompts": len({s.prompt_id for s in kept}),
+            }
+            print(f"iteration {iteration} E-step: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row["e_step"].items()))
+            if not kept:
+                print(f"iteration {iteration}: nothing to keep (no sample reached the threshold); stopping")
+                rows.append(row)
+                break
+            by_id = {r["id"]: r for r in train}
+            kept_path = it_dir / "kept.jsonl"
+            with kept_path.open("w", encoding="utf-8") as fh:
+                for s in kept:
+                    messages = [*by_id[s.prompt_id]["prompt"], {"role": "assistant", "content": s.response}]
+                    fh.write(json.dumps({"id": s.prompt_id, "task": by_id[s.prompt_id].get("task"), "messages": messages, "round": s.round}, ensure_ascii=False) + "\n")
+            init = cfg.model if cfg.m_step.init == "base" else policy_dir
+            policy_dir = _m_step(cfg, init, kept_path, len(kept), it_dir / "sft", iteration)
+            row["policy"] = policy_dir
+        row["eval"] = _evaluate(cfg, policy_dir, train_eval, test, reward, it_dir / "eval.json")
+        rows.append(row)
+        print(format_row(row, cfg))
+    summary = {"method": cfg.method, "iterations": rows}
+    run_dir.write_summary(summary)
+    print(format_table(rows, cfg))
+    _plot(rows, cfg, run_dir.report / "rest.png")
+    print(f"done: {cfg.out} | table in {run_dir.summary}, plot {run_dir.report / 'rest.png'}")
+    return summary
+
+
+def _e_step(cfg: Config, policy_dir: str, train: list[dict], reward, path: Path, iteration: int):
+    from chatforge.selftrain.select import Scored
+
+    if path.is_file():  # a finished E-step of a resumed run
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        return [Scored(r["id"], r["response"], r["reward"], iteration) for r in rows]
+    policy = Policy(policy_dir, cfg.tokenizer if policy_dir == cfg.model else None)
+    sampling = cfg.e_step.sampling.model_copy(update={"seed": (cfg.e_step.sampling.seed or 0) + iteration})
+    samples = policy.sample(train, sampling, cfg.e_step.samples_per_prompt)
+    scored = [Scored(r["id"], text, float(reward(r, text)), iteration) for r, texts in zip(train, samples) for text in texts]
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w", encoding="utf-8") as fh:
+        for s in scored:
+            fh.write(json.dumps({"id": s.prompt_id, "response": s.response, "reward": s.reward}, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+    return scored
+
+
+def _m_step(cfg: Config, init: str, kept_path: Path, kept: int, out: Path, iteration: int) -> str:
+    from chatforge.engine.config import TrainConfig
+    from chatforge.stages import sft
+
+    final = out / "final"
+    if (out / "report" / "summary.json").is_file() and final.is_dir():
+        return str(final)
+    m = cfg.m_step
+    steps = max(1, math.ceil(m.epochs * kept / m.micro_batch_size))
+    if m.max_steps is not None:
+        steps = min(steps, m.max_steps)
+    micro = min(m.micro_batch_size, kept)  # one epoch must hold a step
+    print(f"iteration {iteration} M-step: {kept} conversations, {steps} steps of {micro} from {init}")
+    sft_cfg = sft.Config(
+        out=str(out), model=init, tokenizer=cfg.tokenizer if init == cfg.model else None,
+        data=sft.SFTDataConfig(sources=[{"path": str(kept_path), "format": "messages"}], seq_len=m.seq_len, packing="pad"),
+        mode=m.mode, optim=m.optim,
+        train=TrainConfig(max_steps=steps, micro_batch_size=micro, save_every=0, eval_every=0, progress=False, seed=cfg.seed + iteration),
+    )
+    sft.run(sft_cfg)
+    return str(final)
+
+
+def _evaluate(cfg: Config, policy_dir: str, train: list[dict], test: list[dict], reward, path: Path) -> dict:
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved.get("policy") == policy_dir:
+            return saved["metrics"]
+    policy = Policy(policy_dir, cfg.tokenizer if policy_dir == cfg.model else None)
+    metrics = evaluate_policy(policy, train, test, cfg.eval, reward)
+    path.write_text(json.dumps({"policy": policy_dir, "metrics": metrics}, indent=2) + "\n", encoding="utf-8")
+    return metrics
+
+
+def _columns(cfg: Config) -> list[str]:
+    ks = [k for k in cfg.eval.ks if k <= cfg.eval.n]
+    return (["greedy"] if cfg.eval.greedy else []) + [f"pass@{k}" for k in ks] + [f"maj@{cfg.eval.n}"]
+
+
+def format_row(row: dict, cfg: Config) -> str:
+    test, train = row["eval"]["test"]["all"], row["eval"]["train"]["all"]
+    parts = [f"{c} {test[c]:.3f}" for c in _columns(cfg)]
+    return f"iteration {row['iteration']}: held-out " + ", ".join(parts) + f" | train pass@1 {train['pass@1']:.3f}"
+
+
+def format_table(rows: list[dict], cfg: Config) -> str:
+    columns = _columns(cfg)
+    lines = [
+        "| iteration | kept | train pass@1 | " + " | ".join(f"test {c}" for c in columns) + " | gap (train - test pass@1) |",
+        "|---" * (len(columns) + 4) + "|",
+    ]
+    for row in rows:
+        if "eval" not in row:
+            continue
+        train, test = row["eval"]["train"]["all"], row["eval"]["test"]["all"]
+        kept = row.get("e_step", {}).get("kept", "-")
+        cells = [str(row["iteration"]), str(kept), f"{train['pass@1']:.3f}", *(f"{test[c]:.3f}" for c in columns),
+                 f"{train['pass@1'] - test['pass@1']:+.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plot(rows: list[dict], cfg: Config, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [r for r in rows if "eval" in r]
+    its = [r["iteration"] for r in done]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(its, [r["eval"]["train"]["all"]["pass@1"] for r in done], "o-", label="train pass@1")
+    for column in _columns(cfg):
+        ax.plot(its, [r["eval"]["test"]["all"][column] for r in done], "o--", label=f"test {column}")
+    ax.set_xlabel("iteration (0 = base model)")
+    ax.set_ylabel("accuracy")
+    ax.set_xticks(its)
+    ax.set_title(f"{cfg.method}: train vs held-out")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
