@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from chatforge.errors import ChatforgeError, ConfigError
 from chatforge.sampling import Sampler, SamplingConfig, chat_prompt, filter_logits, find_stop
-from chatforge.sampling.sampler import _batches, default_stop_ids
+from chatforge.sampling.sampler import _batches, default_stop_ids, draw, draw_nucleus
 from tiny_models import make_tiny_model
 
 # Ragged on purpose: one batch holds prompts of 3 to 11 tokens, left padded.
@@ -143,6 +143,31 @@ def test_filter_logits_matches_transformers_warpers():
             expected = TopPLogitsWarper(top_p)(None, expected)
         ours = filter_logits(logits, top_k=top_k, top_p=top_p)
         assert torch.equal(torch.isfinite(ours), torch.isfinite(expected)), (top_k, top_p)
+
+
+def test_draw_follows_the_distribution_and_skips_filtered_tokens():
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.tensor([[0.0, 0.1, 0.0, 0.6, 0.3, 0.0]]).repeat(200_000, 1)
+    freq = torch.bincount(draw(probs, gen), minlength=6) / probs.shape[0]
+    # 200k draws: one standard error is at most 0.0011
+    torch.testing.assert_close(freq, probs[0], atol=0.005, rtol=0)
+    assert freq[[0, 2, 5]].sum() == 0
+    # one token left after filtering: always that one, wherever it sits
+    for keep in (0, 5):
+        one = torch.zeros(1000, 6)
+        one[:, keep] = 1.0
+        assert (draw(one, gen) == keep).all()
+
+
+def test_draw_nucleus_samples_the_filtered_distribution():
+    gen = torch.Generator().manual_seed(1)
+    logits = torch.tensor([0.15, 0.5, 0.05, 0.3, 0.0]).clamp(min=1e-9).log()
+    for top_k, top_p in [(0, 0.6), (0, 0.9), (2, 0.99), (3, 0.9), (0, 0.4)]:
+        expected = filter_logits(logits[None], top_k, top_p).softmax(dim=-1)[0]
+        picks = draw_nucleus(logits[None].repeat(100_000, 1), top_k, top_p, gen)
+        freq = torch.bincount(picks, minlength=5) / 100_000
+        torch.testing.assert_close(freq, expected, atol=0.006, rtol=0)
+        assert freq[expected == 0].sum() == 0, (top_k, top_p)
 
 
 def test_find_stop():

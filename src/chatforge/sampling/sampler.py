@@ -91,6 +91,40 @@ def filter_logits(logits_BV: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -
     return logits_BV
 
 
+def draw(probs_BV: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row from `probs_BV` by inverse CDF: one uniform number per row.
+
+    Exact sampling like `torch.multinomial`, at a fraction of its cost on CPU (multinomial spends
+    ~1 ms per step on 8 x 8k probabilities; this is a cumsum and a binary search). With v in
+    (0, total] and the first index whose cumulative mass reaches v, the chosen token always has
+    mass > 0: a filtered (zero-probability) token is never drawn.
+    """
+    cdf_BV = probs_BV.cumsum(dim=-1)
+    u_B1 = 1.0 - torch.rand((probs_BV.shape[0], 1), generator=generator, device=probs_BV.device, dtype=cdf_BV.dtype)
+    index_B1 = torch.searchsorted(cdf_BV, u_B1 * cdf_BV[:, -1:])
+    return index_B1.clamp_(max=probs_BV.shape[-1] - 1)[:, 0]
+
+
+def draw_nucleus(
+    logits_BV: torch.Tensor, top_k: int, top_p: float, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """`draw(filter_logits(logits, top_k, top_p).softmax())` in one sort, drawing in sorted order.
+
+    The tokens top-p keeps are a prefix of the descending order, so the cumulative sum used to find
+    them is also the CDF to draw from: no scatter back to vocabulary order, no second softmax.
+    """
+    sorted_BV, order_BV = torch.sort(logits_BV, dim=-1, descending=True)
+    if 0 < top_k < sorted_BV.shape[-1]:
+        sorted_BV = sorted_BV.masked_fill(sorted_BV < sorted_BV[:, top_k - 1 : top_k], float("-inf"))
+    probs_BV = sorted_BV.softmax(dim=-1)
+    cdf_BV = probs_BV.cumsum(dim=-1)
+    kept_B1 = ((cdf_BV - probs_BV) < top_p).sum(dim=-1, keepdim=True).clamp_(min=1)  # prefix length
+    total_B1 = cdf_BV.gather(-1, kept_B1 - 1)
+    u_B1 = 1.0 - torch.rand(total_B1.shape, generator=generator, device=logits_BV.device, dtype=cdf_BV.dtype)
+    index_B1 = torch.minimum(torch.searchsorted(cdf_BV, u_B1 * total_B1), kept_B1 - 1)
+    return order_BV.gather(-1, index_B1)[:, 0]
+
+
 def find_stop(text: str, stops: list[str]) -> tuple[int, str] | None:
     """(index, stop) of the stop string that occurs earliest in `text`; the longer one on a tie."""
     best: tuple[int, str] | None = None
@@ -272,9 +306,10 @@ class Sampler:
     def _choose(logits_BV: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None) -> torch.Tensor:
         if cfg.greedy:
             return logits_BV.argmax(dim=-1)
-        processed = filter_logits(logits_BV / cfg.temperature, cfg.top_k, cfg.top_p)
-        probs = processed.softmax(dim=-1)
-        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+        scaled = logits_BV / cfg.temperature if cfg.temperature != 1.0 else logits_BV
+        if cfg.top_p < 1.0:
+            return draw_nucleus(scaled, cfg.top_k, cfg.top_p, generator)
+        return draw(filter_logits(scaled, cfg.top_k).softmax(dim=-1), generator)
 
     def _finish(
         self, row: int, prompt_index: int, ids: list[int], logps: list[float], hit_stop_id: bool,
