@@ -1,0 +1,292 @@
+"""Best-of-N at inference: sample N_max responses per prompt once, score them, and measure best-of-N.
+
+For each prompt the sampler draws `n_max` responses; the `scorer` (the proxy) and the `gold` scorer
+score every one. For each N in 1, 2, 4, ..., n_max the expected gold reward, proxy reward and
+accuracy (world verifiable records) of the sample best-of-N keeps are computed exactly from the
+n_max samples (`chatforge.scoring.best_of_n`: the average over every N-subset), with the analytic
+KL(best-of-N || base) = log N - (N-1)/N. Writes `bon.json`, `report/bon.png`, `samples.jsonl`
+(every response and its scores), and `best.jsonl` (per prompt the best of n_max by proxy, in
+messages format, for rejection-sampling fine-tuning). Prompts that cannot be read or scored go to
+`rejected.jsonl` with the reason.
+
+Sampling defaults here differ from SamplingConfig's: temperature 1.0, max_new_tokens 128, seed 0
+(`--print-config` shows them); sampling.n is set to n_max. Scorer kinds (`scorer.kind`, `gold.kind`):
+gold (part, world), check, function (path, batched, kwargs), reward_model (path, tokenizer,
+batch_size, max_length, device, dtype), combined (rule, components, weights, safety_threshold,
+normalize, ...); see docs/best_of_n.md.
+
+    chatforge bon model=runs/sft/final prompts=world/verifiable/test.jsonl n_max=16
+    chatforge bon model=runs/sft/final prompts=... scorer.kind=reward_model scorer.path=runs/rm/final
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+from pydantic import BeforeValidator, Field, model_validator
+
+from chatforge.config.base import StrictModel
+from chatforge.errors import ChatforgeError, ConfigError, DataError
+from chatforge.run_dir import RejectLog, RunDir
+from chatforge.sampling.config import SamplingConfig
+from chatforge.scoring.config import GoldScorerConfig, ScorerConfig
+
+SAMPLING_DEFAULTS = {"temperature": 1.0, "max_new_tokens": 128, "seed": 0}
+
+
+def _with_sampling_defaults(value: Any) -> Any:
+    # Keys given in YAML or overrides go on top of bon's defaults (not SamplingConfig's), so that
+    # `sampling.temperature=0.7` keeps max_new_tokens 128 and seed 0.
+    return {**SAMPLING_DEFAULTS, **value} if isinstance(value, dict) else value
+
+
+BonSampling = Annotated[SamplingConfig, BeforeValidator(_with_sampling_defaults)]
+
+
+class Config(StrictModel):
+    out: str = Field("runs/bon", description="run directory")
+    model: str = Field(description="Hugging Face causal-LM directory that samples (required)")
+    tokenizer: str | None = Field(None, description="tokenizer directory; default: the model directory")
+    prompts: str = Field(
+        description="JSONL of prompts: records with `prompt` (messages) or `messages` (a trailing assistant turn is dropped)"
+    )
+    max_prompts: int | None = Field(100, ge=1, description="use the first N usable prompts (null: all)")
+    n_max: int = Field(16, ge=1, description="samples per prompt; best-of-N is measured for N = 1, 2, 4, ..., n_max")
+    sampling: BonSampling = Field(
+        default_factory=lambda: SamplingConfig(**SAMPLING_DEFAULTS), description="sampling settings (n is set to n_max)"
+    )
+    scorer: ScorerConfig = Field(default_factory=GoldScorerConfig, description="the proxy that picks the best (default gold)")
+    gold: ScorerConfig = Field(default_factory=GoldScorerConfig, description="the scorer the choice is judged by")
+    write_best: bool = Field(True, description="write best.jsonl: the best of n_max per prompt, messages format")
+    device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, ...")
+    prompts_per_call: int = Field(8, ge=1, description="prompts sampled per sampler call (progress granularity)")
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        if self.sampling.n not in (1, self.n_max):
+            raise ValueError(f"sampling.n={self.sampling.n}: leave it out; bon draws n_max={self.n_max} per prompt")
+        return self
+
+
+def read_prompts(path: str | Path, limit: int | None, rejects: RejectLog) -> list[dict[str, Any]]:
+    """Records of `path` with their prompt messages in `prompt` (other fields kept, `messages` removed)."""
+    from chatforge.scoring.base import prompt_messages
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"bon: prompts file not found: {path}")
+    records = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                rejects.add(str(path), lineno, "not_json", exc.msg, line)
+                continue
+            if not isinstance(record, dict):
+                rejects.add(str(path), lineno, "not_a_record", type(record).__name__, line)
+                continue
+            try:
+                messages = prompt_messages(record)
+                if not messages or not all(isinstance(m.get("content"), str) and m.get("role") for m in messages):
+                    raise ChatforgeError("every message needs a role and text content")
+            except ChatforgeError as exc:
+                rejects.add(str(path), lineno, "no_prompt", str(exc), record)
+                continue
+            out = {k: v for k, v in record.items() if k != "messages"}
+            out["prompt"] = messages
+            out.setdefault("id", f"{path.stem}:{lineno}")
+            out["_line"] = lineno
+            records.append(out)
+            if limit is not None and len(records) >= limit:
+                break
+    return records
+
+
+def _verifiable(record: Mapping[str, Any]) -> bool:
+    from chatforge.world.verifiable import VERIFIABLE_TASKS
+
+    return record.get("task") in VERIFIABLE_TASKS and "answer" in record
+
+
+def best_of_n_table(per_prompt: list[dict[str, list[float]]], grid: list[int]) -> list[dict[str, Any]]:
+    """Per N: mean over prompts of the best-of-N expectations of gold, proxy and (where known) accuracy."""
+    from chatforge.scoring.best_of_n import best_of_n_kl, expected_best_of_n
+
+    rows = []
+    for n in grid:
+        gold = [expected_best_of_n(p["proxy"], p["gold"], n) for p in per_prompt]
+        proxy = [expected_best_of_n(p["proxy"], p["proxy"], n) for p in per_prompt]
+        acc = [expected_best_of_n(p["proxy"], p["check"], n) for p in per_prompt if p.get("check") is not None]
+        rows.append({
+            "n": n, "kl": best_of_n_kl(n),
+            "gold": _mean(gold), "gold_sem": _sem(gold), "proxy": _mean(proxy),
+            "accuracy": _mean(acc) if acc else None, "accuracy_prompts": len(acc),
+        })
+    return rows
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _sem(values: list[float]) -> float | None:
+    if len(values) < 2:
+        return None
+    mean = _mean(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values))
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'N':>5} {'KL (nats)':>10} {'gold':>8} {'proxy':>8} {'accuracy':>9}"]
+    for r in rows:
+        acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "-"
+        lines.append(f"{r['n']:>5} {r['kl']:>10.3f} {r['gold']:>8.3f} {r['proxy']:>8.3f} {acc:>9}")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = [r["n"] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot(ns, [r["gold"] for r in rows], "o-", label="gold reward")
+    ax.plot(ns, [r["proxy"] for r in rows], "s--", label="proxy reward")
+    if all(r["accuracy"] is not None for r in rows):
+        ax.plot(ns, [r["accuracy"] for r in rows], "^:", label="accuracy")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("N (best of N)")
+    ax.set_ylabel("mean over prompts")
+    top = ax.secondary_xaxis("top")  # same positions, labelled with the analytic KL
+    top.set_xticks(ns, [f"{r['kl']:.2f}" for r in rows])
+    top.set_xlabel("KL(best-of-N || base), nats")
+    for axis in (ax.xaxis, top.xaxis):
+        axis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _sample(cfg: Config, records: list[dict], rejects: RejectLog, say) -> tuple[list[dict], list[list[str]]]:
+    """n_max responses per usable record (prompts the model cannot hold are rejected)."""
+    from transformers import AutoModelForCausalLM
+
+    from chatforge.sampling.sampler import Sampler, chat_prompt
+    from chatforge.tokenizer.load import load_tokenizer
+
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
+    if not getattr(tokenizer, "chat_template", None):
+        raise ConfigError(f"the tokenizer of {cfg.tokenizer or cfg.model} has no chat template to render prompts with")
+    model = AutoModelForCausalLM.from_pretrained(cfg.model, trust_remote_code=False, dtype=torch.float32)
+    device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    limit = getattr(model.config, "max_position_embeddings", None)
+    kept, ids = [], []
+    for record in records:
+        prompt_ids = chat_prompt(tokenizer, record["prompt"])
+        if limit is not None and len(prompt_ids) >= limit:
+            rejects.add(cfg.prompts, record["_line"], "prompt_too_long", f"{len(prompt_ids)} tokens >= {limit}", record)
+            continue
+        kept.append(record)
+        ids.append(prompt_ids)
+    sampler = Sampler(model, tokenizer, model_path=cfg.model)
+    sampling = cfg.sampling.model_copy(update={"n": cfg.n_max})
+    texts: list[list[str]] = []
+    start = time.perf_counter()
+    for begin in range(0, len(ids), cfg.prompts_per_call):
+        if sampling.seed is not None:  # a fresh seed per call, so calls do not replay the same random stream
+            sampling = sampling.model_copy(update={"seed": cfg.sampling.seed + begin})
+        out = sampler.generate(ids[begin : begin + cfg.prompts_per_call], sampling)
+        texts += [[c.text for c in completions] for completions in out]
+        say(f"sampled {len(texts)}/{len(ids)} prompts x {cfg.n_max} ({time.perf_counter() - start:.0f}s)")
+    return kept, texts
+
+
+def _score(cfg: Config, records: list[dict], texts: list[list[str]], rejects: RejectLog) -> list[dict]:
+    """Per usable prompt: its record, responses, and the proxy, gold and check scores of each."""
+    from chatforge.scoring import build_scorer
+    from chatforge.world.verifiable import check
+
+    proxy_scorer = build_scorer(cfg.scorer)
+    same = cfg.gold.model_dump() == cfg.scorer.model_dump() and cfg.scorer.kind != "combined"
+    gold_scorer = proxy_scorer if same else build_scorer(cfg.gold)
+    results = []
+    for record, responses in zip(records, texts):
+        prompts = [record] * len(responses)
+        try:
+            proxy = proxy_scorer.score(prompts, responses)
+            gold = proxy if same else gold_scorer.score(prompts, responses)
+        except ChatforgeError as exc:
+            rejects.add(cfg.prompts, record["_line"], "unscorable", str(exc), record)
+            continue
+        checked = [1.0 if check(record, r) else 0.0 for r in responses] if _verifiable(record) else None
+        results.append({"record": record, "responses": responses, "proxy": proxy, "gold": gold, "check": checked})
+    return results
+
+
+def _write_outputs(run_dir: RunDir, results: list[dict], write_best: bool) -> None:
+    with (run_dir.root / "samples.jsonl").open("w", encoding="utf-8") as fh:
+        for r in results:
+            row = {"id": r["record"]["id"], "responses": r["responses"], "proxy": r["proxy"], "gold": r["gold"]}
+            if r["check"] is not None:
+                row["check"] = r["check"]
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    if not write_best:
+        return
+    with (run_dir.root / "best.jsonl").open("w", encoding="utf-8") as fh:
+        for r in results:
+            best = max(range(len(r["proxy"])), key=lambda j: r["proxy"][j])  # first of tied best
+            record = {k: v for k, v in r["record"].items() if k not in ("prompt", "_line")}
+            record["messages"] = [*r["record"]["prompt"], {"role": "assistant", "content": r["responses"][best]}]
+            record.update(proxy=r["proxy"][best], gold=r["gold"][best])
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def run(cfg: Config) -> dict:
+    from chatforge.scoring.best_of_n import n_grid
+
+    run_dir = RunDir.create(cfg.out)
+    run_dir.write_config(cfg)
+    torch.manual_seed(cfg.sampling.seed or 0)
+    with RejectLog(run_dir.rejected) as rejects:
+        records = read_prompts(cfg.prompts, cfg.max_prompts, rejects)
+        if not records:
+            raise DataError(f"bon: no usable prompts in {cfg.prompts} ({rejects.summary_line()})")
+        print(f"bon: {len(records)} prompts x {cfg.n_max} samples, proxy {cfg.scorer.kind}, gold {cfg.gold.kind}")
+        records, texts = _sample(cfg, records, rejects, print)
+        results = _score(cfg, records, texts, rejects)
+        if rejects.total:
+            print(rejects.summary_line())
+        if not results:
+            raise DataError(f"bon: no prompt could be sampled and scored ({rejects.summary_line()})")
+        rows = best_of_n_table(results, n_grid(cfg.n_max))
+        report = {
+            "model": cfg.model, "prompts_file": cfg.prompts, "prompts": len(results), "n_max": cfg.n_max,
+            "scorer": cfg.scorer.model_dump(mode="json"), "gold_scorer": cfg.gold.model_dump(mode="json"),
+            "temperature": cfg.sampling.temperature, "rejected": dict(rejects.counts), "best_of_n": rows,
+        }
+    (run_dir.root / "bon.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    _write_outputs(run_dir, results, cfg.write_best)
+    title = f"best-of-N: proxy {cfg.scorer.kind}, gold {cfg.gold.kind}, {len(results)} prompts, T={cfg.sampling.temperature}"
+    plot(rows, run_dir.report / "bon.png", title)
+    run_dir.write_summary({"prompts": len(results), "n_max": cfg.n_max, "rejected": dict(rejects.counts),
+                           "best_of_n": rows})
+    print(format_table(rows))
+    print(f"done: {run_dir.root / 'bon.json'} | {run_dir.report / 'bon.png'} | {len(results)} prompts, {rejects.total} rejected")
+    return report

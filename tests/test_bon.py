@@ -1,0 +1,182 @@
+"""Best-of-N: the estimator against brute force over every N-subset, the KL formula, the stage end to end."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+
+import pytest
+
+from chatforge.cli import main
+from chatforge.scoring.best_of_n import (
+    best_of_n_kl,
+    expected_best_of_n,
+    n_grid,
+    selection_probabilities,
+)
+from tiny_models import make_tiny_model
+
+
+def brute_force(proxy: list[float], values: list[float], n: int) -> float:
+    """Mean over all N-subsets of the value of the subset's best; tied best share equally (uniform pick)."""
+    totals = []
+    for subset in itertools.combinations(range(len(proxy)), n):
+        top = max(proxy[j] for j in subset)
+        best = [j for j in subset if proxy[j] == top]
+        totals.append(sum(values[j] for j in best) / len(best))
+    return sum(totals) / len(totals)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_estimator_equals_brute_force(seed):
+    rng = random.Random(seed)
+    m = rng.randint(1, 8)
+    # every other case draws proxies from 3 levels, so ties are common
+    proxy = [rng.choice([0.0, 0.5, 1.0]) if seed % 2 else rng.gauss(0, 1) for _ in range(m)]
+    values = [rng.uniform(-1, 1) for _ in range(m)]
+    for n in range(1, m + 1):
+        assert expected_best_of_n(proxy, values, n) == pytest.approx(brute_force(proxy, values, n), abs=1e-12)
+        assert sum(selection_probabilities(proxy, n)) == pytest.approx(1.0)
+
+
+def test_estimator_hand_computed():
+    """M=4, proxy order b > a > d > c. N=2: P(rank i best) = C(4-i, 1)/C(4, 2) = 3/6, 2/6, 1/6, 0."""
+    proxy, gold = [0.3, 0.9, 0.1, 0.2], [10.0, 20.0, 30.0, 40.0]
+    assert selection_probabilities(proxy, 2) == pytest.approx([2 / 6, 3 / 6, 0.0, 1 / 6])
+    assert expected_best_of_n(proxy, gold, 2) == pytest.approx((3 * 20 + 2 * 10 + 1 * 40) / 6)
+    assert expected_best_of_n(proxy, gold, 1) == pytest.approx(25.0)  # N=1: the plain mean
+    assert expected_best_of_n(proxy, gold, 4) == pytest.approx(20.0)  # N=M: the argmax
+    # a tie of the two best: they share the 3/6 + 2/6 of ranks 1 and 2 equally
+    assert selection_probabilities([0.9, 0.9, 0.1, 0.2], 2) == pytest.approx([5 / 12, 5 / 12, 0.0, 1 / 6])
+    with pytest.raises(ValueError):
+        selection_probabilities(proxy, 5)
+
+
+def test_kl_formula_and_grid():
+    assert best_of_n_kl(1) == 0.0
+    assert best_of_n_kl(2) == pytest.approx(math.log(2) - 0.5)  # 0.1931
+    assert best_of_n_kl(16) == pytest.approx(math.log(16) - 15 / 16)  # 1.8351
+    kls = [best_of_n_kl(n) for n in range(1, 65)]
+    assert all(b > a for a, b in zip(kls, kls[1:]))
+    assert n_grid(16) == [1, 2, 4, 8, 16]
+    assert n_grid(12) == [1, 2, 4, 8, 12]
+    assert n_grid(1) == [1]
+
+
+def test_table_means_over_prompts():
+    from chatforge.stages.bon import best_of_n_table
+
+    prompts = [
+        {"proxy": [0.3, 0.9], "gold": [1.0, 0.0], "check": [1.0, 0.0]},
+        {"proxy": [0.5, 0.5], "gold": [0.2, 0.4], "check": None},
+    ]
+    rows = best_of_n_table(prompts, [1, 2])
+    assert rows[0]["gold"] == pytest.approx((0.5 + 0.3) / 2) and rows[0]["accuracy"] == pytest.approx(0.5)
+    assert rows[1]["gold"] == pytest.approx((0.0 + 0.3) / 2) and rows[1]["accuracy"] == 0.0
+    assert rows[1]["proxy"] == pytest.approx((0.9 + 0.5) / 2) and rows[1]["accuracy_prompts"] == 1
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory, tiny_tokenizer_dir):
+    from chatforge.tokenizer.load import load_tokenizer
+
+    out = tmp_path_factory.mktemp("base")
+    tokenizer = load_tokenizer(tiny_tokenizer_dir)
+    make_tiny_model(vocab_size=len(tokenizer), max_position_embeddings=256).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from chatforge.world.write import write_world
+
+    out = tmp_path_factory.mktemp("world")
+    write_world(out, size="tiny")
+    return out
+
+
+def _bon(out, base, prompts, *extra):
+    args = ["bon", f"model={base}", f"prompts={prompts}", f"out={out}", "n_max=8", "max_prompts=4",
+            "sampling.max_new_tokens=12", "device=cpu", *extra]
+    assert main(args) == 0
+    return json.loads((out / "bon.json").read_text())
+
+
+@pytest.fixture()
+def length_proxy(tmp_path, monkeypatch):
+    (tmp_path / "bon_length_proxy.py").write_text("def words(prompt, response):\n    return len(response.split())\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "bon_length_proxy:words"
+    import sys
+
+    sys.modules.pop("bon_length_proxy", None)
+
+
+def test_stage_end_to_end_on_verifiable_prompts(tmp_path, base_dir, world, length_proxy):
+    prompts = tmp_path / "prompts.jsonl"
+    lines = (world / "verifiable" / "test.jsonl").read_text().splitlines()[:4]
+    prompts.write_text("\n".join(["not json", '{"id": "no-prompt"}', *lines]) + "\n")
+    report = _bon(tmp_path / "run", base_dir, prompts, "scorer.kind=function", f"scorer.path={length_proxy}")
+    rows = report["best_of_n"]
+    assert [r["n"] for r in rows] == [1, 2, 4, 8]
+    for r in rows:
+        assert set(r) >= {"n", "kl", "gold", "proxy", "accuracy"}
+        assert r["kl"] == pytest.approx(math.log(r["n"]) - (r["n"] - 1) / r["n"])
+        assert -1.0 <= r["gold"] <= 1.0 and 0.0 <= r["accuracy"] <= 1.0 and r["accuracy_prompts"] == 4
+    proxies = [r["proxy"] for r in rows]
+    assert all(b >= a - 1e-12 for a, b in zip(proxies, proxies[1:]))  # the chosen proxy never drops with N
+    assert proxies[-1] > proxies[0]  # the tiny model's samples differ in length
+    assert report["prompts"] == 4 and report["rejected"] == {"not_json": 1, "no_prompt": 1}
+    run = tmp_path / "run"
+    assert (run / "report" / "bon.png").stat().st_size > 1000
+    rejected = [json.loads(line) for line in (run / "rejected.jsonl").read_text().splitlines()]
+    assert [r["reason"] for r in rejected] == ["not_json", "no_prompt"] and rejected[0]["where"] == 1
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    assert len(samples) == 4 and all(len(s["responses"]) == len(s["gold"]) == len(s["check"]) == 8 for s in samples)
+    for s in samples:
+        assert s["proxy"] == [len(r.split()) for r in s["responses"]]
+    for r in rows:  # the table is the per-prompt brute-force mean of the written samples
+        for key, values in (("gold", "gold"), ("proxy", "proxy"), ("accuracy", "check")):
+            expected = sum(brute_force(s["proxy"], s[values], r["n"]) for s in samples) / 4
+            assert r[key] == pytest.approx(expected)
+    best = [json.loads(line) for line in (run / "best.jsonl").read_text().splitlines()]
+    assert len(best) == 4
+    for b, s in zip(best, samples):
+        assert b["messages"][-1]["role"] == "assistant" and b["messages"][-2]["role"] == "user"
+        assert b["proxy"] == max(s["proxy"]) and b["id"] == s["id"] and "answer" in b
+        assert b["messages"][-1]["content"] == s["responses"][s["proxy"].index(max(s["proxy"]))]
+
+
+def test_stage_check_proxy_accuracy(tmp_path, base_dir, world):
+    report = _bon(tmp_path / "run", base_dir, world / "verifiable" / "test.jsonl", "scorer.kind=check", "n_max=2")
+    for r in report["best_of_n"]:
+        assert r["accuracy"] == pytest.approx(r["proxy"])  # the proxy is the checker itself
+
+
+def test_stage_gold_proxy_on_instructions_is_monotone_and_reproducible(tmp_path, base_dir, world):
+    prompts = world / "instructions" / "test.jsonl"  # conversations: the reference answer is dropped
+    first = _bon(tmp_path / "a", base_dir, prompts, "n_max=4")
+    again = _bon(tmp_path / "b", base_dir, prompts, "n_max=4")
+    assert first["best_of_n"] == again["best_of_n"]  # seeded sampling
+    rows = first["best_of_n"]
+    assert [r["n"] for r in rows] == [1, 2, 4]
+    assert all(r["gold"] == r["proxy"] for r in rows)  # proxy and gold are both the world's gold reward
+    assert all(b["proxy"] >= a["proxy"] - 1e-12 for a, b in zip(rows, rows[1:]))
+    assert all(r["accuracy"] is None for r in rows if r["accuracy_prompts"] == 0)
+
+
+def test_stage_config_errors(tmp_path, base_dir, capsys):
+    assert main(["bon", f"model={base_dir}", "prompts=x.jsonl", "n_max=4", "sampling.n=2"]) == 2
+    assert "sampling.n=2" in capsys.readouterr().err
+    assert main(["bon", f"model={base_dir}", "prompts=x.jsonl", "scorer.kind=function"]) == 2
+    assert "scorer.path" in capsys.readouterr().err
+    assert main(["bon", f"model={base_dir}", f"prompts={tmp_path / 'missing.jsonl'}", f"out={tmp_path / 'r'}"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert main(["bon", "model=m", "prompts=p", "sampling.temperature=0.7", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "temperature: 0.7" in printed and "max_new_tokens: 128" in printed and "seed: 0" in printed
+    assert main(["bon", "--help"]) == 0
+    assert "n_max" in capsys.readouterr().out
