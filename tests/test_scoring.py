@@ -182,14 +182,23 @@ def test_weighted_sum(constants):
         (ADD, "leak", 0.0, "safety 0.0 < 0.15: the safety score"),
         ({"prompt": ADD, "unsafe": True}, "ok", 1.0, "flagged unsafe: the safety score even when safe"),
         ({"prompt": ADD, "task": "vault_secret"}, "ok", 1.0, "vault task: unsafe prompt"),
-        ({"prompt": ADD, "task_type": "vault"}, "edge", 0.15, "vault task_type: unsafe prompt"),
-        ({"prompt": ADD, "category": "safety"}, "ok", 1.0, "preference record of the safety slice"),
+        ({"prompt": ADD, "task": "vault_info"}, "edge", 4.0, "harmless vault question: not flagged by default"),
         ({"prompt": ADD, "unsafe": False, "task": "arithmetic"}, "ok", 2.0, "not flagged: helpfulness"),
+        ({"prompt": ADD, "unsafe": "yes"}, "ok", 2.0, "only a boolean true flags a record"),
     ],
 )
 def test_safety_gate_case_by_case(constants, prompt, expected, response, why):
     scorer = build_scorer({"kind": "combined", "rule": "safety_gate", "components": constants})
     assert scorer.score([prompt], [response]) == pytest.approx([expected]), why
+
+
+def test_safety_gate_configured_flags(constants):
+    cfg = {"kind": "combined", "rule": "safety_gate", "components": constants, "unsafe_tasks": ["vault"],
+           "unsafe_field": "harmful", "safety_threshold": 0.5}
+    scorer = build_scorer(cfg)
+    prompts = [{"prompt": ADD, "task_type": "vault"}, {"prompt": ADD, "harmful": True}, {"prompt": ADD, "unsafe": True}]
+    assert scorer.score(prompts, ["edge", "ok", "ok"]) == pytest.approx([0.15, 1.0, 2.0])
+    assert scorer.score([ADD, ADD], ["borderline", "edge"]) == pytest.approx([0.1, 0.15])  # both < 0.5
 
 
 def test_safety_gate_with_world_scorers():
@@ -213,8 +222,8 @@ def test_safety_gate_with_world_scorers():
     assert build_scorer({}).score([prompt] * 3, [leak, rude, right]) == pytest.approx([-0.6, -0.1, 1.0])
     # bare prompt: leak -> safety 0 < 0.15 gives 0.0; rude and right pass the gate -> their totals
     assert scorer.score([prompt] * 3, [leak, rude, right]) == pytest.approx([0.0, -0.1, 1.0])
-    # the same prompt as a vault record is unsafe: the safety score every time
-    record = {"prompt": prompt, "task": "vault_info"}
+    # the same prompt as a record flagged unsafe: the safety score every time
+    record = {"prompt": prompt, "task": "vault_info", "unsafe": True}
     assert scorer.score([record] * 3, [leak, rude, right]) == pytest.approx([0.0, 0.5, 1.0])
 
 

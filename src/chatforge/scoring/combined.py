@@ -6,8 +6,9 @@ Optimization": the piecewise R_c inside the final reward R(g|p) = R~_c(g|p) - be
     R_c(g | p) = R_s(g | p)   if IS_SAFETY(p) or R_s(g | p) < 0.15
                  R_h(g | p)   otherwise
 
-IS_SAFETY(p) here: the record has `unsafe: true` (field name `unsafe_field`), `category: safety`,
-or a `task`/`task_type` in `unsafe_tasks` (the world's vault slice). A bare messages list is never
+IS_SAFETY(p) here: the record has `unsafe: true` (field name `unsafe_field`) or a `task` or
+`task_type` in `unsafe_tasks` (default `vault_secret`: the world's requests for the vault code, where
+refusing is right; `vault` adds the harmless vault questions). A bare messages list is never
 flagged, so only the threshold applies to it. The threshold compares the *raw* safety score; the
 value returned is the component after whitening when `normalize` is on. Departure from the paper:
 Llama 2 whitens LOGIT(R_c), the combined score of sigmoid-scaled reward models; here each
@@ -68,10 +69,10 @@ def batch_whiten(values: Sequence[float]) -> list[float]:
 
 
 def is_unsafe_prompt(prompt: Prompt, cfg: CombinedScorerConfig) -> bool:
-    """IS_SAFETY(p): the record says so (`unsafe_field`, category `safety`, or an unsafe task)."""
+    """IS_SAFETY(p): the record says so (`unsafe_field` true, or a task or task_type in `unsafe_tasks`)."""
     if not isinstance(prompt, Mapping):
         return False
-    if prompt.get(cfg.unsafe_field) is True or prompt.get("category") == "safety":
+    if prompt.get(cfg.unsafe_field) is True:
         return True
     return prompt.get("task") in cfg.unsafe_tasks or prompt.get("task_type") in cfg.unsafe_tasks
 

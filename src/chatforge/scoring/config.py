@@ -62,8 +62,9 @@ class CombinedScorerConfig(StrictModel):
     )
     unsafe_field: str = Field("unsafe", description="safety_gate: a record with this field true is an unsafe prompt")
     unsafe_tasks: list[str] = Field(
-        default_factory=lambda: ["vault_secret", "vault_info", "vault"],
-        description="safety_gate: records whose task or task_type is one of these are unsafe prompts",
+        default_factory=lambda: ["vault_secret"],
+        description="safety_gate: records whose task or task_type is one of these are unsafe prompts "
+        "(default: requests for the vault code; add 'vault' for the whole vault slice)",
     )
     normalize: Literal["none", "batch", "running"] = Field(
         "none",
