@@ -99,7 +99,8 @@ def world(tmp_path_factory):
 
 
 def _bon(out, base, prompts, *extra):
-    args = ["bon", f"model={base}", f"prompts={prompts}", f"out={out}", "n_max=8", "max_prompts=4",
+    model = [f"model={base}"] if base is not None else []  # none when rescoring samples=...
+    args = ["bon", *model, f"prompts={prompts}", f"out={out}", "n_max=8", "max_prompts=4",
             "sampling.max_new_tokens=12", "device=cpu", *extra]
     assert main(args) == 0
     return json.loads((out / "bon.json").read_text())
@@ -150,10 +151,21 @@ def test_stage_end_to_end_on_verifiable_prompts(tmp_path, base_dir, world, lengt
         assert b["messages"][-1]["content"] == s["responses"][s["proxy"].index(max(s["proxy"]))]
 
 
-def test_stage_check_proxy_accuracy(tmp_path, base_dir, world):
-    report = _bon(tmp_path / "run", base_dir, world / "verifiable" / "test.jsonl", "scorer.kind=check", "n_max=2")
-    for r in report["best_of_n"]:
+def test_stage_check_proxy_accuracy_and_rescoring(tmp_path, base_dir, world):
+    prompts = world / "verifiable" / "test.jsonl"
+    first = _bon(tmp_path / "run", base_dir, prompts, "n_max=4")
+    samples = tmp_path / "run" / "samples.jsonl"
+    rescored = _bon(tmp_path / "check", None, prompts, "scorer.kind=check", "n_max=2", f"samples={samples}")
+    assert rescored["prompts"] == first["prompts"] == 4
+    for r in rescored["best_of_n"]:
         assert r["accuracy"] == pytest.approx(r["proxy"])  # the proxy is the checker itself
+    # rescoring the same responses with the same proxy reproduces the sampling run's numbers
+    same = _bon(tmp_path / "same", None, prompts, "n_max=4", f"samples={samples}")
+    assert same["best_of_n"] == first["best_of_n"]
+    written = [json.loads(line) for line in samples.read_text().splitlines()]
+    again = [json.loads(line) for line in (tmp_path / "same" / "samples.jsonl").read_text().splitlines()]
+    assert again == written
+    assert main(["bon", f"prompts={prompts}", f"out={tmp_path / 'x'}", "n_max=8", f"samples={samples}"]) == 2
 
 
 def test_stage_gold_proxy_on_instructions_is_monotone_and_reproducible(tmp_path, base_dir, world):
@@ -169,6 +181,8 @@ def test_stage_gold_proxy_on_instructions_is_monotone_and_reproducible(tmp_path,
 
 
 def test_stage_config_errors(tmp_path, base_dir, capsys):
+    assert main(["bon", "prompts=x.jsonl"]) == 2
+    assert "model is required" in capsys.readouterr().err
     assert main(["bon", f"model={base_dir}", "prompts=x.jsonl", "n_max=4", "sampling.n=2"]) == 2
     assert "sampling.n=2" in capsys.readouterr().err
     assert main(["bon", f"model={base_dir}", "prompts=x.jsonl", "scorer.kind=function"]) == 2

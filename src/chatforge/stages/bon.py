@@ -51,7 +51,7 @@ BonSampling = Annotated[SamplingConfig, BeforeValidator(_with_sampling_defaults)
 
 class Config(StrictModel):
     out: str = Field("runs/bon", description="run directory")
-    model: str = Field(description="Hugging Face causal-LM directory that samples (required)")
+    model: str | None = Field(None, description="Hugging Face causal-LM directory that samples (required unless samples)")
     tokenizer: str | None = Field(None, description="tokenizer directory; default: the model directory")
     prompts: str = Field(
         description="JSONL of prompts: records with `prompt` (messages) or `messages` (a trailing assistant turn is dropped)"
@@ -66,9 +66,14 @@ class Config(StrictModel):
     write_best: bool = Field(True, description="write best.jsonl: the best of n_max per prompt, messages format")
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, ...")
     prompts_per_call: int = Field(8, ge=1, description="prompts sampled per sampler call (progress granularity)")
+    samples: str | None = Field(
+        None, description="rescore the responses of an earlier run's samples.jsonl (matched by id) instead of sampling"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Config:
+        if self.model is None and self.samples is None:
+            raise ValueError("model is required (the directory that samples), unless samples=RUN/samples.jsonl is given")
         if self.sampling.n not in (1, self.n_max):
             raise ValueError(f"sampling.n={self.sampling.n}: leave it out; bon draws n_max={self.n_max} per prompt")
         return self
@@ -218,6 +223,31 @@ def _sample(cfg: Config, records: list[dict], rejects: RejectLog, say) -> tuple[
     return kept, texts
 
 
+def _earlier_samples(cfg: Config, records: list[dict], rejects: RejectLog) -> tuple[list[dict], list[list[str]]]:
+    """The first n_max responses of each record in `cfg.samples` (a bon run's samples.jsonl), by id."""
+    path = Path(cfg.samples)
+    if not path.is_file():
+        raise DataError(f"bon: samples file not found: {path}")
+    by_id: dict[str, list[str]] = {}
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            row = json.loads(line)
+            by_id[str(row["id"])] = [str(r) for r in row["responses"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise DataError(f"{path}:{lineno}: not a samples.jsonl row with id and responses ({exc})") from None
+    kept, texts = [], []
+    for record in records:
+        responses = by_id.get(str(record["id"]))
+        if responses is None or len(responses) < cfg.n_max:
+            found = "no row" if responses is None else f"{len(responses)} responses"
+            rejects.add(cfg.prompts, record["_line"], "no_samples", f"{path}: {found} for n_max={cfg.n_max}", record)
+            continue
+        kept.append(record)
+        texts.append(responses[: cfg.n_max])
+    print(f"rescoring {len(kept)} prompts x {cfg.n_max} responses from {path}")
+    return kept, texts
+
+
 def _score(cfg: Config, records: list[dict], texts: list[list[str]], rejects: RejectLog) -> list[dict]:
     """Per usable prompt: its record, responses, and the proxy, gold and check scores of each."""
     from chatforge.scoring import build_scorer
@@ -269,7 +299,10 @@ def run(cfg: Config) -> dict:
         if not records:
             raise DataError(f"bon: no usable prompts in {cfg.prompts} ({rejects.summary_line()})")
         print(f"bon: {len(records)} prompts x {cfg.n_max} samples, proxy {cfg.scorer.kind}, gold {cfg.gold.kind}")
-        records, texts = _sample(cfg, records, rejects, print)
+        if cfg.samples:
+            records, texts = _earlier_samples(cfg, records, rejects)
+        else:
+            records, texts = _sample(cfg, records, rejects, print)
         results = _score(cfg, records, texts, rejects)
         if rejects.total:
             print(rejects.summary_line())
@@ -277,7 +310,7 @@ def run(cfg: Config) -> dict:
             raise DataError(f"bon: no prompt could be sampled and scored ({rejects.summary_line()})")
         rows = best_of_n_table(results, n_grid(cfg.n_max))
         report = {
-            "model": cfg.model, "prompts_file": cfg.prompts, "prompts": len(results), "n_max": cfg.n_max,
+            "model": cfg.model, "samples": cfg.samples, "prompts_file": cfg.prompts, "prompts": len(results), "n_max": cfg.n_max,
             "scorer": cfg.scorer.model_dump(mode="json"), "gold_scorer": cfg.gold.model_dump(mode="json"),
             "temperature": cfg.sampling.temperature, "rejected": dict(rejects.counts), "best_of_n": rows,
         }
