@@ -249,3 +249,18 @@ def test_vllm_backend_missing_is_a_config_error(sampler):
         pytest.skip("vllm is installed here")
     with pytest.raises(ConfigError, match="backend=vllm needs the vllm package"):
         sampler.generate([[1, 2]], SamplingConfig(backend="vllm"))
+
+
+def test_greedy_equals_transformers_on_alibi_falcon(tiny_tokenizer):
+    # The ALiBi preset's architecture: no position table, biases from the attention mask.
+    from transformers import FalconConfig, FalconForCausalLM
+
+    torch.manual_seed(0)
+    config = FalconConfig(
+        vocab_size=384, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, alibi=True,
+        multi_query=True, new_decoder_architecture=False, bos_token_id=2, eos_token_id=3,
+    )
+    model = FalconForCausalLM(config).eval()
+    out = Sampler(model, tiny_tokenizer).generate(PROMPTS, SamplingConfig(temperature=0, max_new_tokens=8, stop_token_ids=[]))
+    for prompt, (completion,) in zip(PROMPTS, out):
+        assert completion.token_ids == hf_greedy(model, tiny_tokenizer, prompt, 8, None)
