@@ -299,10 +299,12 @@ def run(cfg: Config) -> dict:
         if not records:
             raise DataError(f"bon: no usable prompts in {cfg.prompts} ({rejects.summary_line()})")
         print(f"bon: {len(records)} prompts x {cfg.n_max} samples, proxy {cfg.scorer.kind}, gold {cfg.gold.kind}")
+        start = time.perf_counter()
         if cfg.samples:
             records, texts = _earlier_samples(cfg, records, rejects)
         else:
             records, texts = _sample(cfg, records, rejects, print)
+        sample_seconds = time.perf_counter() - start
         results = _score(cfg, records, texts, rejects)
         if rejects.total:
             print(rejects.summary_line())
@@ -310,9 +312,11 @@ def run(cfg: Config) -> dict:
             raise DataError(f"bon: no prompt could be sampled and scored ({rejects.summary_line()})")
         rows = best_of_n_table(results, n_grid(cfg.n_max))
         report = {
-            "model": cfg.model, "samples": cfg.samples, "prompts_file": cfg.prompts, "prompts": len(results), "n_max": cfg.n_max,
+            "model": cfg.model, "samples": cfg.samples, "prompts_file": cfg.prompts, "prompts": len(results),
+            "n_max": cfg.n_max,
             "scorer": cfg.scorer.model_dump(mode="json"), "gold_scorer": cfg.gold.model_dump(mode="json"),
-            "temperature": cfg.sampling.temperature, "rejected": dict(rejects.counts), "best_of_n": rows,
+            "temperature": cfg.sampling.temperature, "sample_seconds": round(sample_seconds, 1),
+            "rejected": dict(rejects.counts), "best_of_n": rows,
         }
     (run_dir.root / "bon.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     _write_outputs(run_dir, results, cfg.write_best)
