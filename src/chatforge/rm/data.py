@@ -1,0 +1,290 @@
+"""Preference data for reward models: pairs and K-wise rankings, read as one shape, a ranked group.
+
+Layouts, detected per record:
+
+- pair: `{"prompt", "chosen", "rejected"}`. `prompt` is a string (one user turn) or a list of chat
+  messages; `chosen`/`rejected` are strings, or lists of messages: one assistant message when
+  `prompt` is given, else whole conversations sharing every turn but the last (TRL's implicit-prompt
+  layout), whose last turn is the answer. The task world's pairs add `category`, `kind`, `task` and
+  gold rewards `chosen_reward`/`rejected_reward`.
+- ranking: `{"prompt", "responses": [...]}` with the responses **best first** (the task world's
+  `rankings_*.jsonl`, ordered by gold reward, descending, with pairwise different rewards), or with
+  an explicit `"ranks": [...]` (lower is better, equal ranks are ties). Gold rewards in `rewards`.
+
+A pair is a ranking of K = 2. Each response is rendered with the tokenizer's chat template as the
+prompt's messages plus `{"role": "assistant", "content": response}`, exactly as
+`chatforge.scoring.reward_model` renders what it scores, and the reward is read at the last token.
+
+Rejected records (file, line, reason) go to the `RejectLog`: `bad_json`, `not_utf8`, `not_an_object`,
+`unknown_format`, `missing_field`, `bad_field`, `empty_content`, `prompt_mismatch` (conversational
+chosen/rejected whose earlier turns differ), `too_few_responses`, `no_order` (every response tied, or
+chosen equal to rejected), `missing_gold` (a margin from gold rewards was asked for and the record
+has none) and `too_long` (a response longer than `max_length` tokens with `truncation=drop`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from chatforge.config.base import StrictModel
+from chatforge.errors import DataError
+from chatforge.run_dir import RejectLog
+from chatforge.sft.formats import RecordError, _records, _role_content_list
+
+Truncation = Literal["left", "drop"]
+
+
+class PreferenceSourceConfig(StrictModel):
+    path: str = Field(description="a .jsonl / .json / .parquet file or a directory of them: pairs and/or rankings")
+
+
+@dataclass
+class Group:
+    """One prompt with its responses in any order; `ranks` says which is better (lower is better)."""
+
+    prompt: list[dict[str, str]]
+    responses: list[str]
+    ranks: list[int]
+    gold: list[float] | None  # gold reward per response, when the record has one
+    source: str
+    where: str
+    category: str = ""
+    kind: str = ""  # a pair's rejected kind (the world's "wrong", "rambling", ...)
+    kinds: list[str] = field(default_factory=list)  # a ranking's kind per response
+    is_pair: bool = True
+    input_ids: list[list[int]] = field(default_factory=list)  # one rendered conversation per response
+
+
+def read_groups(sources: list[PreferenceSourceConfig], rejects: RejectLog, gold_field: str | None,
+                need_gold: bool) -> list[Group]:
+    groups = []
+    for source in sources:
+        for path in _files(Path(source.path)):
+            name = str(path)
+            for where, record in _records(path, rejects):
+                try:
+                    groups.append(parse_record(record, name, where, gold_field, need_gold))
+                except RecordError as exc:
+                    rejects.add(name, where, exc.reason, exc.detail, record)
+    return groups
+
+
+def _files(path: Path) -> list[Path]:
+    if not path.exists():
+        raise DataError(f"input not found: {path}")
+    if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".jsonl", ".json", ".parquet"))
+        if not files:
+            raise DataError(f"input directory {path} holds no .jsonl/.json/.parquet files")
+        return files
+    return [path]
+
+
+def parse_record(record: Any, source: str, where: str, gold_field: str | None, need_gold: bool) -> Group:
+    """A `Group` from one pair or ranking record; `RecordError` (reason, detail) when unusable."""
+    if not isinstance(record, dict):
+        raise RecordError("not_an_object", f"expected a JSON object, got {type(record).__name__}")
+    if "chosen" in record or "rejected" in record:
+        group = _pair(record, source, where, gold_field)
+    elif "responses" in record:
+        group = _ranking(record, source, where, gold_field)
+    else:
+        raise RecordError(
+            "unknown_format", f"no chosen+rejected or responses field (fields: {', '.join(map(str, record))})"
+        )
+    if need_gold and group.gold is None:
+        raise RecordError("missing_gold", f"margin from gold rewards asked for, but the record has no {gold_field!r} rewards")
+    for i, text in enumerate(group.responses):
+        if not text.strip():
+            raise RecordError("empty_content", f"response {i} is empty")
+    if len(set(group.ranks)) < 2:
+        raise RecordError("no_order", "every response has the same rank: nothing to learn")
+    if group.is_pair and group.responses[0] == group.responses[1]:
+        raise RecordError("no_order", "chosen and rejected are the same text")
+    return group
+
+
+def _prompt(record: dict) -> list[dict[str, str]]:
+    prompt = record["prompt"]
+    if isinstance(prompt, str):
+        if not prompt.strip():
+            raise RecordError("empty_content", "field 'prompt' is empty")
+        return [{"role": "user", "content": prompt}]
+    messages = _role_content_list(prompt, "prompt")
+    if messages[-1]["role"] == "assistant":
+        raise RecordError("bad_field", "the prompt ends with an assistant turn; the response comes after the prompt")
+    return messages
+
+
+def _pair(record: dict, source: str, where: str, gold_field: str | None) -> Group:
+    for name in ("chosen", "rejected"):
+        if name not in record:
+            raise RecordError("missing_field", f"no field {name!r} (fields: {', '.join(map(str, record))})")
+    chosen, rejected = record["chosen"], record["rejected"]
+    if "prompt" in record:
+        prompt = _prompt(record)
+        chosen, rejected = _answer(chosen, "chosen"), _answer(rejected, "rejected")
+    elif isinstance(chosen, list) and isinstance(rejected, list):
+        chosen_turns = _role_content_list(chosen, "chosen")
+        rejected_turns = _role_content_list(rejected, "rejected")
+        if chosen_turns[:-1] != rejected_turns[:-1] or len(chosen_turns) < 2:
+            raise RecordError("prompt_mismatch", "without 'prompt', chosen and rejected must share every turn but the last")
+        prompt = chosen_turns[:-1]
+        chosen, rejected = _answer(chosen_turns[-1:], "chosen"), _answer(rejected_turns[-1:], "rejected")
+    else:
+        raise RecordError("missing_field", "no field 'prompt' (needed unless chosen/rejected are whole conversations)")
+    gold = None
+    if gold_field and f"chosen_{gold_field}" in record and f"rejected_{gold_field}" in record:
+        gold = [_number(record, f"chosen_{gold_field}"), _number(record, f"rejected_{gold_field}")]
+    return Group(prompt, [chosen, rejected], [0, 1], gold, source, where, str(record.get("category", "")),
+                 str(record.get("kind", "")))
+
+
+def _answer(value: Any, name: str) -> str:
+    if isinstance(value, str):
+        return value
+    turns = _role_content_list(value, name)
+    if len(turns) != 1 or turns[0]["role"] != "assistant":
+        raise RecordError("bad_field", f"field {name!r} must be a string or one assistant message when 'prompt' is given")
+    return turns[0]["content"]
+
+
+def _ranking(record: dict, source: str, where: str, gold_field: str | None) -> Group:
+    if "prompt" not in record:
+        raise RecordError("missing_field", f"no field 'prompt' (fields: {', '.join(map(str, record))})")
+    prompt = _prompt(record)
+    responses = record["responses"]
+    if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
+        raise RecordError("bad_field", "field 'responses' must be a list of strings, best first")
+    if len(responses) < 2:
+        raise RecordError("too_few_responses", f"{len(responses)} response(s); a ranking needs at least 2")
+    ranks = list(range(len(responses)))
+    if "ranks" in record:
+        ranks = record["ranks"]
+        if not (isinstance(ranks, list) and len(ranks) == len(responses) and all(isinstance(r, int) for r in ranks)):
+            raise RecordError("bad_field", "field 'ranks' must be one integer per response (lower is better)")
+    gold = None
+    key = f"{gold_field}s" if gold_field else None
+    if key and key in record:
+        values = record[key]
+        if not isinstance(values, list) or len(values) != len(responses):
+            raise RecordError("bad_field", f"field {key!r} must be one number per response")
+        gold = [_number({key: v}, key) for v in values]
+    kinds = record.get("kinds") if isinstance(record.get("kinds"), list) else []
+    return Group(prompt, list(responses), list(ranks), gold, source, where, str(record.get("category", "")),
+                 kinds=[str(k) for k in kinds], is_pair=False)
+
+
+def _number(record: dict, name: str) -> float:
+    value = record[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise RecordError("bad_field", f"field {name!r} is {value!r}, expected a finite number")
+    return float(value)
+
+
+def encode_groups(groups: list[Group], tokenizer, max_length: int, truncation: Truncation,
+                  rejects: RejectLog) -> tuple[list[Group], int]:
+    """`groups` with `input_ids` filled in (the ones with a too-long response dropped under
+    truncation=drop), and how many responses were cut (truncation=left keeps the last tokens)."""
+    kept, cut = [], 0
+    for group in groups:
+        rows = [
+            list(tokenizer.apply_chat_template([*group.prompt, {"role": "assistant", "content": r}], tokenize=True,
+                                               return_dict=False))
+            for r in group.responses
+        ]
+        longest = max(len(r) for r in rows)
+        if longest > max_length:
+            if truncation == "drop":
+                rejects.add(group.source, group.where, "too_long", f"{longest} tokens > max_length {max_length}",
+                            {"prompt": group.prompt, "responses": group.responses})
+                continue
+            cut += sum(len(r) > max_length for r in rows)
+            rows = [r[-max_length:] for r in rows]
+        group.input_ids = rows
+        kept.append(group)
+    return kept, cut
+
+
+def collate(groups: list[Group], pad_id: int) -> dict[str, torch.Tensor]:
+    """All responses of `groups` as rows of ONE padded batch (right padding), and the group layout.
+
+    input_ids/attention_mask: (N, T) with N = Σ K_b; `row_group`, `row_slot`: (N,) the group and slot
+    of each row; `ranks`, `slot_mask`, `gold`: (B, K_max) (gold is NaN where unknown)."""
+    rows = [ids for g in groups for ids in g.input_ids]
+    width = max(len(r) for r in rows)
+    k_max = max(len(g.responses) for g in groups)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, ids in enumerate(rows):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        attention[i, : len(ids)] = 1
+    ranks = torch.zeros((len(groups), k_max), dtype=torch.long)
+    slot_mask = torch.zeros((len(groups), k_max), dtype=torch.bool)
+    gold = torch.full((len(groups), k_max), float("nan"))
+    row_group, row_slot = [], []
+    for b, g in enumerate(groups):
+        k = len(g.responses)
+        ranks[b, :k] = torch.tensor(g.ranks)
+        slot_mask[b, :k] = True
+        if g.gold is not None:
+            gold[b, :k] = torch.tensor(g.gold)
+        row_group += [b] * k
+        row_slot += list(range(k))
+    return {
+        "input_ids": input_ids, "attention_mask": attention, "row_group": torch.tensor(row_group),
+        "row_slot": torch.tensor(row_slot), "ranks": ranks, "slot_mask": slot_mask, "gold": gold,
+    }
+
+
+class GroupBatches:
+    """Micro-batches of `micro_batch_size` groups (pairs or rankings), reshuffled each epoch (seeded by
+    (seed, epoch)). Rank r of W takes groups [r*B, (r+1)*B) of each global micro-batch of B*W groups,
+    so the data of a step does not depend on the number of ranks. State: (epoch, position)."""
+
+    def __init__(self, groups: list[Group], micro_batch_size: int, pad_id: int, seed: int = 0,
+                 rank: int = 0, world_size: int = 1):
+        if len(groups) < micro_batch_size * world_size:
+            raise DataError(
+                f"{len(groups)} usable preference records but a step needs {micro_batch_size * world_size} "
+                "(train.micro_batch_size x ranks): give more data or a smaller micro_batch_size"
+            )
+        self.groups, self.batch, self.pad_id, self.seed = groups, micro_batch_size, pad_id, seed
+        self.rank, self.world = rank, world_size
+        self.epoch, self.position = 0, 0
+        self._order = self._shuffle(0)
+
+    def _shuffle(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.groups))
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        span = self.batch * self.world
+        if self.position + span > len(self._order):  # drop the ragged end of an epoch
+            self.epoch, self.position = self.epoch + 1, 0
+            self._order = self._shuffle(self.epoch)
+        mine = self._order[self.position + self.rank * self.batch : self.position + (self.rank + 1) * self.batch]
+        self.position += span
+        return collate([self.groups[i] for i in mine], self.pad_id)
+
+    def steps_per_epoch(self, grad_accum: int) -> float:
+        return len(self.groups) / (self.batch * self.world * grad_accum)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = self._shuffle(self.epoch)
+
+
+def iter_chunks(items: list, size: int) -> Iterator[list]:
+    for begin in range(0, len(items), size):
+        yield items[begin : begin + size]
