@@ -23,12 +23,9 @@ STAGES: dict[str, tuple[str, str]] = {
     "pretrain": ("chatforge.stages.pretrain", "pretrain or continue pretraining a causal LM"),
     "sft": ("chatforge.stages.sft", "supervised fine-tuning: chat conversations, answer tokens only (full, LoRA, freeze)"),
     "rm": ("chatforge.stages.rm", "reward model: scalar head on a causal LM, Bradley-Terry or K-wise ranking loss"),
-    "dpo": ("chatforge.stages.dpo", "direct preference optimisation: DPO, conservative, hinge, IPO, reference-free, +NLL"),
     "rest": ("chatforge.stages.rest", "self-training on verified samples: ReST-EM or rejection-sampling fine-tuning"),
     "bon": ("chatforge.stages.bon", "best-of-N: sample N_max once, score with a proxy, gold reward and KL for N = 1..N_max"),
     "eval-lm": ("chatforge.stages.eval_lm", "perplexity and bits-per-byte of a model on held-out text"),
-    "serve": ("chatforge.stages.serve", "OpenAI-compatible HTTP server (chat, completions, streaming) for a model dir"),
-    "chat": ("chatforge.stages.chat", "terminal chat with a model dir: history, system prompt, sampling settings"),
     "schedule": ("chatforge.stages.schedule", "print or plot (--plot out.png) a learning-rate schedule"),
     "world write": ("chatforge.world.stage", "write the built-in task world's files (facts, tasks, preferences, web pages)"),
 }
