@@ -26,6 +26,8 @@ STAGES: dict[str, tuple[str, str]] = {
     "rest": ("chatforge.stages.rest", "self-training on verified samples: ReST-EM or rejection-sampling fine-tuning"),
     "bon": ("chatforge.stages.bon", "best-of-N: sample N_max once, score with a proxy, gold reward and KL for N = 1..N_max"),
     "eval-lm": ("chatforge.stages.eval_lm", "perplexity and bits-per-byte of a model on held-out text"),
+    "serve": ("chatforge.stages.serve", "OpenAI-compatible HTTP server (chat, completions, streaming) for a model dir"),
+    "chat": ("chatforge.stages.chat", "terminal chat with a model dir: history, system prompt, sampling settings"),
     "schedule": ("chatforge.stages.schedule", "print or plot (--plot out.png) a learning-rate schedule"),
     "world write": ("chatforge.world.stage", "write the built-in task world's files (facts, tasks, preferences, web pages)"),
 }

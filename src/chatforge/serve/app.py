@@ -1,0 +1,302 @@
+"""The HTTP side: a Starlette app with OpenAI's routes, request checks, and SSE streaming.
+
+Handlers run on uvicorn's event loop; they parse and check the request (size, schema, model id,
+limits), render the prompt, and hand a `Job` to the `Engine`'s worker thread. Every failure is
+answered with an OpenAI error object; nothing a request does can stop the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from chatforge.sampling import SamplingConfig
+from chatforge.serve.config import ServeConfig
+from chatforge.serve.engine import Engine, Job
+from chatforge.serve.protocol import (
+    APIError,
+    ChatCompletionRequest,
+    CompletionRequest,
+    chat_chunk,
+    chat_response,
+    completion_chunk,
+    completion_response,
+    new_id,
+    now,
+    parse_request,
+    usage,
+)
+from chatforge.serve.stream import max_positions
+
+logger = logging.getLogger("chatforge.serve")
+
+
+class Server:
+    """Request handling for one model: checks, prompt rendering, and the round trip to the engine."""
+
+    def __init__(self, engine: Engine, cfg: ServeConfig, model_name: str):
+        self.engine = engine
+        self.cfg = cfg
+        self.model_name = model_name
+        self.tokenizer = engine.tokenizer
+        self.limit = max_positions(engine.model)
+        self.created = now()
+
+    # -- checks -----------------------------------------------------------------------------------
+
+    def check_auth(self, request: Request) -> None:
+        if not self.cfg.api_key:
+            return
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        if not hmac.compare_digest(token.encode(), self.cfg.api_key.encode()):
+            raise APIError(401, "Incorrect or missing API key (send `Authorization: Bearer KEY`)", code="invalid_api_key")
+
+    async def read_json(self, request: Request) -> Any:
+        limit = self.cfg.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise APIError(413, f"request body of {declared} bytes is over the limit of {limit}", code="request_too_large")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise APIError(413, f"request body is over the limit of {limit} bytes", code="request_too_large")
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise APIError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+
+    def check_model(self, model: str) -> None:
+        if model != self.model_name:
+            raise APIError(404, f"The model {model!r} does not exist; this server serves {self.model_name!r}",
+                           param="model", code="model_not_found")
+
+    def sampling_config(self, req, max_tokens: int | None, prompt_lens: list[int]) -> SamplingConfig:
+        """The request's `SamplingConfig`, after the limits: max_tokens, n, and the context length."""
+        if max_tokens is not None and max_tokens > self.cfg.max_tokens:
+            raise APIError(400, f"max_tokens is {max_tokens}, above this server's limit of {self.cfg.max_tokens}",
+                           param="max_tokens", code="invalid_value")
+        n = req.n or 1
+        if n > self.cfg.max_n:
+            raise APIError(400, f"n is {n}, above this server's limit of {self.cfg.max_n}", param="n", code="invalid_value")
+        longest = max(prompt_lens)
+        if self.limit is not None:
+            if longest >= self.limit:
+                raise APIError(400, f"the prompt has {longest} tokens; this model's context is {self.limit} tokens",
+                               param="messages", code="context_length_exceeded")
+            if max_tokens is not None and longest + max_tokens > self.limit:
+                raise APIError(
+                    400, f"this model's context is {self.limit} tokens; the prompt has {longest} and max_tokens "
+                    f"asks for {max_tokens}: reduce the prompt or max_tokens",
+                    param="max_tokens", code="context_length_exceeded",
+                )
+        if max_tokens is None:
+            max_tokens = min(self.cfg.default_max_tokens, self.cfg.max_tokens)
+            if self.limit is not None:
+                max_tokens = min(max_tokens, self.limit - longest)
+        return SamplingConfig(
+            temperature=1.0 if req.temperature is None else req.temperature,
+            top_p=1.0 if req.top_p is None else req.top_p,
+            top_k=req.top_k or 0,
+            max_new_tokens=max_tokens,
+            n=n,
+            stop=req.stop or [],
+            seed=req.seed,
+            max_batch_size=self.cfg.max_batch_rows,
+        )
+
+    # -- prompts ----------------------------------------------------------------------------------
+
+    def chat_prompt_ids(self, req: ChatCompletionRequest) -> list[int]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise APIError(400, "this model's tokenizer has no chat template; use /v1/completions", param="messages")
+        messages = [m.as_template_message() for m in req.messages]
+        try:
+            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+        except Exception as exc:  # jinja raises for conversations the template refuses
+            raise APIError(400, f"the chat template cannot render these messages: {exc}", param="messages") from None
+        return list(ids)
+
+    def completion_prompt_ids(self, req: CompletionRequest) -> list[list[int]]:
+        prompt = req.prompt
+        if isinstance(prompt, str):
+            prompts: list = [prompt]
+        elif prompt and all(isinstance(t, int) for t in prompt):
+            prompts = [prompt]
+        else:
+            prompts = list(prompt)
+        if not prompts:
+            raise APIError(400, "prompt is empty", param="prompt")
+        if len(prompts) > self.cfg.max_prompts:
+            raise APIError(400, f"{len(prompts)} prompts; this server takes at most {self.cfg.max_prompts} per request",
+                           param="prompt", code="invalid_value")
+        vocab = len(self.tokenizer)
+        out = []
+        for p in prompts:
+            ids = self.tokenizer(p)["input_ids"] if isinstance(p, str) else list(p)
+            if not ids:
+                raise APIError(400, "a prompt has no tokens", param="prompt")
+            if any(t < 0 or t >= vocab for t in ids):
+                raise APIError(400, f"token ids must be in [0, {vocab})", param="prompt", code="invalid_value")
+            out.append(ids)
+        return out
+
+    # -- endpoints --------------------------------------------------------------------------------
+
+    async def models(self, request: Request) -> Response:
+        self.check_auth(request)
+        return JSONResponse({"object": "list", "data": [self._model_card()]})
+
+    async def model(self, request: Request) -> Response:
+        self.check_auth(request)
+        self.check_model(request.path_params["model"])
+        return JSONResponse(self._model_card())
+
+    def _model_card(self) -> dict[str, Any]:
+        return {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "chatforge",
+                "max_model_len": self.limit}
+
+    async def chat_completions(self, request: Request) -> Response:
+        self.check_auth(request)
+        req = parse_request(ChatCompletionRequest, await self.read_json(request))
+        self.check_model(req.model)
+        ids = self.chat_prompt_ids(req)
+        max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        cfg = self.sampling_config(req, max_tokens, [len(ids)])
+        return await self._generate("chat", req, [ids], cfg)
+
+    async def completions(self, request: Request) -> Response:
+        self.check_auth(request)
+        req = parse_request(CompletionRequest, await self.read_json(request))
+        self.check_model(req.model)
+        prompts = self.completion_prompt_ids(req)
+        cfg = self.sampling_config(req, req.max_tokens, [len(p) for p in prompts])
+        return await self._generate("text", req, prompts, cfg)
+
+    async def _generate(self, kind: str, req, prompts: list[list[int]], cfg: SamplingConfig) -> Response:
+        job = Job.create(prompts, cfg, stream=bool(req.stream))
+        self.engine.submit(job)
+        rid = new_id("chatcmpl" if kind == "chat" else "cmpl")
+        prompt_tokens = sum(len(p) for p in prompts)
+        if job.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            body = self._sse(kind, job, rid, prompt_tokens, include_usage)
+            return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        try:
+            results = await job.future
+        except asyncio.CancelledError:
+            job.cancelled.set()
+            raise
+        except Exception as exc:
+            raise generation_error(exc) from None
+        texts = [(c.text, c.finish_reason) for per_prompt in results for c in per_prompt]
+        used = usage(prompt_tokens, sum(len(c.token_ids) for per_prompt in results for c in per_prompt))
+        build = chat_response if kind == "chat" else completion_response
+        return JSONResponse(build(rid, self.model_name, texts, used))
+
+    async def _sse(self, kind: str, job: Job, rid: str, prompt_tokens: int, include_usage: bool) -> AsyncIterator[str]:
+        created = now()
+
+        def chunk(index: int, text: str | None, finish: str | None, role: bool = False) -> str:
+            if kind == "chat":
+                delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
+                data = chat_chunk(rid, created, self.model_name, index, delta, finish)
+            else:
+                data = completion_chunk(rid, created, self.model_name, index, text or "", finish)
+            return f"data: {json.dumps(data)}\n\n"
+
+        try:
+            if kind == "chat":
+                for index in range(len(job.prompts) * job.cfg.n):
+                    yield chunk(index, None, None, role=True)
+            while True:
+                event = await job.events.get()
+                if event[0] == "delta":
+                    _, index, text, finish = event
+                    if text:
+                        yield chunk(index, text, None)
+                    if finish is not None:
+                        yield chunk(index, None, finish)
+                elif event[0] == "done":
+                    if include_usage:
+                        completion_tokens = sum(len(c.token_ids) for per_prompt in event[1] for c in per_prompt)
+                        data = {"id": rid, "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
+                                "created": created, "model": self.model_name, "choices": [],
+                                "usage": usage(prompt_tokens, completion_tokens)}
+                        yield f"data: {json.dumps(data)}\n\n"
+                    break
+                else:  # the headers are sent: report the failure inside the stream, as OpenAI does
+                    yield f"data: {json.dumps(generation_error(event[1]).body())}\n\n"
+                    break
+            yield "data: [DONE]\n\n"
+        finally:
+            job.cancelled.set()  # the client went away (or we are done): stop decoding
+
+
+def generation_error(exc: BaseException) -> APIError:
+    if isinstance(exc, APIError):
+        return exc
+    return APIError(500, f"generation failed: {type(exc).__name__}: {exc}", code="generation_failed")
+
+
+async def _api_error(request: Request, exc: APIError) -> Response:
+    if exc.status >= 500:
+        logger.error("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.message)
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return JSONResponse(APIError(exc.status_code, message, code=code).body(), status_code=exc.status_code)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    logger.exception("unhandled error on %s %s", request.method, request.url.path)
+    body = APIError(500, f"internal server error: {type(exc).__name__}", code="internal_error").body()
+    return JSONResponse(body, status_code=500)
+
+
+def build_app(engine: Engine, cfg: ServeConfig, model_name: str) -> Starlette:
+    """The ASGI app; the engine's worker thread starts and stops with the app's lifespan."""
+    server = Server(engine, cfg, model_name)
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "model": model_name})
+
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        Route("/v1/models", server.models, methods=["GET"]),
+        Route("/v1/models/{model:path}", server.model, methods=["GET"]),
+        Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
+        Route("/v1/completions", server.completions, methods=["POST"]),
+    ]
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        engine.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(engine.stop)
+
+    app = Starlette(
+        routes=routes,
+        exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _server_error},
+        lifespan=lifespan,
+    )
+    app.state.server = server
+    return app

@@ -1,0 +1,195 @@
+"""The OpenAI wire format: request bodies (pydantic), error objects, and response/chunk builders.
+
+Request models forbid unknown fields, as the OpenAI API does ("Unrecognized request argument"), but
+accept the common fields other clients send with neutral values (`presence_penalty: 0`, `user`,
+`logit_bias: {}`, `logprobs: false`, ...). `top_k` is an extension (vLLM spells it the same way); the
+openai client sends it through `extra_body`.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+MAX_STOP_STRINGS = 4
+MAX_STOP_CHARS = 256
+
+
+class APIError(Exception):
+    """An error answered as OpenAI's `{"error": {"message", "type", "param", "code"}}` with `status`."""
+
+    TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+             405: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
+             429: "rate_limit_error", 500: "server_error", 503: "server_error"}
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict[str, Any]:
+        kind = self.TYPES.get(self.status, "invalid_request_error" if self.status < 500 else "server_error")
+        return {"error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}}
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StreamOptions(_Request):
+    include_usage: bool = False
+
+
+class ContentPart(_Request):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Request):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+    def as_template_message(self) -> dict[str, str]:
+        """`{"role", "content"}` for the chat template; text parts are joined, `developer` reads as `system`."""
+        content = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
+        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+
+
+class _Sampling(_Request):
+    """Fields shared by both endpoints; None means "the default", as some clients send nulls."""
+
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0)
+    n: int | None = Field(None, ge=1)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    # Accepted only with their neutral value: the sampler has no penalties or logit bias.
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stops(cls, value: str | list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        stops = [value] if isinstance(value, str) else value
+        if len(stops) > MAX_STOP_STRINGS:
+            raise ValueError(f"at most {MAX_STOP_STRINGS} stop sequences")
+        if any(s == "" or len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"stop sequences must be 1 to {MAX_STOP_CHARS} characters")
+        return stops
+
+    def unsupported(self) -> tuple[str, str] | None:
+        """(param, message) of the first field set to something this server cannot do, else None."""
+        for name in ("presence_penalty", "frequency_penalty"):
+            if getattr(self, name) not in (None, 0, 0.0):
+                return name, f"{name} is not supported by this server (give 0 or leave it out)"
+        if self.logit_bias:
+            return "logit_bias", "logit_bias is not supported by this server"
+        return None
+
+
+class ChatCompletionRequest(_Sampling):
+    messages: list[ChatMessage] = Field(..., min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+    def unsupported(self) -> tuple[str, str] | None:
+        if self.logprobs or self.top_logprobs:
+            return "logprobs", "logprobs are not supported by this server"
+        return super().unsupported()
+
+
+class CompletionRequest(_Sampling):
+    prompt: str | list[str] | list[int] | list[list[int]]
+    echo: bool | None = False
+    suffix: str | None = None
+    best_of: int | None = None
+    logprobs: int | None = None
+
+    def unsupported(self) -> tuple[str, str] | None:
+        if self.echo:
+            return "echo", "echo is not supported by this server"
+        if self.suffix:
+            return "suffix", "suffix is not supported by this server"
+        if self.best_of not in (None, 1, self.n or 1):
+            return "best_of", "best_of is not supported by this server (use n)"
+        if self.logprobs:
+            return "logprobs", "logprobs are not supported by this server"
+        return super().unsupported()
+
+
+def parse_request(cls: type[_Request], data: Any) -> Any:
+    """Validate a JSON body into `cls`, or raise a 400 `APIError` naming the first bad field."""
+    if not isinstance(data, dict):
+        raise APIError(400, f"the request body must be a JSON object, got {type(data).__name__}", code="invalid_json")
+    try:
+        request = cls.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        param = ".".join(str(p) for p in err["loc"]) or None
+        if err["type"] == "extra_forbidden":
+            raise APIError(400, f"Unrecognized request argument supplied: {param}", param=param) from None
+        if err["type"] == "missing":
+            raise APIError(400, f"Missing required parameter: {param!r}", param=param, code="missing_required_parameter") from None
+        raise APIError(400, f"Invalid value for {param!r}: {err['msg']}", param=param, code="invalid_value") from None
+    problem = request.unsupported()
+    if problem is not None:
+        raise APIError(400, problem[1], param=problem[0], code="unsupported_parameter")
+    return request
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:24]}"
+
+
+def now() -> int:
+    return int(time.time())
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def chat_response(rid: str, model: str, texts: list[tuple[str, str]], usage_: dict[str, int]) -> dict[str, Any]:
+    """`chat.completion` with one choice per (text, finish_reason)."""
+    choices = [
+        {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": reason}
+        for i, (text, reason) in enumerate(texts)
+    ]
+    return {"id": rid, "object": "chat.completion", "created": now(), "model": model, "choices": choices,
+            "usage": usage_, "system_fingerprint": None}
+
+
+def completion_response(rid: str, model: str, texts: list[tuple[str, str]], usage_: dict[str, int]) -> dict[str, Any]:
+    choices = [
+        {"index": i, "text": text, "logprobs": None, "finish_reason": reason} for i, (text, reason) in enumerate(texts)
+    ]
+    return {"id": rid, "object": "text_completion", "created": now(), "model": model, "choices": choices,
+            "usage": usage_}
+
+
+def chat_chunk(rid: str, created: int, model: str, index: int, delta: dict[str, str], finish: str | None) -> dict:
+    return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
+            "system_fingerprint": None,
+            "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+
+def completion_chunk(rid: str, created: int, model: str, index: int, text: str, finish: str | None) -> dict:
+    return {"id": rid, "object": "text_completion", "created": created, "model": model,
+            "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}]}
