@@ -154,6 +154,9 @@ def test_errors_have_the_openai_shape(client, served):
         client.chat.completions.create(model="tiny", messages=MESSAGES, n=5)
     with pytest.raises(openai.BadRequestError, match="context"):  # prompt + max_tokens > 128 positions
         client.completions.create(model="tiny", prompt=list(range(5, 100)), max_tokens=40)
+    with pytest.raises(openai.BadRequestError) as too_long:  # the prompt alone fills the 128 positions
+        client.completions.create(model="tiny", prompt=list(range(5, 140)), max_tokens=4)
+    assert assert_openai_error(too_long.value.response.json())["param"] == "prompt"
     with pytest.raises(openai.NotFoundError) as missing:
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert assert_openai_error(missing.value.response.json())["code"] == "model_not_found"
@@ -293,3 +296,19 @@ def test_cli_help_and_print_config(model_dir, capsys):
     assert "port: 9001" in out and "model_name: x" in out and f"model_dir: {model_dir}" in out
     assert main(["serve", str(model_dir), "--max-tokens", "0", "--print-config"]) == 2
     assert "max_tokens" in capsys.readouterr().err
+
+
+def test_a_full_queue_is_a_429(served):
+    from chatforge.serve.engine import Engine, Job
+    from chatforge.serve.protocol import APIError
+
+    engine = Engine(served[1].engine.model, served[1].engine.tokenizer, max_queue=1)  # not started
+
+    async def run():
+        engine.submit(Job.create([[5]], SamplingConfig(), stream=False))
+        with pytest.raises(APIError) as full:
+            engine.submit(Job.create([[5]], SamplingConfig(), stream=False))
+        return full.value
+
+    error = asyncio.run(run())
+    assert error.status == 429 and error.body()["error"]["type"] == "rate_limit_error"

@@ -82,7 +82,9 @@ class Server:
             raise APIError(404, f"The model {model!r} does not exist; this server serves {self.model_name!r}",
                            param="model", code="model_not_found")
 
-    def sampling_config(self, req, max_tokens: int | None, prompt_lens: list[int]) -> SamplingConfig:
+    def sampling_config(
+        self, req, max_tokens: int | None, prompt_lens: list[int], prompt_param: str = "messages"
+    ) -> SamplingConfig:
         """The request's `SamplingConfig`, after the limits: max_tokens, n, and the context length."""
         if max_tokens is not None and max_tokens > self.cfg.max_tokens:
             raise APIError(400, f"max_tokens is {max_tokens}, above this server's limit of {self.cfg.max_tokens}",
@@ -94,7 +96,7 @@ class Server:
         if self.limit is not None:
             if longest >= self.limit:
                 raise APIError(400, f"the prompt has {longest} tokens; this model's context is {self.limit} tokens",
-                               param="messages", code="context_length_exceeded")
+                               param=prompt_param, code="context_length_exceeded")
             if max_tokens is not None and longest + max_tokens > self.limit:
                 raise APIError(
                     400, f"this model's context is {self.limit} tokens; the prompt has {longest} and max_tokens "
@@ -181,7 +183,7 @@ class Server:
         req = parse_request(CompletionRequest, await self.read_json(request))
         self.check_model(req.model)
         prompts = self.completion_prompt_ids(req)
-        cfg = self.sampling_config(req, req.max_tokens, [len(p) for p in prompts])
+        cfg = self.sampling_config(req, req.max_tokens, [len(p) for p in prompts], "prompt")
         return await self._generate("text", req, prompts, cfg)
 
     async def _generate(self, kind: str, req, prompts: list[list[int]], cfg: SamplingConfig) -> Response:
