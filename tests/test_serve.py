@@ -312,3 +312,13 @@ def test_a_full_queue_is_a_429(served):
 
     error = asyncio.run(run())
     assert error.status == 429 and error.body()["error"]["type"] == "rate_limit_error"
+
+
+def test_a_client_leaving_mid_stream_does_not_hurt_the_server(client):
+    stream = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=48, stream=True,
+                                            extra_body={"top_k": 5})
+    chunks = iter(stream)
+    next(chunks), next(chunks)
+    stream.close()
+    reply = client.chat.completions.create(model="tiny", messages=MESSAGES, max_tokens=4, temperature=0)
+    assert reply.choices[0].finish_reason in ("stop", "length")

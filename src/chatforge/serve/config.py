@@ -12,7 +12,7 @@ from chatforge.config.base import StrictModel
 class ServeConfig(StrictModel):
     """One served model and the limits every request is checked against before it reaches the model."""
 
-    model_dir: str = Field(..., description="Hugging Face model directory (safetensors weights + tokenizer)")
+    model_dir: str = Field(..., min_length=1, description="Hugging Face model directory (safetensors weights + tokenizer)")
     model_name: str | None = Field(None, description="model id clients send and /v1/models lists; null = directory name")
     host: str = Field("127.0.0.1", description="address to listen on (0.0.0.0 = every interface)")
     port: int = Field(8000, ge=0, le=65535, description="TCP port; 0 = any free port")

@@ -30,7 +30,7 @@ COMMANDS = __doc__[__doc__.index("Commands:") : __doc__.index("Examples:")].rstr
 
 
 class Config(StrictModel):
-    model_dir: str = Field(..., description="Hugging Face model directory with a chat template")
+    model_dir: str = Field(..., min_length=1, description="Hugging Face model directory with a chat template")
     system: str | None = Field(None, description="system prompt at the start of every conversation")
     temperature: float = Field(0.7, ge=0.0, description="0 = greedy")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="nucleus sampling; 1 = off")
