@@ -63,8 +63,8 @@ def test_centring_by_hand():
 
 def test_ranked_pairs_all_k_choose_2():
     ranks = torch.tensor([[0, 1, 2, 3]])
-    b, w, l = ranked_pairs(ranks, torch.ones(1, 4, dtype=torch.bool))
-    assert sorted(zip(w.tolist(), l.tolist())) == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
+    b, win, lose = ranked_pairs(ranks, torch.ones(1, 4, dtype=torch.bool))
+    assert sorted(zip(win.tolist(), lose.tolist())) == [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
     assert b.tolist() == [0] * 6
 
 

@@ -113,7 +113,7 @@ def test_export_reloads_as_plain_sequence_classifier(tmp_path, base_dir, tokeniz
 
     model = apply_rm_mode(load_reward_model(str(base_dir), tokenizer), mode, LoraSettings(dropout=0.0))
     with torch.no_grad():  # move the head and (LoRA) adapters away from their initial values
-        for name, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad:
                 p.add_(0.05 * torch.randn_like(p))
     model.eval()
@@ -210,3 +210,17 @@ def test_rank_correlations_by_hand():
     assert spearman([1, 2, 3, 4], [1, 3, 2, 4]) == pytest.approx(0.8)
     # a tie in y: τ-b = (C − D) / sqrt(6 · 5) with C = 5, D = 0
     assert kendall_tau([1, 2, 3, 4], [1, 1, 2, 3]) == pytest.approx(5 / 30**0.5)
+
+
+def test_example_config_loads_and_missing_data_is_one_clear_error(tmp_path, base_dir, capsys):
+    from pathlib import Path
+
+    from chatforge.config.load import load_config
+    from chatforge.stages import rm
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "rm" / "world_rm.yaml"
+    cfg = load_config(rm.Config, example)
+    assert cfg.loss == "kwise" and cfg.train.max_steps == 70 and len(cfg.data.val_sources) == 2
+    missing = tmp_path / "nope.jsonl"
+    assert main(["rm", f"model={base_dir}", f"out={tmp_path / 'run'}", f"data.sources=[{{path: {missing}}}]"]) == 2
+    assert f"error: input not found: {missing}" in capsys.readouterr().err

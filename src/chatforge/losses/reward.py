@@ -64,8 +64,8 @@ def ranked_pairs(ranks_BK: torch.Tensor, mask_BK: torch.Tensor) -> tuple[torch.T
     valid = mask_BK.bool()
     better = ranks_BK[:, :, None] < ranks_BK[:, None, :]  # (B, K, K): response w ranked above response l
     pairs = better & valid[:, :, None] & valid[:, None, :]
-    b, w, l = pairs.nonzero(as_tuple=True)
-    return b, w, l
+    b, win, lose = pairs.nonzero(as_tuple=True)
+    return b, win, lose
 
 
 def kwise_ranking_loss(
@@ -88,9 +88,9 @@ def kwise_ranking_loss(
         whether each ranking has a pair (those are the counted elements), and detached per-pair
         `correct`, `margin` (r_w − r_l) and `ranking` (the ranking index of each pair).
     """
-    b, w, l = ranked_pairs(ranks_BK, mask_BK)
-    winners, losers = rewards_BK[b, w], rewards_BK[b, l]
-    margin = margin_BKK[b, w, l] if margin_BKK is not None else None
+    b, win, lose = ranked_pairs(ranks_BK, mask_BK)
+    winners, losers = rewards_BK[b, win], rewards_BK[b, lose]
+    margin = margin_BKK[b, win, lose] if margin_BKK is not None else None
     pair_loss, stats = bradley_terry_loss(winners, losers, margin)
     if center_coefficient > 0:
         pair_loss = pair_loss + centring_loss(winners, losers, center_coefficient)

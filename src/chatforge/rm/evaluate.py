@@ -12,7 +12,7 @@ Rankings:
   `kendall_tau`: Kendall τ-b between RM scores and the ranking within each ranking, averaged.
 - `spearman_gold`, `kendall_gold`: rank correlation of RM scores with gold rewards pooled over all
   held-out responses of all prompts; unlike the within-ranking numbers this needs rewards that are
-  comparable across prompts (which the pairwise loss does not ask for; centring helps).
+  comparable across prompts (which the pairwise loss does not ask for; centring is meant to help).
 """
 
 from __future__ import annotations

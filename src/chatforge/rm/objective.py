@@ -35,9 +35,9 @@ class RMObjective:
         if self.margin_scale is not None:
             gold = batch["gold"]
             margin_BKK = self.margin_scale * (gold[:, :, None] - gold[:, None, :])
-        b, w, l = ranked_pairs(ranks_BK, mask_BK)
-        winners, losers = rewards_BK[b, w], rewards_BK[b, l]
-        pair_loss, stats = bradley_terry_loss(winners, losers, margin_BKK[b, w, l] if margin_BKK is not None else None)
+        b, win, lose = ranked_pairs(ranks_BK, mask_BK)
+        winners, losers = rewards_BK[b, win], rewards_BK[b, lose]
+        pair_loss, stats = bradley_terry_loss(winners, losers, margin_BKK[b, win, lose] if margin_BKK is not None else None)
         center = centring_loss(winners, losers, self.center)
         if self.loss == "kwise":
             loss_B, has_pairs, _ = kwise_ranking_loss(rewards_BK, ranks_BK, mask_BK, margin_BKK, self.center)

@@ -64,9 +64,10 @@ class Config(StrictModel):
     center_coefficient: float = Field(0.0, ge=0, description="reward centring lambda x (r_w + r_l)^2 per pair (0: off)")
     mode: RMMode = Field("full", description="full: train everything; lora: adapters + a fully trained score head")
     lora: LoraSettings = Field(default_factory=LoraSettings, description="mode=lora settings")
-    # Defaults sized for the task world (400 pairs + 150 rankings, a ~10M model): 8 groups per step,
-    # ~2 epochs; a fresh head on a pretrained trunk wants a small LR (InstructGPT: 9e-6 at 6B).
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=140, micro_batch_size=8, eval_every=0))
+    # Defaults sized for the task world (400 pairs + 150 rankings, a ~10M model): 8 groups (pairs or
+    # rankings, not sequences) per step, 70 steps = about one epoch, as InstructGPT trains its RM for one
+    # (a second over-fits); a fresh head on a pretrained trunk wants a small LR (InstructGPT: 9e-6 at 6B).
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=70, micro_batch_size=8, eval_every=0))
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=5e-5, weight_decay=0.0))
     schedule: ScheduleConfig = Field(
         default_factory=lambda: _default_schedule(), description="LR schedule (default cosine, 5% warmup)"
