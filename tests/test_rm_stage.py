@@ -224,3 +224,36 @@ def test_example_config_loads_and_missing_data_is_one_clear_error(tmp_path, base
     missing = tmp_path / "nope.jsonl"
     assert main(["rm", f"model={base_dir}", f"out={tmp_path / 'run'}", f"data.sources=[{{path: {missing}}}]"]) == 2
     assert f"error: input not found: {missing}" in capsys.readouterr().err
+
+
+def test_group_batches_resume_where_they_stopped(tokenizer):
+    from chatforge.rm.data import GroupBatches
+
+    groups = _groups(RECORDS * 3, tokenizer)
+    first = GroupBatches(groups, 2, tokenizer.pad_token_id, seed=7)
+    for _ in range(5):  # crosses an epoch boundary (9 groups, 2 per batch)
+        first.next_batch()
+    state = first.state_dict()
+    expected = [first.next_batch() for _ in range(4)]
+    resumed = GroupBatches(groups, 2, tokenizer.pad_token_id, seed=7)
+    resumed.load_state_dict(state)
+    for want in expected:
+        got = resumed.next_batch()
+        assert want.keys() == got.keys()
+        assert all(torch.equal(want[k].nan_to_num(-1.0), got[k].nan_to_num(-1.0)) for k in want)  # gold: NaN = none
+
+
+def test_lora_stage_exports_a_plain_model_with_a_trained_head(tmp_path, base_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    train = _write(tmp_path / "train.jsonl", _separable(8))
+    out = tmp_path / "run"
+    assert main(["rm", f"model={base_dir}", f"out={out}", f"data.sources=[{{path: {train}}}]", "mode=lora",
+                 "train.max_steps=2", "train.micro_batch_size=4", "optim.lr=1e-2", "train.progress=false",
+                 "train.device=cpu", "train.save_every=0", "margin_scale=1.0", "center_coefficient=0.01"]) == 0
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert 0 < summary["trainable_parameters"] < summary["parameters"]
+    state = AutoModelForSequenceClassification.from_pretrained(out / "final").state_dict()
+    assert "score.weight" in state and not any("lora" in k or "modules_to_save" in k for k in state)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert "loss/center" in metrics[-1]

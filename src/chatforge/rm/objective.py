@@ -5,8 +5,8 @@
 - `kwise`: every group is one element, its loss the mean over its pairs (InstructGPT eq. 1); the
   engine divides by the number of groups. On pairs alone the two are the same loss.
 
-The margin of a pair (w better than l) is `margin_scale · (gold_w − gold_l)` when a scale is set
-(Llama 2's margin from the preference's strength; here the gold-reward difference), else none.
+The margin of a pair (w better than l) is `margin_scale · max(gold_w − gold_l, 0)` when a scale is
+set (Llama 2's margin from the preference's strength; here the gold-reward difference), else none.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ class RMObjective:
         margin_BKK = None
         if self.margin_scale is not None:
             gold = batch["gold"]
-            margin_BKK = self.margin_scale * (gold[:, :, None] - gold[:, None, :])
+            # A label that disagrees with the gold reward would give a negative margin (an easier
+            # pair than none); Llama 2's margins are never negative, so clamp at 0.
+            margin_BKK = self.margin_scale * (gold[:, :, None] - gold[:, None, :]).clamp(min=0)
         b, win, lose = ranked_pairs(ranks_BK, mask_BK)
         winners, losers = rewards_BK[b, win], rewards_BK[b, lose]
         pair_loss, stats = bradley_terry_loss(winners, losers, margin_BKK[b, win, lose] if margin_BKK is not None else None)
