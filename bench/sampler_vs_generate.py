@@ -12,8 +12,8 @@ sample early (the sampler gets `stop_token_ids=[]`, `generate` a generation conf
 both produce the same number of tokens. Two settings:
   greedy:   temperature 0 (sampler) / do_sample=False (generate); the token ids must agree;
   sampling: temperature 1, top_p 0.9, top_k off, on both sides (draws differ: different RNG use).
-`generate` gets an explicit `GenerationConfig` with only those settings (no top_k=50 default, no
-min_new_tokens processor), so it runs no logits processor the sampler skips.
+`generate` gets an explicit `GenerationConfig` with only those settings (top_k=0: left as None, generate
+falls back to the default top_k=50; no eos, so no min_new_tokens processor is needed), so it runs no logits processor the sampler skips.
 
 How it is timed. Wall clock around each call, on CPU (`torch.set_num_threads(--threads)`), after one
 warm-up call per side and setting. Repeats alternate the order (sampler first, then generate first,
@@ -93,7 +93,7 @@ def run_generate(model, tokenizer, prompts, new_tokens: int, setting: str, seed:
         gen = GenerationConfig(do_sample=False, max_new_tokens=new_tokens, pad_token_id=pad, eos_token_id=None)
     else:
         gen = GenerationConfig(
-            do_sample=True, temperature=1.0, top_p=0.9, top_k=None, max_new_tokens=new_tokens,
+            do_sample=True, temperature=1.0, top_p=0.9, top_k=0, max_new_tokens=new_tokens,
             pad_token_id=pad, eos_token_id=None,
         )
     torch.manual_seed(seed)
