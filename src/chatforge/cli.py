@@ -23,6 +23,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "pretrain": ("chatforge.stages.pretrain", "pretrain or continue pretraining a causal LM"),
     "sft": ("chatforge.stages.sft", "supervised fine-tuning: chat conversations, answer tokens only (full, LoRA, freeze)"),
     "rm": ("chatforge.stages.rm", "reward model: scalar head on a causal LM, Bradley-Terry or K-wise ranking loss"),
+    "dpo": ("chatforge.stages.dpo", "direct preference optimisation: DPO, conservative, hinge, IPO, reference-free, +NLL"),
     "rest": ("chatforge.stages.rest", "self-training on verified samples: ReST-EM or rejection-sampling fine-tuning"),
     "bon": ("chatforge.stages.bon", "best-of-N: sample N_max once, score with a proxy, gold reward and KL for N = 1..N_max"),
     "eval-lm": ("chatforge.stages.eval_lm", "perplexity and bits-per-byte of a model on held-out text"),

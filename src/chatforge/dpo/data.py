@@ -1,0 +1,274 @@
+"""Preference pairs: read, check, encode with the chat template, and batch chosen + rejected together.
+
+Record layouts, detected per record:
+
+- task world (`DIR/preferences/pairs_{train,test}.jsonl`): `{"prompt": [messages], "chosen": str,
+  "rejected": str, ...}`; the other fields (`id`, `task`, `category`, `kind`, `chosen_reward`, ...)
+  are kept in `Pair.extra`.
+- TRL / UltraFeedback: `{"prompt": str | [messages], "chosen": str | [messages], "rejected": str | [messages]}`.
+  A string prompt is one user turn. Message-list answers may hold the answer alone
+  (`[{"role": "assistant", ...}]`) or the whole conversation starting with the prompt's messages;
+  without a `prompt` field the prompt is the messages chosen and rejected share at the start (TRL's
+  "implicit prompt"). An optional top-level `system` string becomes the system message.
+
+After the prompt, each answer must be exactly one assistant message: a pair compares two answers to
+the same conversation. Reject reasons (written to `rejected.jsonl` with file and line): `not_utf8`,
+`bad_json`, `not_an_object`, `missing_field`, `bad_field`, `multi_message_response`,
+`identical_responses`, the conversation checks of `sft.formats.check_messages` (`empty_content`,
+`out_of_order`, ...) and of `sft.masking.encode_conversation` (`special_token_in_content`,
+`too_long`, ...), each prefixed by the side it concerns where it is one side's fault (`chosen: ...`).
+
+Encoding: prompt + answer is rendered and tokenized by `sft.masking.encode_conversation` (answer-only
+labels, the end-of-turn token supervised); only the *last* answer's tokens stay supervised, so the
+assistant turns of a multi-turn prompt are context, not scored. A pair too long for `max_length` is
+rejected (`truncation="drop"`) or loses the start of its prompt (`"left"`); cutting the answer
+(`"right"`) would compare truncated answers and is not offered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from chatforge.config.base import StrictModel
+from chatforge.data.padding import pad_sequences
+from chatforge.errors import DataError
+from chatforge.losses.lm import IGNORE_INDEX
+from chatforge.run_dir import RejectLog
+from chatforge.sft.formats import Message, RecordError, check_messages
+from chatforge.sft.masking import MaskSource, Rejection, encode_conversation
+
+PairTruncation = Literal["drop", "left"]
+_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+class PairSourceConfig(StrictModel):
+    path: str = Field(description="a .jsonl / .json / .parquet file of preference pairs, or a directory of them")
+
+
+@dataclass(frozen=True)
+class Pair:
+    prompt: list[Message]  # system?, user, (assistant, user)*: ends with a user turn
+    chosen: str
+    rejected: str
+    source: str
+    where: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EncodedPair:
+    pair: Pair
+    chosen_ids: list[int]
+    chosen_labels: list[int]  # IGNORE_INDEX except the chosen answer's tokens (unshifted)
+    rejected_ids: list[int]
+    rejected_labels: list[int]
+
+    @property
+    def tokens(self) -> tuple[int, int]:
+        """Supervised (answer) tokens of chosen and rejected."""
+        return (
+            sum(t != IGNORE_INDEX for t in self.chosen_labels),
+            sum(t != IGNORE_INDEX for t in self.rejected_labels),
+        )
+
+
+def read_pairs(sources: Sequence[PairSourceConfig], rejects: RejectLog) -> Iterator[Pair]:
+    """Every usable pair of every source, in order; unusable records go to `rejects`."""
+    from chatforge.sft.formats import _records  # the JSONL / JSON-array / parquet / HF-dir reader of SFT
+
+    for source in sources:
+        for path in _files(Path(source.path)):
+            name = str(path)
+            for where, record in _records(path, rejects):
+                try:
+                    pair = to_pair(record, name, where)
+                except RecordError as exc:
+                    rejects.add(name, where, exc.reason, exc.detail, record)
+                    continue
+                yield pair
+
+
+def _files(path: Path) -> list[Path]:
+    if not path.exists():
+        raise DataError(f"preference pairs not found: {path}")
+    if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES)
+        if not files:
+            raise DataError(f"directory {path} holds no .jsonl/.json/.parquet files of preference pairs")
+        return files
+    return [path]
+
+
+def to_pair(record: Any, source: str = "", where: str = "") -> Pair:
+    """The `Pair` of one record (either layout of the module docstring); raises `RecordError`."""
+    from chatforge.sft.formats import _kind, _role_content_list, _system
+
+    if not isinstance(record, dict):
+        raise RecordError("not_an_object", f"expected a JSON object, got {_kind(record)}")
+    for name in ("chosen", "rejected"):
+        if name not in record:
+            raise RecordError("missing_field", f"no field {name!r} (fields: {', '.join(map(str, record))})")
+    answers = {}
+    for name in ("chosen", "rejected"):
+        value = record[name]
+        if isinstance(value, str):
+            answers[name] = value
+        elif isinstance(value, list):
+            answers[name] = _role_content_list(value, name)
+        else:
+            raise RecordError("bad_field", f"field {name!r} is {_kind(value)}, expected a string or a list of messages")
+    system = _system(record)
+    if "prompt" in record and record["prompt"] is not None:
+        raw = record["prompt"]
+        if isinstance(raw, str):
+            prompt = [{"role": "user", "content": raw}]
+        elif isinstance(raw, list):
+            prompt = _role_content_list(raw, "prompt")
+        else:
+            raise RecordError("bad_field", f"field 'prompt' is {_kind(raw)}, expected a string or a list of messages")
+    else:
+        if isinstance(answers["chosen"], str) or isinstance(answers["rejected"], str):
+            raise RecordError("missing_field", "no field 'prompt', and chosen/rejected are not full conversations")
+        prompt = _shared_prefix(answers["chosen"], answers["rejected"])
+    texts = {name: _answer_text(value, prompt, name) for name, value in answers.items()}
+    if system and prompt[0]["role"] != "system":
+        prompt = system + prompt
+    if texts["chosen"] == texts["rejected"]:
+        raise RecordError("identical_responses", "chosen and rejected are the same text; the pair prefers nothing")
+    for name in ("chosen", "rejected"):
+        try:
+            check_messages([*prompt, {"role": "assistant", "content": texts[name]}])
+        except RecordError as exc:
+            raise RecordError(exc.reason, f"{name}: {exc.detail}") from None
+    used = {"prompt", "chosen", "rejected", "system"}
+    return Pair(prompt, texts["chosen"], texts["rejected"], source, where, {k: v for k, v in record.items() if k not in used})
+
+
+def _shared_prefix(a: list[Message], b: list[Message]) -> list[Message]:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    if n == 0:
+        raise RecordError("bad_field", "no field 'prompt', and chosen and rejected share no first message to take as it")
+    return a[:n]
+
+
+def _answer_text(value: str | list[Message], prompt: list[Message], name: str) -> str:
+    """The one assistant answer of `value` (a text, the answer's messages, or the whole conversation)."""
+    if isinstance(value, str):
+        return value
+    rest = value[len(prompt):] if value[: len(prompt)] == prompt else value
+    if len(rest) != 1 or rest[0]["role"] != "assistant":
+        roles = ", ".join(m["role"] for m in rest) or "nothing"
+        raise RecordError(
+            "multi_message_response",
+            f"{name}: after the prompt it holds {roles}; a pair compares exactly one assistant answer",
+        )
+    return rest[0]["content"]
+
+
+def encode_pairs(
+    tokenizer,
+    pairs: Iterator[Pair],
+    rejects: RejectLog,
+    max_length: int,
+    truncation: PairTruncation = "drop",
+    mask_source: MaskSource = "auto",
+) -> list[EncodedPair]:
+    """Chosen and rejected conversations of each pair, tokenized with last-answer-only labels."""
+    out = []
+    for pair in pairs:
+        sides = []
+        for name in ("chosen", "rejected"):
+            messages = [*pair.prompt, {"role": "assistant", "content": getattr(pair, name)}]
+            enc = encode_conversation(tokenizer, messages, max_length, "drop" if truncation == "drop" else "left", mask_source)
+            if isinstance(enc, Rejection):
+                record = {**pair.extra, "prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected}
+                rejects.add(pair.source, pair.where, enc.reason, f"{name}: {enc.detail}", record)
+                break
+            sides.append((enc.input_ids, last_answer_only(enc.labels)))
+        if len(sides) == 2:
+            out.append(EncodedPair(pair, sides[0][0], sides[0][1], sides[1][0], sides[1][1]))
+    return out
+
+
+def last_answer_only(labels: list[int]) -> list[int]:
+    """`labels` with every supervised run but the last one set to IGNORE_INDEX."""
+    out = [IGNORE_INDEX] * len(labels)
+    t = len(labels) - 1
+    while t >= 0 and labels[t] == IGNORE_INDEX:
+        t -= 1
+    while t >= 0 and labels[t] != IGNORE_INDEX:
+        out[t] = labels[t]
+        t -= 1
+    return out
+
+
+def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.Tensor]:
+    """One padded batch of 2B rows: the B chosen conversations, then the B rejected ones.
+
+    `labels` are shifted (the logits at position t score `labels[t]`, the token at t + 1) and
+    IGNORE_INDEX outside the answers and on padding.
+    """
+    seqs = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
+    labels = [p.chosen_labels for p in pairs] + [p.rejected_labels for p in pairs]
+    input_ids, attention_mask = pad_sequences(seqs, pad_id, "right")
+    shifted = torch.full_like(input_ids, IGNORE_INDEX)
+    for row, lab in enumerate(labels):
+        shifted[row, : len(lab) - 1] = torch.as_tensor(lab[1:], dtype=torch.long)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": shifted}
+
+
+class PairBatches:
+    """Micro-batches of pairs for the engine: a seeded reshuffle per epoch, sharded over ranks.
+
+    The data position is one number (pairs drawn so far by all ranks), so resuming continues the same
+    order. `reference` ((N,) chosen and (N,) rejected log-probs of the precomputed reference) rides
+    along in each batch as `ref_chosen_logps` / `ref_rejected_logps`.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[EncodedPair],
+        micro_batch_size: int,
+        pad_id: int,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ):
+        if not pairs:
+            raise DataError("no usable preference pairs to train on (see rejected.jsonl)")
+        self.pairs, self.micro, self.pad_id, self.seed = pairs, micro_batch_size, pad_id, seed
+        self.rank, self.world_size, self.reference = rank, world_size, reference
+        self.position = 0
+        self._orders: dict[int, list[int]] = {}
+
+    def _index(self, position: int) -> int:
+        epoch, i = divmod(position, len(self.pairs))
+        if epoch not in self._orders:
+            self._orders = {epoch: torch.randperm(len(self.pairs), generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()}
+        return self._orders[epoch][i]
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        start = self.position + self.rank * self.micro
+        indices = [self._index(p) for p in range(start, start + self.micro)]
+        self.position += self.micro * self.world_size
+        batch = collate_pairs([self.pairs[i] for i in indices], self.pad_id)
+        if self.reference is not None:
+            index = torch.as_tensor(indices)
+            batch["ref_chosen_logps"] = self.reference[0][index]
+            batch["ref_rejected_logps"] = self.reference[1][index]
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.position = int(state["position"])
