@@ -173,3 +173,25 @@ def test_bad_config_is_one_line(capsys, base_dir):
     assert main(["dpo", f"model={base_dir}", "loss.loss=hinge", "loss.label_smoothing=0.1"]) == 2
     assert main(["dpo", f"model={base_dir}"]) == 2
     assert "data.train is empty" in capsys.readouterr().err
+
+
+def test_pair_batches_resume_the_same_order(tiny_tokenizer, pairs_file):
+    from chatforge.dpo.data import PairBatches
+
+    encoded = _encoded(tiny_tokenizer, pairs_file)
+    ref = (torch.arange(16.0), -torch.arange(16.0))
+    a = PairBatches(encoded, 3, tiny_tokenizer.pad_token_id, seed=5, reference=ref)
+    first = [a.next_batch() for _ in range(7)]  # 21 pairs: crosses into the second epoch
+    b = PairBatches(encoded, 3, tiny_tokenizer.pad_token_id, seed=5, reference=ref)
+    for _ in range(4):
+        b.next_batch()
+    c = PairBatches(encoded, 3, tiny_tokenizer.pad_token_id, seed=5, reference=ref)
+    c.load_state_dict(b.state_dict())
+    for want in first[4:]:
+        got = c.next_batch()
+        assert torch.equal(got["input_ids"], want["input_ids"]) and torch.equal(got["ref_chosen_logps"], want["ref_chosen_logps"])
+    seen = [int(i) for batch in first for i in batch["ref_chosen_logps"]]
+    assert sorted(seen[:16]) == list(range(16))  # each epoch is a permutation of all pairs
+    # rank 1 of 2 takes the second micro-batch of each global batch
+    r1 = PairBatches(encoded, 3, tiny_tokenizer.pad_token_id, seed=5, rank=1, world_size=2, reference=ref)
+    assert r1.next_batch()["ref_chosen_logps"].tolist() == [float(i) for i in seen[3:6]]

@@ -45,14 +45,16 @@ def pair_eval(
     """Mean loss, reward accuracy, margin and log-prob accuracy over `pairs` (see the module docstring)."""
     device = next(model.parameters()).device
     rows: list[dict] = []
-    for start in range(0, len(pairs), batch_size):
-        part = pairs[start : start + batch_size]
+    order = sorted(range(len(pairs)), key=lambda i: max(len(pairs[i].chosen_ids), len(pairs[i].rejected_ids)))
+    for start in range(0, len(order), batch_size):  # pairs of similar length together: less padding
+        index = order[start : start + batch_size]
+        part = [pairs[i] for i in index]
         batch = {k: v.to(device) for k, v in collate_pairs(part, pad_id).items()}
         logps, counts = sequence_logps(model, batch)
         n = len(part)
         ref_c = ref_r = None
         if reference is not None:
-            ref_c, ref_r = reference[0][start : start + n].to(device), reference[1][start : start + n].to(device)
+            ref_c, ref_r = reference[0][index].to(device), reference[1][index].to(device)
         out = pair_loss(loss, logps[:n], logps[n:], ref_c, ref_r, counts[:n], counts[n:])
         for i, p in enumerate(part):
             rows.append({

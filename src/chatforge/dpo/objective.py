@@ -54,18 +54,19 @@ def reference_logps(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    chosen, rejected = [], []
+    chosen, rejected = torch.zeros(len(pairs)), torch.zeros(len(pairs))
+    # pairs of similar length batched together: less padding (the results go back to input order)
+    order = sorted(range(len(pairs)), key=lambda i: max(len(pairs[i].chosen_ids), len(pairs[i].rejected_ids)))
     try:
-        for start in range(0, len(pairs), batch_size):
-            part = pairs[start : start + batch_size]
-            batch = {k: v.to(device) for k, v in collate_pairs(part, pad_id).items()}
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in collate_pairs([pairs[i] for i in index], pad_id).items()}
             logps, _ = sequence_logps(model, batch)
-            chosen.append(logps[: len(part)].float().cpu())
-            rejected.append(logps[len(part) :].float().cpu())
+            chosen[index] = logps[: len(index)].float().cpu()
+            rejected[index] = logps[len(index) :].float().cpu()
     finally:
         model.train(was_training)
-    empty = torch.zeros(0)
-    return (torch.cat(chosen) if chosen else empty), (torch.cat(rejected) if rejected else empty)
+    return chosen, rejected
 
 
 def cache_key(model: torch.nn.Module, *pair_sets: Sequence[EncodedPair]) -> str:
