@@ -46,7 +46,8 @@ def pairs_file(tmp_path_factory):
     for i in range(16):
         prompt = [SYSTEM, {"role": "user", "content": f"What is item {i}?"}]
         rows.append({"id": i, "category": "even" if i % 2 == 0 else "odd", "prompt": prompt,
-                     "chosen": f"Item {i} is fine.", "rejected": "No idea at all, go away."})
+                     "chosen": f"Item {i} is fine.", "rejected": "No idea at all, go away.",
+                     "p_star": 1.0 if i % 2 == 0 else 0.75})
     out.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return out
 
@@ -152,6 +153,17 @@ def test_reference_free_ignores_the_reference_and_lora_merges(tmp_path, base_dir
     assert 0 < summary["trainable_parameters"] < summary["parameters"]
     final = AutoModelForCausalLM.from_pretrained(tmp_path / "rf" / "final", dtype=torch.float32)
     assert not any("lora" in k for k in final.state_dict())
+
+    # per-pair p* (the seed's weight): ε = 1 − p* = 0 on even items, 0.25 on odd ones. Per pair
+    # −(1−ε) log σ(x) − ε log σ(−x) = −log σ(x) + ε·x with x = βh the margin, so the mean loss grows
+    # by 0.25 · (odd pairs' mean margin) · 8/16 over plain DPO; a p* outside [0.5, 1] is rejected.
+    bad = tmp_path / "pairs.jsonl"
+    bad.write_text(pairs_file.read_text() + json.dumps({"prompt": "Hi?", "chosen": "a", "rejected": "b", "p_star": 0.2}) + "\n")
+    weighted, _ = _dpo(tmp_path / "pstar", base_dir, bad, "loss.reference_free=true", "loss.preference_field=p_star", steps=1)
+    assert weighted["rejected"] == {"bad_field": 2}  # once as a training pair, once as a held-out one
+    plain = summary["eval"]["base"]
+    expected = plain["eval/loss"] + 0.25 * plain["eval/category/odd/margin"] * 8 / 16
+    assert weighted["eval"]["base"]["eval/loss"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_training_separates_the_pairs_and_exports_plain_model(tmp_path, base_dir, pairs_file):

@@ -18,6 +18,11 @@ class DPOLossConfig(StrictModel):
     ipo_logps: IpoLogps = Field(
         "sum", description="ipo only: sum (the IPO paper: sequence log-probs) or mean (TRL: per-token average)"
     )
+    preference_field: str | None = Field(
+        None,
+        description="sigmoid only: record field holding each pair's p*(chosen ≻ rejected) in [0.5, 1]; "
+        "its ε = 1 − p* replaces label_smoothing for that pair",
+    )
     sft_weight: float = Field(0.0, ge=0.0, description="λ of the added NLL on the chosen answer (0 = plain DPO)")
     nll: NllNorm = Field("per_token", description="the NLL term: per_token (mean over the answer) or per_sequence (sum)")
 
@@ -25,4 +30,6 @@ class DPOLossConfig(StrictModel):
     def _check(self) -> DPOLossConfig:
         if self.label_smoothing > 0 and self.loss != "sigmoid":
             raise ValueError(f"loss.label_smoothing (conservative DPO) applies to loss=sigmoid only, not {self.loss}")
+        if self.preference_field is not None and self.loss != "sigmoid":
+            raise ValueError(f"loss.preference_field (per-pair p*) applies to loss=sigmoid only, not {self.loss}")
         return self

@@ -198,6 +198,26 @@ def encode_pairs(
     return out
 
 
+def preference_probs(
+    pairs: list[EncodedPair], field_name: str, rejects: RejectLog
+) -> tuple[list[EncodedPair], torch.Tensor]:
+    """The pairs whose record holds p* = `field_name` in [0.5, 1], and their ε = 1 − p* ((N,)).
+
+    A pair without the field, or with a value that is not such a number, is rejected (`bad_field`).
+    """
+    kept, eps = [], []
+    for p in pairs:
+        value = p.pair.extra.get(field_name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.5 <= value <= 1.0:
+            detail = f"field {field_name!r} is {value!r}; expected p*(chosen preferred), a number in [0.5, 1]"
+            record = {**p.pair.extra, "prompt": p.pair.prompt, "chosen": p.pair.chosen, "rejected": p.pair.rejected}
+            rejects.add(p.pair.source, p.pair.where, "bad_field", detail, record)
+            continue
+        kept.append(p)
+        eps.append(1.0 - float(value))
+    return kept, torch.tensor(eps, dtype=torch.float32)
+
+
 def last_answer_only(labels: list[int]) -> list[int]:
     """`labels` with every supervised run but the last one set to IGNORE_INDEX."""
     out = [IGNORE_INDEX] * len(labels)
@@ -230,7 +250,8 @@ class PairBatches:
 
     The data position is one number (pairs drawn so far by all ranks), so resuming continues the same
     order. `reference` ((N,) chosen and (N,) rejected log-probs of the precomputed reference) rides
-    along in each batch as `ref_chosen_logps` / `ref_rejected_logps`.
+    along in each batch as `ref_chosen_logps` / `ref_rejected_logps`, and each (N,) tensor of
+    `per_pair` under its own name (the per-pair `label_smoothing`).
     """
 
     def __init__(
@@ -242,11 +263,13 @@ class PairBatches:
         rank: int = 0,
         world_size: int = 1,
         reference: tuple[torch.Tensor, torch.Tensor] | None = None,
+        per_pair: dict[str, torch.Tensor] | None = None,
     ):
         if not pairs:
             raise DataError("no usable preference pairs to train on (see rejected.jsonl)")
         self.pairs, self.micro, self.pad_id, self.seed = pairs, micro_batch_size, pad_id, seed
         self.rank, self.world_size, self.reference = rank, world_size, reference
+        self.per_pair = per_pair or {}
         self.position = 0
         self._orders: dict[int, list[int]] = {}
 
@@ -265,6 +288,8 @@ class PairBatches:
             index = torch.as_tensor(indices)
             batch["ref_chosen_logps"] = self.reference[0][index]
             batch["ref_rejected_logps"] = self.reference[1][index]
+        for name, values in self.per_pair.items():
+            batch[name] = values[torch.as_tensor(indices)]
         return batch
 
     def state_dict(self) -> dict:

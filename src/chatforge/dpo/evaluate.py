@@ -41,6 +41,7 @@ def pair_eval(
     pad_id: int,
     batch_size: int,
     prefix: str = "eval/",
+    label_smoothing: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Mean loss, reward accuracy, margin and log-prob accuracy over `pairs` (see the module docstring)."""
     device = next(model.parameters()).device
@@ -55,7 +56,8 @@ def pair_eval(
         ref_c = ref_r = None
         if reference is not None:
             ref_c, ref_r = reference[0][index].to(device), reference[1][index].to(device)
-        out = pair_loss(loss, logps[:n], logps[n:], ref_c, ref_r, counts[:n], counts[n:])
+        eps = label_smoothing[index] if label_smoothing is not None else None
+        out = pair_loss(loss, logps[:n], logps[n:], ref_c, ref_r, counts[:n], counts[n:], eps)
         for i, p in enumerate(part):
             rows.append({
                 "loss": float(out.losses[i]), "reward_accuracy": float(out.accuracies[i]), "margin": float(out.margins[i]),

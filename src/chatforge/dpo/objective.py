@@ -123,15 +123,18 @@ class DPOObjective:
                 ref_c, ref_r = ref[:pairs], ref[pairs:]
             else:
                 ref_c, ref_r = batch["ref_chosen_logps"], batch["ref_rejected_logps"]
-        out = pair_loss(self.loss, logps[:pairs], logps[pairs:], ref_c, ref_r, counts[:pairs], counts[pairs:])
+        out = pair_loss(
+            self.loss, logps[:pairs], logps[pairs:], ref_c, ref_r, counts[:pairs], counts[pairs:], batch.get("label_smoothing")
+        )
         sums = pair_metric_sums(out, logps[:pairs].detach(), logps[pairs:].detach())
         return StepOutput(out.losses.sum(), pairs, sums, tokens=int(batch["attention_mask"].sum()))
 
 
-def pair_loss(loss, policy_c, policy_r, ref_c, ref_r, tokens_c, tokens_r) -> PreferenceLoss:
-    """`preference_loss` with the settings of a `DPOLossConfig`."""
+def pair_loss(loss, policy_c, policy_r, ref_c, ref_r, tokens_c, tokens_r, label_smoothing=None) -> PreferenceLoss:
+    """`preference_loss` with the settings of a `DPOLossConfig`; `label_smoothing` (B,) overrides its ε per pair."""
+    eps = loss.label_smoothing if label_smoothing is None else label_smoothing.to(policy_c)
     return preference_loss(
-        policy_c, policy_r, ref_c, ref_r, loss_type=loss.loss, beta=loss.beta, label_smoothing=loss.label_smoothing,
+        policy_c, policy_r, ref_c, ref_r, loss_type=loss.loss, beta=loss.beta, label_smoothing=eps,
         reference_free=loss.reference_free, chosen_tokens=tokens_c, rejected_tokens=tokens_r,
         ipo_logps=loss.ipo_logps, sft_weight=loss.sft_weight, nll=loss.nll,
     )

@@ -79,7 +79,7 @@ class Config(StrictModel):
 def run(cfg: Config) -> dict:
     from transformers import AutoModelForCausalLM
 
-    from chatforge.dpo.data import PairBatches, encode_pairs, read_pairs
+    from chatforge.dpo.data import PairBatches, encode_pairs, preference_probs, read_pairs
     from chatforge.dpo.evaluate import format_generation_table, generation_eval, pair_eval
     from chatforge.dpo.objective import DPOObjective, cached_reference_logps
     from chatforge.engine import distributed as dist
@@ -105,6 +105,10 @@ def run(cfg: Config) -> dict:
 
         train_pairs = load(cfg.data.train)
         eval_pairs = load(cfg.data.eval) if cfg.data.eval else []
+        eps = {"train": None, "eval": None}  # per-pair ε = 1 − p* (loss.preference_field)
+        if cfg.loss.preference_field is not None:
+            train_pairs, eps["train"] = preference_probs(train_pairs, cfg.loss.preference_field, rejects)
+            eval_pairs, eps["eval"] = preference_probs(eval_pairs, cfg.loss.preference_field, rejects)
         if rejects.total:
             say(rejects.summary_line())
         model = AutoModelForCausalLM.from_pretrained(cfg.model, trust_remote_code=False, dtype=torch.float32).to(device)
@@ -135,7 +139,7 @@ def run(cfg: Config) -> dict:
                 reference_model = _frozen(ref_model) if separate else _frozen(copy.deepcopy(model))
             del ref_model  # precomputed: a separate reference is freed here
 
-        base_pairs = pair_eval(model, eval_pairs, ref["eval"], cfg.loss, pad_id, cfg.eval_batch_size) if eval_pairs and info.is_main else {}
+        base_pairs = pair_eval(model, eval_pairs, ref["eval"], cfg.loss, pad_id, cfg.eval_batch_size, label_smoothing=eps["eval"]) if eval_pairs and info.is_main else {}
         base_generation = None
         if cfg.eval_generation is not None and info.is_main:
             base_generation = generation_eval(model, tokenizer, [p.pair for p in eval_pairs], cfg.eval_generation)
@@ -143,11 +147,12 @@ def run(cfg: Config) -> dict:
         batches = PairBatches(
             train_pairs, cfg.train.micro_batch_size, pad_id, seed=cfg.train.seed, rank=info.rank,
             world_size=info.world_size, reference=ref["train"],
+            per_pair={"label_smoothing": eps["train"]} if eps["train"] is not None else None,
         )
         evaluate = None
         if eval_pairs:
             def evaluate(m):
-                return pair_eval(m, eval_pairs, ref["eval"], cfg.loss, pad_id, cfg.eval_batch_size)
+                return pair_eval(m, eval_pairs, ref["eval"], cfg.loss, pad_id, cfg.eval_batch_size, label_smoothing=eps["eval"])
         pairs_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum_steps * info.world_size
         say(
             f"dpo ({cfg.loss.loss}, beta {cfg.loss.beta}, reference {'none' if cfg.loss.reference_free else cfg.reference_mode}, "
