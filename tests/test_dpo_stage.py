@@ -204,6 +204,7 @@ def test_pair_batches_resume_the_same_order(tiny_tokenizer, pairs_file):
         assert torch.equal(got["input_ids"], want["input_ids"]) and torch.equal(got["ref_chosen_logps"], want["ref_chosen_logps"])
     seen = [int(i) for batch in first for i in batch["ref_chosen_logps"]]
     assert sorted(seen[:16]) == list(range(16))  # each epoch is a permutation of all pairs
-    # rank 1 of 2 takes the second micro-batch of each global batch
-    r1 = PairBatches(encoded, 3, tiny_tokenizer.pad_token_id, seed=5, rank=1, world_size=2, reference=ref)
-    assert r1.next_batch()["ref_chosen_logps"].tolist() == [float(i) for i in seen[3:6]]
+    # two ranks split each global batch of 2 x 3 pairs between them
+    ranks = [PairBatches(encoded, 3, tiny_tokenizer.pad_token_id, seed=5, rank=r, world_size=2, reference=ref) for r in (0, 1)]
+    drawn = [int(i) for _ in range(2) for r in ranks for i in r.next_batch()["ref_chosen_logps"]]
+    assert len(set(drawn)) == 12

@@ -246,13 +246,16 @@ def collate_pairs(pairs: Sequence[EncodedPair], pad_id: int) -> dict[str, torch.
 
 
 class PairBatches:
-    """Micro-batches of pairs for the engine: a seeded reshuffle per epoch, sharded over ranks.
+    """Micro-batches of pairs for the engine: a seeded reshuffle per epoch (pairs of similar length
+    batched together unless `group_by_length=False`), sharded over ranks.
 
     The data position is one number (pairs drawn so far by all ranks), so resuming continues the same
     order. `reference` ((N,) chosen and (N,) rejected log-probs of the precomputed reference) rides
     along in each batch as `ref_chosen_logps` / `ref_rejected_logps`, and each (N,) tensor of
     `per_pair` under its own name (the per-pair `label_smoothing`).
     """
+
+    GROUP_BATCHES = 32  # global batches sorted by length together
 
     def __init__(
         self,
@@ -264,20 +267,40 @@ class PairBatches:
         world_size: int = 1,
         reference: tuple[torch.Tensor, torch.Tensor] | None = None,
         per_pair: dict[str, torch.Tensor] | None = None,
+        group_by_length: bool = True,
     ):
         if not pairs:
             raise DataError("no usable preference pairs to train on (see rejected.jsonl)")
         self.pairs, self.micro, self.pad_id, self.seed = pairs, micro_batch_size, pad_id, seed
         self.rank, self.world_size, self.reference = rank, world_size, reference
         self.per_pair = per_pair or {}
+        self.group_by_length = group_by_length
         self.position = 0
         self._orders: dict[int, list[int]] = {}
 
     def _index(self, position: int) -> int:
         epoch, i = divmod(position, len(self.pairs))
         if epoch not in self._orders:
-            self._orders = {epoch: torch.randperm(len(self.pairs), generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()}
+            self._orders = {epoch: self._epoch_order(epoch)}
         return self._orders[epoch][i]
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        """A seeded permutation; with `group_by_length`, each window of `GROUP_BATCHES` global batches is
+        sorted by pair length, cut into global batches, and the batches shuffled (less padding, as
+        chosen and rejected of every pair of a batch pad to its longest row)."""
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        order = torch.randperm(len(self.pairs), generator=generator).tolist()
+        if not self.group_by_length:
+            return order
+        size = self.micro * self.world_size
+        batches = []
+        for start in range(0, len(order), size * self.GROUP_BATCHES):
+            window = sorted(order[start : start + size * self.GROUP_BATCHES], key=self._length)
+            batches += [window[i : i + size] for i in range(0, len(window), size)]
+        return [i for b in torch.randperm(len(batches), generator=generator).tolist() for i in batches[b]]
+
+    def _length(self, index: int) -> int:
+        return max(len(self.pairs[index].chosen_ids), len(self.pairs[index].rejected_ids))
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         start = self.position + self.rank * self.micro

@@ -41,6 +41,7 @@ class DPODataConfig(StrictModel):
     max_length: int = Field(512, ge=8, description="tokens per conversation (prompt + one answer) at most")
     truncation: PairTruncation = Field("drop", description="a longer pair: drop rejects it, left cuts the prompt's start")
     mask_source: MaskSource = Field("auto", description="where the answer is: auto, prefixes or markers (sft.masking)")
+    group_by_length: bool = Field(True, description="batch training pairs of similar length together (less padding)")
 
 
 def _default_schedule():
@@ -148,6 +149,7 @@ def run(cfg: Config) -> dict:
             train_pairs, cfg.train.micro_batch_size, pad_id, seed=cfg.train.seed, rank=info.rank,
             world_size=info.world_size, reference=ref["train"],
             per_pair={"label_smoothing": eps["train"]} if eps["train"] is not None else None,
+            group_by_length=cfg.data.group_by_length,
         )
         evaluate = None
         if eval_pairs:
