@@ -26,6 +26,7 @@ STAGES: dict[str, tuple[str, str]] = {
     "dpo": ("chatforge.stages.dpo", "direct preference optimisation: DPO, conservative, hinge, IPO, reference-free, +NLL"),
     "rest": ("chatforge.stages.rest", "self-training on verified samples: ReST-EM or rejection-sampling fine-tuning"),
     "bon": ("chatforge.stages.bon", "best-of-N: sample N_max once, score with a proxy, gold reward and KL for N = 1..N_max"),
+    "eval": ("chatforge.stages.eval", "evaluate models side by side: ppl/bpb, multiple choice, pass@k, reward accuracy, LLM judge"),
     "eval-lm": ("chatforge.stages.eval_lm", "perplexity and bits-per-byte of a model on held-out text"),
     "serve": ("chatforge.stages.serve", "OpenAI-compatible HTTP server (chat, completions, streaming) for a model dir"),
     "chat": ("chatforge.stages.chat", "terminal chat with a model dir: history, system prompt, sampling settings"),
