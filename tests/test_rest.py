@@ -92,7 +92,7 @@ def test_rest_stage_runs_iterations_and_resumes(tmp_path, chat_base, method, cap
         "max_train_prompts=6", "iterations=2", "e_step.samples_per_prompt=3", "e_step.sampling.max_new_tokens=8",
         # An untrained model never answers correctly: the gold reward (in [-1, 1]) with threshold -1 keeps
         # every distinct sample, so the M-step has data.
-        "e_step.reward=gold", "e_step.threshold=-1", "e_step.cap_per_prompt=2", "m_step.max_steps=2",
+        "e_step.scorer={kind: gold}", "e_step.threshold=-1", "e_step.cap_per_prompt=2", "m_step.max_steps=2",
         "m_step.micro_batch_size=4", "m_step.seq_len=256", "eval.n=2", "eval.ks=[1,2]", "eval.max_train_prompts=3",
         "eval.max_test_prompts=3", "eval.sampling.max_new_tokens=8",
     ]

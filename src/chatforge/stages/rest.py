@@ -3,8 +3,9 @@
 Each iteration i = 1..`iterations`:
 
 1. **E-step** (generate): `e_step.samples_per_prompt` samples per training prompt from the current
-   policy (iteration 1: `model`), scored by `e_step.reward` (`check`: the task world's binary
-   checker; `gold`: its gold reward in [-1, 1]).
+   policy (iteration 1: `model`), scored by `e_step.scorer` (any `chatforge.scoring` scorer; default
+   `check`, the task world's binary checker; `gold` is its gold reward in [-1, 1], `reward_model` a
+   trained reward model).
    - `method: rest_em` keeps the distinct samples with reward >= `e_step.threshold` (1 = correct), at
      most `e_step.cap_per_prompt` per prompt (Singh et al. 2023, arXiv 2312.06585), from this
      iteration's samples only.
@@ -41,6 +42,7 @@ from chatforge.engine.config import OptimConfig
 from chatforge.errors import ConfigError, DataError
 from chatforge.run_dir import RejectLog, RunDir
 from chatforge.sampling.config import SamplingConfig
+from chatforge.scoring.config import CheckScorerConfig, ScorerConfig
 
 
 def _sampling(**kw) -> SamplingConfig:
@@ -50,7 +52,10 @@ def _sampling(**kw) -> SamplingConfig:
 class EStepConfig(StrictModel):
     samples_per_prompt: int = Field(16, ge=1, description="samples drawn per training prompt")
     sampling: SamplingConfig = Field(default_factory=_sampling, description="sampler settings (n is samples_per_prompt)")
-    reward: Literal["check", "gold"] = Field("check", description="check: binary correctness; gold: the world's gold reward")
+    scorer: ScorerConfig = Field(
+        default_factory=CheckScorerConfig,
+        description="what scores a sample (chatforge.scoring): check (binary, ReST-EM), gold, function, reward_model, combined",
+    )
     threshold: float = Field(1.0, description="rest_em: keep samples with reward >= threshold")
     cap_per_prompt: int | None = Field(10, ge=1, description="rest_em: at most this many kept samples per prompt")
     min_reward: float | None = Field(None, description="rejection_sampling: a prompt's best must reach this to be kept")
@@ -119,19 +124,15 @@ def load_prompts(path: str, limit: int | None, rejects: RejectLog) -> list[dict]
     return records
 
 
-def reward_function(kind: str):
-    """(record, response) -> reward: the world's checker (1.0 / 0.0) or its gold reward."""
-    from chatforge.world.reward import check_answer, gold_reward
+def correct(record: dict, response: str) -> bool:
+    """Binary correctness for pass@k and majority vote: the world's checker (verifiable records with
+    `task`/`answer`, else the instruction checker on the prompt)."""
+    from chatforge.world.reward import check_answer
     from chatforge.world.verifiable import VERIFIABLE_TASKS, check
 
-    def checked(record: dict, response: str) -> float:
-        if record.get("task") in VERIFIABLE_TASKS and "answer" in record:
-            return float(check(record, response))
-        return float(check_answer(record["prompt"], response))
-
-    if kind == "check":
-        return checked
-    return lambda record, response: gold_reward(record["prompt"], response)
+    if record.get("task") in VERIFIABLE_TASKS and "answer" in record:
+        return check(record, response)
+    return check_answer(record["prompt"], response)
 
 
 class Policy:
@@ -159,21 +160,17 @@ class Policy:
         return [[c.text for c in completions] for completions in out]
 
 
-def evaluate_policy(policy: Policy, train: list[dict], test: list[dict], cfg: RestEvalConfig, reward) -> dict:
+def evaluate_policy(policy: Policy, train: list[dict], test: list[dict], cfg: RestEvalConfig) -> dict:
     from chatforge.evaluation.sampled import sampled_metrics
 
     ks = [k for k in cfg.ks if k <= cfg.n]
-
-    def check(record, response):
-        return reward(record, response) >= 1.0
-
     result = {}
     for split, records in (("train", train), ("test", test)):
         samples = policy.sample(records, cfg.sampling, cfg.n)
         greedy = None
         if cfg.greedy:
             greedy = [s[0] for s in policy.sample(records, cfg.sampling.model_copy(update={"temperature": 0.0}), 1)]
-        metrics = sampled_metrics(records, samples, check, ks, greedy)
+        metrics = sampled_metrics(records, samples, correct, ks, greedy)
         metrics.pop("per_prompt")
         result[split] = metrics
     return result
@@ -186,7 +183,9 @@ def run(cfg: Config) -> dict:
         raise ConfigError(f"eval.ks {cfg.eval.ks} has a k above eval.n={cfg.eval.n}")
     run_dir = RunDir.create(cfg.out)
     run_dir.write_config(cfg)
-    reward = reward_function(cfg.e_step.reward)
+    from chatforge.scoring import build_scorer
+
+    scorer = build_scorer(cfg.e_step.scorer)
     with RejectLog(run_dir.rejected) as rejects:
         train = load_prompts(cfg.train_prompts, cfg.max_train_prompts, rejects)
         test = load_prompts(cfg.test_prompts, cfg.eval.max_test_prompts, rejects)
@@ -204,7 +203,7 @@ def run(cfg: Config) -> dict:
         row: dict = {"iteration": iteration, "policy": policy_dir}
         if iteration > 0:
             samples_path = it_dir / "samples.jsonl"
-            scored = _e_step(cfg, policy_dir, train, reward, samples_path, iteration)
+            scored = _e_step(cfg, policy_dir, train, scorer, samples_path, iteration)
             if cfg.method == "rest_em":
                 kept = keep_correct(scored, cfg.e_step.cap_per_prompt, cfg.seed + iteration, cfg.e_step.threshold)
             else:
@@ -231,7 +230,7 @@ def run(cfg: Config) -> dict:
             init = cfg.model if cfg.m_step.init == "base" else policy_dir
             policy_dir = _m_step(cfg, init, kept_path, len(kept), it_dir / "sft", iteration)
             row["policy"] = policy_dir
-        row["eval"] = _evaluate(cfg, policy_dir, train_eval, test, reward, it_dir / "eval.json")
+        row["eval"] = _evaluate(cfg, policy_dir, train_eval, test, it_dir / "eval.json")
         rows.append(row)
         print(format_row(row, cfg))
     summary = {"method": cfg.method, "iterations": rows}
@@ -242,7 +241,7 @@ def run(cfg: Config) -> dict:
     return summary
 
 
-def _e_step(cfg: Config, policy_dir: str, train: list[dict], reward, path: Path, iteration: int):
+def _e_step(cfg: Config, policy_dir: str, train: list[dict], scorer, path: Path, iteration: int):
     from chatforge.selftrain.select import Scored
 
     if path.is_file():  # a finished E-step of a resumed run
@@ -251,7 +250,9 @@ def _e_step(cfg: Config, policy_dir: str, train: list[dict], reward, path: Path,
     policy = Policy(policy_dir, cfg.tokenizer if policy_dir == cfg.model else None)
     sampling = cfg.e_step.sampling.model_copy(update={"seed": (cfg.e_step.sampling.seed or 0) + iteration})
     samples = policy.sample(train, sampling, cfg.e_step.samples_per_prompt)
-    scored = [Scored(r["id"], text, float(reward(r, text)), iteration) for r, texts in zip(train, samples) for text in texts]
+    pairs = [(r, text) for r, texts in zip(train, samples) for text in texts]
+    rewards = scorer.score([r for r, _ in pairs], [text for _, text in pairs])
+    scored = [Scored(r["id"], text, float(value), iteration) for (r, text), value in zip(pairs, rewards)]
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         for s in scored:
@@ -283,13 +284,13 @@ def _m_step(cfg: Config, init: str, kept_path: Path, kept: int, out: Path, itera
     return str(final)
 
 
-def _evaluate(cfg: Config, policy_dir: str, train: list[dict], test: list[dict], reward, path: Path) -> dict:
+def _evaluate(cfg: Config, policy_dir: str, train: list[dict], test: list[dict], path: Path) -> dict:
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
         if saved.get("policy") == policy_dir:
             return saved["metrics"]
     policy = Policy(policy_dir, cfg.tokenizer if policy_dir == cfg.model else None)
-    metrics = evaluate_policy(policy, train, test, cfg.eval, reward)
+    metrics = evaluate_policy(policy, train, test, cfg.eval)
     path.write_text(json.dumps({"policy": policy_dir, "metrics": metrics}, indent=2) + "\n", encoding="utf-8")
     return metrics
 
