@@ -24,6 +24,7 @@ from chatforge.config.base import StrictModel
 from chatforge.dpo.config import DPOLossConfig
 from chatforge.dpo.data import PairSourceConfig, PairTruncation
 from chatforge.dpo.evaluate import GenerationEval
+from chatforge.dynamics.config import DynamicsConfig
 from chatforge.engine.config import OptimConfig, TrainConfig
 from chatforge.engine.loop import Engine
 from chatforge.engine.schedules import ScheduleConfig
@@ -74,6 +75,9 @@ class Config(StrictModel):
     eval_batch_size: int = Field(16, ge=1, description="pairs per forward for the reference log-probs and evaluation")
     eval_generation: GenerationEval | None = Field(
         None, description="greedy answers to the held-out prompts scored by the task world's gold reward, base vs DPO"
+    )
+    dynamics: DynamicsConfig | None = Field(
+        None, description="learning-dynamics probes every N steps -> OUT/dynamics.jsonl (docs/dynamics.md)"
     )
 
 
@@ -163,10 +167,18 @@ def run(cfg: Config) -> dict:
         )
         model = apply_mode(model, cfg.mode, cfg.lora)
         trainable, total = trainable_parameters(model)
+        train_cfg, probes = cfg.train, None
+        if cfg.dynamics is not None:
+            from chatforge.dynamics.hook import ProbeHook
+
+            probes = ProbeHook(cfg.dynamics, tokenizer, run_dir.root, write=info.is_main, say=say)
+            evaluate, train_cfg = probes.wrap(evaluate, cfg.train)
         engine = Engine(
-            model, DPOObjective(cfg.loss, reference_model), batches, cfg.train, cfg.optim, cfg.schedule, run_dir,
+            model, DPOObjective(cfg.loss, reference_model), batches, train_cfg, cfg.optim, cfg.schedule, run_dir,
             evaluate=evaluate, log_config=cfg.model_dump(mode="json"), name=run_dir.root.name,
         )
+        if probes is not None:
+            probes.attach(engine)
         result = engine.fit()
         if cfg.mode == "lora":
             if info.is_main:
@@ -196,6 +208,7 @@ def run(cfg: Config) -> dict:
             )},
             "eval": {"base": base_pairs or None, "dpo": result.eval_metrics or None},
             "generation": {"base": base_generation, "dpo": final_generation} if final_generation else None,
+            "dynamics": probes.finish(f"{run_dir.root.name}: DPO learning dynamics") if probes is not None else None,
         }
     if info.is_main:
         run_dir.write_summary(summary)

@@ -19,6 +19,7 @@ import torch
 from pydantic import Field
 
 from chatforge.config.base import StrictModel
+from chatforge.dynamics.config import DynamicsConfig
 from chatforge.engine.config import OptimConfig, TrainConfig
 from chatforge.engine.loop import Engine
 from chatforge.engine.schedules import ScheduleConfig
@@ -86,6 +87,9 @@ class Config(StrictModel):
     eval_before: bool = Field(True, description="also score the base model on eval (the table's base column)")
     crlft: CRLFTConfig | None = Field(
         None, description="C-RLFT: condition on each record's source class and weight its answers by class reward"
+    )
+    dynamics: DynamicsConfig | None = Field(
+        None, description="learning-dynamics probes every N steps -> OUT/dynamics.jsonl (docs/dynamics.md)"
     )
 
 
@@ -163,7 +167,7 @@ def _with_pretraining(cfg: Config, batches, tokenizer, rejects: RejectLog, say):
     return SFTWithPretraining(batches, windows, mix, cfg.train.seed)
 
 
-def _train(cfg: Config, model, batches, run_dir: RunDir, evaluate, switch: int | None, say):
+def _train(cfg: Config, model, batches, run_dir: RunDir, evaluate, switch: int | None, say, probes=None):
     """Train as `cfg.mode` says: one engine, or for full_then_lora a full segment (steps 1..switch)
     then a LoRA segment (switch+1..max_steps) on one schedule. Returns (last engine, its result, one
     record per segment: mode, steps, trainable parameters, tokens/s, peak memory).
@@ -179,10 +183,16 @@ def _train(cfg: Config, model, batches, run_dir: RunDir, evaluate, switch: int |
         model = apply_mode(model, mode, cfg.lora, cfg.freeze)
         trainable, total = trainable_parameters(model)
         say(f"{mode}: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)")
+        train_cfg = cfg.train
+        if probes is not None:  # dynamics: the probes ride on the evaluate callable (dynamics.hook)
+            evaluate_fn, train_cfg = probes.wrap(evaluate, cfg.train)
         engine = Engine(
-            model, SFTObjective(), batches, cfg.train, optim, cfg.schedule, run_dir, evaluate=evaluate,
+            model, SFTObjective(), batches, train_cfg, optim, cfg.schedule, run_dir,
+            evaluate=evaluate_fn if probes is not None else evaluate,
             log_config=cfg.model_dump(mode="json"), name=run_dir.root.name, **segment,
         )
+        if probes is not None:
+            probes.attach(engine)
         first = engine.step
         result = engine.fit()
         first = result.resumed_from if result.resumed_from is not None else first
@@ -276,7 +286,12 @@ def run(cfg: Config) -> dict:
         )
         if cfg.data.pretrain_mix is not None:
             batches = _with_pretraining(cfg, batches, tokenizer, rejects, say)
-        engine, result, segments = _train(cfg, model, batches, run_dir, evaluate, switch, say)
+        probes = None
+        if cfg.dynamics is not None:
+            from chatforge.dynamics.hook import ProbeHook
+
+            probes = ProbeHook(cfg.dynamics, tokenizer, run_dir.root, write=info.is_main, say=say)
+        engine, result, segments = _train(cfg, model, batches, run_dir, evaluate, switch, say, probes)
         trainable, total = segments[-1]["trainable_parameters"], segments[-1]["parameters"]
         if cfg.crlft is not None:  # generation and serving answer as the best class without being told
             from chatforge.sft.crlft import conditioned_chat_template
@@ -311,6 +326,7 @@ def run(cfg: Config) -> dict:
             "segments": segments,
             "pretrain_rows_share": batches.observed_share() if cfg.data.pretrain_mix else None,
             "exact_match": {"base": base_eval, "sft": final_eval} if final_eval else None,
+            "dynamics": probes.finish(f"{run_dir.root.name}: SFT learning dynamics") if probes is not None else None,
         }
     if info.is_main:
         run_dir.write_summary(summary)
