@@ -236,6 +236,7 @@ def run(cfg: Config) -> dict:
     summary = {"method": cfg.method, "iterations": rows}
     run_dir.write_summary(summary)
     print(format_table(rows, cfg))
+    print(format_task_table(rows, cfg))
     _plot(rows, cfg, run_dir.report / "rest.png")
     print(f"done: {cfg.out} | table in {run_dir.summary}, plot {run_dir.report / 'rest.png'}")
     return summary
@@ -320,6 +321,20 @@ def format_table(rows: list[dict], cfg: Config) -> str:
         cells = [str(row["iteration"]), str(kept), f"{train['pass@1']:.3f}", *(f"{test[c]:.3f}" for c in columns),
                  f"{train['pass@1'] - test['pass@1']:+.3f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def format_task_table(rows: list[dict], cfg: Config, split: str = "test") -> str:
+    """Per task (arithmetic, reverse, ...): each iteration's `split` metrics, one row per (task, iteration)."""
+    columns = _columns(cfg)
+    lines = ["| task | iteration | prompts | " + " | ".join(f"{split} {c}" for c in columns) + " |", "|---" * (len(columns) + 3) + "|"]
+    done = [r for r in rows if "eval" in r]
+    tasks = sorted({t for r in done for t in r["eval"][split]["by_group"]})
+    for task in tasks:
+        for row in done:
+            m = row["eval"][split]["by_group"].get(task)
+            if m:
+                lines.append(f"| {task} | {row['iteration']} | {m['prompts']} | " + " | ".join(f"{m[c]:.3f}" for c in columns) + " |")
     return "\n".join(lines)
 
 
