@@ -382,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{a} / {b}: pairs/s {ratio['pairs_per_s']:.2f}x" + (f" (target >= {target})" if target else "")
                   + f" | median step {ratio['median_step']:.2f}x | epoch e2e {ratio['epoch_e2e']:.2f}x"
                   + f" | peak RSS {ratio['peak_rss']:.2f}x{mem}")
+    print("step-1 policy log-probs (mean over the pairs) per side: " + " | ".join(
+        f"{s} {first_logs[s].get('logps/chosen', math.nan):.6f} / {first_logs[s].get('logps/rejected', math.nan):.6f}"
+        for s in runs))
     print("step-1 policy log-probs, largest relative spread over the sides: "
           + ", ".join(f"{k} {v:.1e}" for k, v in logp_diff.items()))
     if loss_diff:
@@ -394,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         result |= {
             "preset": args.preset, "repeats": args.repeats, "threads": torch.get_num_threads(), "torch": torch.__version__,
             "transformers": transformers.__version__, "trl": trl_version, "beta": BETA, "lr": LR, "sides": rows,
-            "ratios": ratios, "same_tokens": same_tokens, "step1_logp_rel_spread": logp_diff, "max_loss_diff": loss_diff,
+            "ratios": ratios, "same_tokens": same_tokens, "step1_logs": first_logs, "step1_logp_rel_spread": logp_diff, "max_loss_diff": loss_diff,
             "load_before": load_before, "load_after": load_after,
         }
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
