@@ -98,24 +98,25 @@ class Config(StrictModel):
 def load_prompts(path: str, limit: int | None, rejects: RejectLog) -> list[dict]:
     """World-style prompt records: `prompt` (messages ending with a user turn) or `messages` (ending
     with a reference answer, dropped), plus `task` and `answer` for the checker; each gets `id`."""
+    from chatforge.data.corpus import jsonl_records
+    from chatforge.errors import ChatforgeError
+    from chatforge.scoring.base import prompt_messages
+
     file = Path(path)
     if not file.is_file():
         raise DataError(f"prompts file not found: {file}")
     records = []
-    for lineno, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
+    for where, record in jsonl_records(file, rejects):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            rejects.add(str(file), f"line {lineno}", "bad_json", exc.msg, line[:200])
+            if not isinstance(record, dict) or isinstance(record.get("prompt"), str):
+                raise ChatforgeError("not a record with prompt messages")
+            messages = prompt_messages(record)
+        except ChatforgeError:
+            messages = None
+        if not messages or messages[-1].get("role") != "user":
+            rejects.add(str(file), where, "bad_field", "needs `prompt` (messages ending with a user turn) or `messages`", record)
             continue
-        messages = record.get("prompt") if isinstance(record, dict) else None
-        if messages is None and isinstance(record, dict) and isinstance(record.get("messages"), list):
-            messages = record["messages"][:-1] if record["messages"][-1:] and record["messages"][-1].get("role") == "assistant" else record["messages"]
-        if not isinstance(messages, list) or not messages or messages[-1].get("role") != "user":
-            rejects.add(str(file), f"line {lineno}", "bad_field", "needs `prompt` (messages ending with a user turn) or `messages`", record)
-            continue
+        lineno = where.removeprefix("line ")
         records.append({**record, "prompt": messages, "id": str(record.get("id", f"{file.name}:{lineno}"))})
         if limit is not None and len(records) >= limit:
             break
