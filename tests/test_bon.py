@@ -98,6 +98,36 @@ def world(tmp_path_factory):
     return out
 
 
+def test_read_prompts_rejects_each_bad_line_by_reason_and_line(tmp_path):
+    from chatforge.errors import DataError
+    from chatforge.run_dir import RejectLog
+    from chatforge.stages.bon import read_prompts
+
+    prompts = tmp_path / "prompts.jsonl"
+    user = {"role": "user", "content": "Hi"}
+    lines = [
+        b'{"id": "a", "prompt": [' + json.dumps(user).encode() + b"]}",
+        b"\xff\xfe not text",
+        b"{not json",
+        b"",
+        b'["a", "list"]',
+        b'{"id": "no-prompt"}',
+        b'{"messages": [' + json.dumps(user).encode() + b', {"role": "assistant", "content": "Hello"}], "task": "t"}',
+    ]
+    prompts.write_bytes(b"\n".join(lines) + b"\n")
+    with RejectLog(tmp_path / "rejected.jsonl") as rejects:
+        records = read_prompts(prompts, None, rejects)
+    assert [r["id"] for r in records] == ["a", "prompts:7"]
+    assert records[1]["prompt"] == [user] and "messages" not in records[1] and records[1]["_where"] == "line 7"
+    rejected = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["where"], r["reason"]) for r in rejected] == [
+        ("line 2", "not_utf8"), ("line 3", "bad_json"), ("line 5", "not_an_object"), ("line 6", "bad_field"),
+    ]
+    assert all(r["source"] == str(prompts) for r in rejected)
+    with pytest.raises(DataError, match="not found"):
+        read_prompts(tmp_path / "missing.jsonl", None, RejectLog(None))
+
+
 def _bon(out, base, prompts, *extra):
     model = [f"model={base}"] if base is not None else []  # none when rescoring samples=...
     args = ["bon", *model, f"prompts={prompts}", f"out={out}", "n_max=8", "max_prompts=4",
@@ -130,11 +160,11 @@ def test_stage_end_to_end_on_verifiable_prompts(tmp_path, base_dir, world, lengt
     proxies = [r["proxy"] for r in rows]
     assert all(b >= a - 1e-12 for a, b in zip(proxies, proxies[1:]))  # the chosen proxy never drops with N
     assert proxies[-1] > proxies[0]  # the tiny model's samples differ in length
-    assert report["prompts"] == 4 and report["rejected"] == {"not_json": 1, "no_prompt": 1}
+    assert report["prompts"] == 4 and report["rejected"] == {"bad_json": 1, "bad_field": 1}
     run = tmp_path / "run"
     assert (run / "report" / "bon.png").stat().st_size > 1000
     rejected = [json.loads(line) for line in (run / "rejected.jsonl").read_text().splitlines()]
-    assert [r["reason"] for r in rejected] == ["not_json", "no_prompt"] and rejected[0]["where"] == 1
+    assert [r["reason"] for r in rejected] == ["bad_json", "bad_field"] and rejected[0]["where"] == "line 1"
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 4 and all(len(s["responses"]) == len(s["gold"]) == len(s["check"]) == 8 for s in samples)
     for s in samples:

@@ -148,6 +148,23 @@ def test_reward_accuracy_reward_model(tmp_path, tiny_tokenizer, data):
     assert 0.0 <= result["reward_accuracy"]["metrics"]["accuracy"] <= 1.0
 
 
+def test_read_jsonl_skips_bad_lines_by_reason_with_file_and_line(tmp_path):
+    from chatforge.errors import DataError
+    from chatforge.evaluation.tasks.base import read_jsonl
+    from chatforge.run_dir import RejectLog
+
+    path = tmp_path / "gen.jsonl"
+    path.write_bytes(b'{"q": 1}\n\xff\n{bad\n[1, 2]\n\n{"q": 2}\n{"q": 3}\n')
+    with RejectLog(tmp_path / "rejected.jsonl") as rejects:
+        records = read_jsonl(path, rejects, limit=2)
+    assert records == [{"q": 1, "_where": f"{path}:1"}, {"q": 2, "_where": f"{path}:6"}]
+    rejected = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["where"], r["reason"]) for r in rejected] == [("line 2", "not_utf8"), ("line 3", "bad_json"), ("line 4", "not_an_object")]
+    path.write_text("[1]\n")
+    with pytest.raises(DataError, match=r"gen.jsonl: no usable records \(1 records skipped or altered: not_an_object: 1\)"):
+        read_jsonl(path, RejectLog(None))
+
+
 def test_missing_model_dir_is_one_clear_error(data, tmp_path):
     cfg = SuiteConfig(models=[str(tmp_path / "nope")], out=str(tmp_path / "e.json"), plot=False,
                       tasks=[{"kind": "lm", "data": [{"path": str(data / "text.jsonl")}]}])

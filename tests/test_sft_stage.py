@@ -130,6 +130,26 @@ def test_exact_match_checks_answers_by_hand():
     assert not _correct(record, "The answer is 6.", "world")
 
 
+def test_exact_match_eval_file_skips_bad_lines_into_rejects(tmp_path):
+    from chatforge.errors import DataError
+    from chatforge.evaluation.instructions import InstructionEval, load_records
+    from chatforge.run_dir import RejectLog
+
+    good = {"messages": [{"role": "user", "content": "Compute 2 + 3."}, {"role": "assistant", "content": "5"}]}
+    path = tmp_path / "test.jsonl"
+    lines = [json.dumps(good), "{oops", json.dumps({"messages": good["messages"][:1]}), json.dumps(good), '"text"']
+    path.write_bytes(("\n".join(lines) + "\n").encode() + b"\xff\n")
+    with RejectLog(tmp_path / "rejected.jsonl") as rejects:
+        records = load_records(InstructionEval(path=str(path)), rejects)
+        assert len(records) == 2
+        with pytest.raises(DataError, match=r"^instruction eval: .*test.jsonl: no usable records \(6 records skipped.*bad_field: 3"):
+            load_records(InstructionEval(path=str(path), checker="answers"), RejectLog(None))
+    rejected = [json.loads(line) for line in (tmp_path / "rejected.jsonl").read_text().splitlines()]
+    assert [(r["where"], r["reason"]) for r in rejected] == [
+        ("line 2", "bad_json"), ("line 3", "bad_field"), ("line 5", "not_an_object"), ("line 6", "not_utf8"),
+    ]
+
+
 def test_crlft_run_end_to_end_with_conditioned_eval(tmp_path, base_dir, world):
     summary = _sft(
         tmp_path / "run", base_dir, world / "mixed_quality" / "train.jsonl", "crlft={}",

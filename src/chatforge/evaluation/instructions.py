@@ -12,8 +12,7 @@ Generation goes through `transformers`' `generate` with left padding; the projec
 
 from __future__ import annotations
 
-import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Literal
 
@@ -23,6 +22,7 @@ from pydantic import Field
 from chatforge.config.base import StrictModel
 from chatforge.data.padding import pad_sequences
 from chatforge.errors import DataError
+from chatforge.run_dir import RejectLog
 
 Checker = Literal["world", "answers"]
 
@@ -35,28 +35,31 @@ class InstructionEval(StrictModel):
     batch_size: int = Field(16, ge=1, description="prompts per generate call")
 
 
-def load_records(cfg: InstructionEval) -> list[dict]:
+def load_records(cfg: InstructionEval, rejects: RejectLog) -> list[dict]:
+    """The first `max_examples` usable records; unreadable lines and records without a reference
+    answer (or, for checker=answers, without `answers`) go to `rejects`."""
+    from chatforge.data.corpus import jsonl_records
+
     path = Path(cfg.path)
     if not path.is_file():
         raise DataError(f"instruction eval: file not found: {path}")
     records = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
+    for where, record in jsonl_records(path, rejects):
+        if not isinstance(record, dict):
+            rejects.add(str(path), where, "not_an_object", f"expected a JSON object, got {type(record).__name__}", record)
             continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: not JSON ({exc.msg})") from None
         messages = record.get("messages")
-        if not isinstance(messages, list) or not messages or messages[-1].get("role") != "assistant":
-            raise DataError(f"{path}:{lineno}: field 'messages' must end with the reference assistant answer")
+        if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "assistant":
+            rejects.add(str(path), where, "bad_field", "field 'messages' must end with the reference assistant answer", record)
+            continue
         if cfg.checker == "answers" and not isinstance(record.get("answers"), list):
-            raise DataError(f"{path}:{lineno}: checker=answers needs a list field 'answers'")
+            rejects.add(str(path), where, "bad_field", "checker=answers needs a list field 'answers'", record)
+            continue
         records.append(record)
         if cfg.max_examples is not None and len(records) >= cfg.max_examples:
             break
     if not records:
-        raise DataError(f"instruction eval: no records in {path}")
+        raise DataError(f"instruction eval: {path}: no usable records ({rejects.summary_line()})")
     return records
 
 
@@ -100,13 +103,19 @@ def _correct(record: dict, answer: str, checker: Checker) -> bool:
     return answer.strip() in [str(a).strip() for a in record["answers"]]
 
 
-def exact_match(model, tokenizer, cfg: InstructionEval, keep: int = 3, prompt_transform=None) -> dict:
-    """{"accuracy", "correct", "total", "per_task": {task_type: {...}}, "examples": a few answers}.
+def exact_match(
+    model, tokenizer, cfg: InstructionEval, keep: int = 3, prompt_transform=None, rejects: RejectLog | None = None
+) -> dict:
+    """{"accuracy", "correct", "total", "per_task": {task_type: {...}}, "examples": a few answers,
+    "rejected": {reason: count} of the records skipped}.
 
     `prompt_transform` rewrites each prompt's messages before generation (e.g. C-RLFT's class
-    condition); the checker always sees the original prompt.
+    condition); the checker always sees the original prompt. Skipped records go to `rejects` (a
+    stage's rejected.jsonl) when given, else they are only counted.
     """
-    records = load_records(cfg)
+    rejects = rejects if rejects is not None else RejectLog(None)
+    before = Counter(rejects.counts)
+    records = load_records(cfg, rejects)
     prompts = [r["messages"][:-1] for r in records]
     if prompt_transform is not None:
         prompts = [prompt_transform(p) for p in prompts]
@@ -127,6 +136,7 @@ def exact_match(model, tokenizer, cfg: InstructionEval, keep: int = 3, prompt_tr
         "total": len(records),
         "per_task": {t: {"accuracy": c / n, "correct": c, "total": n} for t, (c, n) in sorted(per_task.items())},
         "examples": examples,
+        "rejected": dict(rejects.counts - before),
     }
 
 

@@ -80,39 +80,33 @@ class Config(StrictModel):
 
 
 def read_prompts(path: str | Path, limit: int | None, rejects: RejectLog) -> list[dict[str, Any]]:
-    """Records of `path` with their prompt messages in `prompt` (other fields kept, `messages` removed)."""
+    """Records of `path` with their prompt messages in `prompt` (other fields kept, `messages` removed)
+    and their line in `_where`; unreadable lines and records without a prompt go to `rejects`."""
+    from chatforge.data.corpus import jsonl_records
     from chatforge.scoring.base import prompt_messages
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"bon: prompts file not found: {path}")
     records = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                rejects.add(str(path), lineno, "not_json", exc.msg, line)
-                continue
-            if not isinstance(record, dict):
-                rejects.add(str(path), lineno, "not_a_record", type(record).__name__, line)
-                continue
-            try:
-                messages = prompt_messages(record)
-                if not messages or not all(isinstance(m.get("content"), str) and m.get("role") for m in messages):
-                    raise ChatforgeError("every message needs a role and text content")
-            except ChatforgeError as exc:
-                rejects.add(str(path), lineno, "no_prompt", str(exc), record)
-                continue
-            out = {k: v for k, v in record.items() if k != "messages"}
-            out["prompt"] = messages
-            out.setdefault("id", f"{path.stem}:{lineno}")
-            out["_line"] = lineno
-            records.append(out)
-            if limit is not None and len(records) >= limit:
-                break
+    for where, record in jsonl_records(path, rejects):
+        if not isinstance(record, dict):
+            rejects.add(str(path), where, "not_an_object", f"expected a JSON object, got {type(record).__name__}", record)
+            continue
+        try:
+            messages = prompt_messages(record)
+            if not messages or not all(isinstance(m.get("content"), str) and m.get("role") for m in messages):
+                raise ChatforgeError("every message needs a role and text content")
+        except ChatforgeError as exc:
+            rejects.add(str(path), where, "bad_field", str(exc), record)
+            continue
+        out = {k: v for k, v in record.items() if k != "messages"}
+        out["prompt"] = messages
+        out.setdefault("id", f"{path.stem}:{where.removeprefix('line ')}")
+        out["_where"] = where
+        records.append(out)
+        if limit is not None and len(records) >= limit:
+            break
     return records
 
 
@@ -206,7 +200,7 @@ def _sample(cfg: Config, records: list[dict], rejects: RejectLog, say) -> tuple[
     for record in records:
         prompt_ids = chat_prompt(tokenizer, record["prompt"])
         if limit is not None and len(prompt_ids) >= limit:
-            rejects.add(cfg.prompts, record["_line"], "prompt_too_long", f"{len(prompt_ids)} tokens >= {limit}", record)
+            rejects.add(cfg.prompts, record["_where"], "prompt_too_long", f"{len(prompt_ids)} tokens >= {limit}", record)
             continue
         kept.append(record)
         ids.append(prompt_ids)
@@ -240,7 +234,7 @@ def _earlier_samples(cfg: Config, records: list[dict], rejects: RejectLog) -> tu
         responses = by_id.get(str(record["id"]))
         if responses is None or len(responses) < cfg.n_max:
             found = "no row" if responses is None else f"{len(responses)} responses"
-            rejects.add(cfg.prompts, record["_line"], "no_samples", f"{path}: {found} for n_max={cfg.n_max}", record)
+            rejects.add(cfg.prompts, record["_where"], "no_samples", f"{path}: {found} for n_max={cfg.n_max}", record)
             continue
         kept.append(record)
         texts.append(responses[: cfg.n_max])
@@ -263,7 +257,7 @@ def _score(cfg: Config, records: list[dict], texts: list[list[str]], rejects: Re
             proxy = proxy_scorer.score(prompts, responses)
             gold = proxy if same else gold_scorer.score(prompts, responses)
         except ChatforgeError as exc:
-            rejects.add(cfg.prompts, record["_line"], "unscorable", str(exc), record)
+            rejects.add(cfg.prompts, record["_where"], "unscorable", str(exc), record)
             continue
         checked = [1.0 if check(record, r) else 0.0 for r in responses] if _verifiable(record) else None
         results.append({"record": record, "responses": responses, "proxy": proxy, "gold": gold, "check": checked})
@@ -282,7 +276,7 @@ def _write_outputs(run_dir: RunDir, results: list[dict], write_best: bool) -> No
     with (run_dir.root / "best.jsonl").open("w", encoding="utf-8") as fh:
         for r in results:
             best = max(range(len(r["proxy"])), key=lambda j: r["proxy"][j])  # first of tied best
-            record = {k: v for k, v in r["record"].items() if k not in ("prompt", "_line")}
+            record = {k: v for k, v in r["record"].items() if k not in ("prompt", "_where")}
             record["messages"] = [*r["record"]["prompt"], {"role": "assistant", "content": r["responses"][best]}]
             record.update(proxy=r["proxy"][best], gold=r["gold"][best])
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")

@@ -265,7 +265,9 @@ def run(cfg: Config) -> dict:
             raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab}")
         if cfg.data.packing == "pack":
             check_isolation(model, len(tokenizer))
-        base_eval = exact_match(model, tokenizer, cfg.eval) if cfg.eval and cfg.eval_before and info.is_main else None
+        base_eval = (
+            exact_match(model, tokenizer, cfg.eval, rejects=rejects) if cfg.eval and cfg.eval_before and info.is_main else None
+        )
         rows_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum_steps * info.world_size
         batches = SFTBatches(
             examples, cfg.train.micro_batch_size, cfg.data.seq_len, tokenizer.pad_token_id, cfg.data.packing,
@@ -308,7 +310,10 @@ def run(cfg: Config) -> dict:
         if cfg.eval and info.is_main:
             final_model = AutoModelForCausalLM.from_pretrained(run_dir.final, dtype=torch.float32)
             # The exported tokenizer, so a C-RLFT model is scored through its conditioned template.
-            final_eval = exact_match(final_model, load_tokenizer(run_dir.final), cfg.eval)
+            # The eval file's skipped lines are logged once, by the first eval that read it.
+            final_eval = exact_match(
+                final_model, load_tokenizer(run_dir.final), cfg.eval, rejects=rejects if base_eval is None else None
+            )
             say(format_exact_match_table(base_eval, final_eval))
         summary = {
             "mode": cfg.mode,

@@ -6,7 +6,6 @@ A task module exposes a config class (a `StrictModel` with a `kind` literal) and
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,27 +52,22 @@ class ModelContext:
 
 
 def read_jsonl(path: str | Path, rejects: RejectLog, limit: int | None = None) -> list[dict]:
-    """The JSON objects of a JSONL file in order; lines that are not JSON objects go to `rejects`."""
+    """The JSON objects of a JSONL file in order, each with `_where` (path:line); lines that are not
+    JSON objects go to `rejects`."""
+    from chatforge.data.corpus import jsonl_records
+
     path = Path(path)
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     records = []
-    with path.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                rejects.add(str(path), lineno, "bad_json", exc.msg, line)
-                continue
-            if not isinstance(record, dict):
-                rejects.add(str(path), lineno, "not_an_object", type(record).__name__, line)
-                continue
-            record.setdefault("_where", f"{path}:{lineno}")
-            records.append(record)
-            if limit is not None and len(records) >= limit:
-                break
+    for where, record in jsonl_records(path, rejects):
+        if not isinstance(record, dict):
+            rejects.add(str(path), where, "not_an_object", f"expected a JSON object, got {type(record).__name__}", record)
+            continue
+        record.setdefault("_where", f"{path}:{where.removeprefix('line ')}")
+        records.append(record)
+        if limit is not None and len(records) >= limit:
+            break
     if not records:
         raise DataError(f"{path}: no usable records ({rejects.summary_line()})")
     return records
