@@ -115,8 +115,11 @@ def test_exact_match_table_base_vs_sft(tmp_path, base_dir, world, capsys):
         f"eval={{path: {test}, max_examples: 12, max_new_tokens: 8}}",
     )
     table = summary["exact_match"]
-    assert table["base"]["total"] == table["sft"]["total"] == 12
-    assert sum(t["total"] for t in table["sft"]["per_task"].values()) == 12
+    # Prompts that fill the tiny model's 256 positions are rejected (once, by the base eval), not answered.
+    too_long = summary["rejected"].get("prompt_too_long", 0)
+    assert table["base"]["rejected"] == table["sft"]["rejected"] == ({"prompt_too_long": too_long} if too_long else {})
+    assert table["base"]["total"] == table["sft"]["total"] == 12 - too_long > 0
+    assert sum(t["total"] for t in table["sft"]["per_task"].values()) == 12 - too_long
     assert 0 <= table["sft"]["accuracy"] <= 1 and "task type" in capsys.readouterr().out
 
 
@@ -150,13 +153,57 @@ def test_exact_match_eval_file_skips_bad_lines_into_rejects(tmp_path):
     ]
 
 
+def _generate_greedy(model, tokenizer, prompts, max_new_tokens, stops):
+    """The instruction eval's former path: transformers' greedy `generate` over left-padded chat prompts."""
+    from chatforge.data.padding import pad_sequences
+    from chatforge.sampling import chat_prompt
+
+    ids, mask = pad_sequences([chat_prompt(tokenizer, p) for p in prompts], tokenizer.pad_token_id, side="left")
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
+                             eos_token_id=stops, pad_token_id=tokenizer.pad_token_id)
+    rows = [row[ids.shape[1]:] for row in out.tolist()]
+    return [tokenizer.decode(row[: next((i for i, t in enumerate(row) if t in stops), len(row))],
+                             skip_special_tokens=True).strip() for row in rows]
+
+
+def test_exact_match_answers_through_the_sampler_as_transformers_greedy(tiny_tokenizer, monkeypatch):
+    from chatforge.evaluation import instructions
+    from chatforge.sampling import chat_prompt
+    from chatforge.sft import masking
+
+    tokenizer = tiny_tokenizer
+    # Larger initial weights than the default, so the random model's greedy answers vary (not one repeated token).
+    model = make_tiny_model(vocab_size=len(tokenizer), max_position_embeddings=256, initializer_range=0.2).eval()
+    prompts = [[{"role": "user", "content": text}] for text in ("Hi", "Compute 2 + 3, please.", "Reverse the word cat.")]
+    stops = masking.end_of_turn_ids(tokenizer)
+    expected = _generate_greedy(model, tokenizer, prompts, 10, stops)
+    # A random model seldom ends its turn: also stop at the first answer's 4th token, so the cut is tested.
+    first = torch.tensor([chat_prompt(tokenizer, prompts[0])])
+    with torch.no_grad():
+        answer = model.generate(input_ids=first, do_sample=False, max_new_tokens=4, pad_token_id=tokenizer.pad_token_id)
+    cut = [*stops, answer[0, -1].item()]
+    expected_cut = _generate_greedy(model, tokenizer, prompts, 10, cut)
+    assert expected_cut[0] != expected[0] and len(set(expected)) == 3
+
+    def no_generate(*args, **kwargs):
+        raise AssertionError("the instruction eval generates through chatforge.sampling.Sampler")
+
+    monkeypatch.setattr(model, "generate", no_generate)
+    assert instructions.greedy_answers(model, tokenizer, prompts, 10, batch_size=2) == expected
+    monkeypatch.setattr(masking, "end_of_turn_ids", lambda tok: cut)
+    assert instructions.greedy_answers(model, tokenizer, prompts, 10, batch_size=3) == expected_cut
+
+
 def test_crlft_run_end_to_end_with_conditioned_eval(tmp_path, base_dir, world):
     summary = _sft(
         tmp_path / "run", base_dir, world / "mixed_quality" / "train.jsonl", "crlft={}",
         f"eval={{path: {world / 'instructions' / 'test.jsonl'}, max_examples: 6, max_new_tokens: 4}}",
     )
-    assert summary["train"]["examples"] > 0 and summary["rejected"] == {}
-    assert summary["exact_match"]["sft"]["total"] == 6
+    # The only rejects are eval prompts that fill the tiny model's 256 positions.
+    too_long = summary["exact_match"]["sft"]["rejected"].get("prompt_too_long", 0)
+    assert summary["train"]["examples"] > 0 and summary["rejected"] == ({"prompt_too_long": too_long} if too_long else {})
+    assert summary["exact_match"]["sft"]["total"] == 6 - too_long
     # The exported template conditions on the best class by itself; the base template does not.
     from transformers import AutoTokenizer
 

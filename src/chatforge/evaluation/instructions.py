@@ -6,8 +6,8 @@ greedily, stopping at the template's end-of-turn token. The answer is checked by
 checker (`chatforge.world.check_answer`: the final answer, numbers compared as numbers, refusals for
 the safety slice) or, for other data, by exact match against the record's `answers` list.
 
-Generation goes through `transformers`' `generate` with left padding; the project's own sampler
-(with KV-cache batching, stop strings and per-token log-probs) will replace it.
+Generation goes through the project's one sampler (`chatforge.sampling.Sampler`, temperature 0:
+argmax decoding with a KV cache, the same tokens as `transformers`' greedy `generate`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Literal
 
-import torch
 from pydantic import Field
 
 from chatforge.config.base import StrictModel
-from chatforge.data.padding import pad_sequences
 from chatforge.errors import DataError
 from chatforge.run_dir import RejectLog
 
@@ -36,7 +34,7 @@ class InstructionEval(StrictModel):
 
 
 def load_records(cfg: InstructionEval, rejects: RejectLog) -> list[dict]:
-    """The first `max_examples` usable records; unreadable lines and records without a reference
+    """The first `max_examples` usable records, each with its line in `_where`; unreadable lines and records without a reference
     answer (or, for checker=answers, without `answers`) go to `rejects`."""
     from chatforge.data.corpus import jsonl_records
 
@@ -55,7 +53,7 @@ def load_records(cfg: InstructionEval, rejects: RejectLog) -> list[dict]:
         if cfg.checker == "answers" and not isinstance(record.get("answers"), list):
             rejects.add(str(path), where, "bad_field", "checker=answers needs a list field 'answers'", record)
             continue
-        records.append(record)
+        records.append({**record, "_where": where})
         if cfg.max_examples is not None and len(records) >= cfg.max_examples:
             break
     if not records:
@@ -63,36 +61,18 @@ def load_records(cfg: InstructionEval, rejects: RejectLog) -> list[dict]:
     return records
 
 
-@torch.no_grad()
 def greedy_answers(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy continuations of chat `prompts` (message lists), up to the first end-of-turn token."""
+    """Greedy continuations of chat `prompts` (message lists), up to the first end-of-turn token,
+    through the project's sampler (temperature 0)."""
+    from chatforge.sampling import Sampler, SamplingConfig, chat_prompt
     from chatforge.sft.masking import end_of_turn_ids
 
-    stops = end_of_turn_ids(tokenizer)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0]
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    answers: list[str] = []
-    try:
-        for begin in range(0, len(prompts), batch_size):
-            encoded = [
-                tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False)
-                for p in prompts[begin : begin + batch_size]
-            ]
-            encoded = [e["input_ids"] if isinstance(e, dict) else e for e in encoded]
-            ids, mask = pad_sequences(encoded, pad, side="left")  # every prompt ends at the last column
-            width = ids.shape[1]
-            out = model.generate(
-                input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                max_new_tokens=max_new_tokens, eos_token_id=stops, pad_token_id=pad,
-            )
-            for row in out[:, width:].tolist():
-                cut = next((i for i, t in enumerate(row) if t in stops), len(row))
-                answers.append(tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
-    finally:
-        model.train(was_training)
-    return answers
+    # Stop at the template's end-of-turn tokens only (not eos as well), as the answers were scored before.
+    cfg = SamplingConfig(
+        temperature=0.0, max_new_tokens=max_new_tokens, max_batch_size=batch_size, stop_token_ids=end_of_turn_ids(tokenizer)
+    )
+    completions = Sampler(model, tokenizer).generate([chat_prompt(tokenizer, p) for p in prompts], cfg)
+    return [c[0].text.strip() for c in completions]
 
 
 def _correct(record: dict, answer: str, checker: Checker) -> bool:
@@ -110,15 +90,29 @@ def exact_match(
     "rejected": {reason: count} of the records skipped}.
 
     `prompt_transform` rewrites each prompt's messages before generation (e.g. C-RLFT's class
-    condition); the checker always sees the original prompt. Skipped records go to `rejects` (a
-    stage's rejected.jsonl) when given, else they are only counted.
+    condition); the checker always sees the original prompt. Skipped records (unreadable, or a prompt
+    longer than the model's positions: `prompt_too_long`) go to `rejects` (a stage's rejected.jsonl)
+    when given, else they are only counted.
     """
+    from chatforge.sampling import chat_prompt
+
     rejects = rejects if rejects is not None else RejectLog(None)
     before = Counter(rejects.counts)
     records = load_records(cfg, rejects)
     prompts = [r["messages"][:-1] for r in records]
     if prompt_transform is not None:
         prompts = [prompt_transform(p) for p in prompts]
+    # The sampler refuses a prompt that leaves the model no position to answer in (ALiBi has no table).
+    limit = None if getattr(model.config, "alibi", False) else getattr(model.config, "max_position_embeddings", None)
+    if limit is not None:
+        fits = [len(chat_prompt(tokenizer, p)) < limit for p in prompts]
+        for record, ok in zip(records, fits):
+            if not ok:
+                rejects.add(cfg.path, record["_where"], "prompt_too_long", f"the prompt fills the model's {limit} positions", record)
+        records = [r for r, ok in zip(records, fits) if ok]
+        prompts = [p for p, ok in zip(prompts, fits) if ok]
+        if not records:
+            raise DataError(f"instruction eval: {cfg.path}: every prompt is longer than the model's {limit} positions")
     answers = greedy_answers(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
     per_task: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     examples = []
