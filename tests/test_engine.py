@@ -171,3 +171,24 @@ def test_metrics_have_the_documented_fields(tmp_path):
     assert {"step", "loss", "lr", "grad_norm", "tokens_per_s", "tokens"} <= set(row)
     assert (tmp_path / "report" / "loss.png").stat().st_size > 1000
     assert (tmp_path / "report" / "lr.png").stat().st_size > 1000
+
+
+def test_an_evaluation_that_measured_nothing_logs_nothing(tmp_path, capsys):
+    """A dynamics-probe hook returns {} on the steps where the stage's own evaluation is not due."""
+    calls = []
+
+    def evaluate(model):
+        calls.append(len(calls))
+        return {"val/loss": 1.5} if len(calls) % 2 == 0 else {}  # real metrics at steps 1 and 3
+
+    engine = make_engine(tmp_path, uneven_rows(), micro=2, accum=1, steps=4, eval_at_start=True)
+    engine.cfg = engine.cfg.model_copy(update={"eval_every": 1})
+    engine.evaluate_fn = evaluate
+    result = engine.fit()
+    assert len(calls) == 5  # step 0 (at start) and steps 1..4
+    err = capsys.readouterr().err.splitlines()
+    assert [line for line in err if line.startswith("step ")] == ["step 1: val/loss 1.5000", "step 3: val/loss 1.5000"]
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(set(row) != {"step"} for row in rows)
+    assert [row["step"] for row in rows if "val/loss" in row] == [1, 3]
+    assert result.eval_metrics == {"val/loss": 1.5}  # the last evaluation that measured something

@@ -160,8 +160,8 @@ class Engine:
         eval_metrics: dict[str, float] = {}
         data_state_at_step_start = self.batches.state_dict()
         rng_at_step_start = ckpt.rng_state()
-        if self.evaluate_fn and cfg.eval_at_start and self.step == 0:
-            logger.log(0, self._evaluate())
+        if self.evaluate_fn and cfg.eval_at_start and self.step == 0 and (baseline := self._evaluate()):
+            logger.log(0, baseline)
         try:
             while self.step < self.stop_at:
                 data_state_at_step_start = self.batches.state_dict()
@@ -180,10 +180,13 @@ class Engine:
                     logger.log(self.step, last)
                 progress.update(loss, tok_s, lr)
                 if self.evaluate_fn and ((cfg.eval_every and self.step % cfg.eval_every == 0) or self.step == self.stop_at):
-                    eval_metrics = self._evaluate()
-                    logger.log(self.step, eval_metrics)
-                    if self.info.is_main:
-                        progress.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
+                    # An evaluate that measured nothing this step (dynamics probes between the stage's
+                    # evaluations report themselves) leaves no empty row or "step N:" line.
+                    if measured := self._evaluate():
+                        eval_metrics = measured
+                        logger.log(self.step, eval_metrics)
+                        if self.info.is_main:
+                            progress.write(f"step {self.step}: " + ", ".join(f"{k} {v:.4f}" for k, v in eval_metrics.items()))
                 if (cfg.save_every and self.step % cfg.save_every == 0) or self.step == self.stop_at:
                     self.save(self.batches.state_dict())
         except KeyboardInterrupt:
