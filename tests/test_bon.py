@@ -128,6 +128,36 @@ def test_read_prompts_rejects_each_bad_line_by_reason_and_line(tmp_path):
         read_prompts(tmp_path / "missing.jsonl", None, RejectLog(None))
 
 
+def _reward_model_paths(tree) -> list[str]:
+    if isinstance(tree, dict):
+        found = [tree["path"]] if tree.get("kind") == "reward_model" else []
+        return found + [p for value in tree.values() for p in _reward_model_paths(value)]
+    return []
+
+
+def test_shipped_bon_examples_load_and_score_with_the_documented_reward_models():
+    """Every examples/bon YAML validates, and each reward model it scores with is the final/ of a run
+    that docs/reward_models.md trains (`chatforge rm ... out=runs/rm/NAME`)."""
+    import re
+    from pathlib import Path
+
+    from chatforge.config.load import load_config
+    from chatforge.stages.bon import Config
+
+    root = Path(__file__).resolve().parents[1]
+    files = sorted((root / "examples" / "bon").glob("**/*.yaml"))
+    assert len(files) >= 2
+    trained = set(re.findall(r"chatforge rm .*?out=(runs/rm/[\w.-]+)", (root / "docs" / "reward_models.md").read_text()))
+    assert {"runs/rm/world_bt", "runs/rm/world_kwise"} <= trained
+    used = []
+    for file in files:
+        cfg = load_config(Config, file)
+        for path in _reward_model_paths(cfg.model_dump()):
+            assert path.endswith("/final") and path.removesuffix("/final") in trained, f"{file.name}: {path}"
+            used.append(path)
+    assert used  # safety_gate.yaml's helpfulness component
+
+
 def _bon(out, base, prompts, *extra):
     model = [f"model={base}"] if base is not None else []  # none when rescoring samples=...
     args = ["bon", *model, f"prompts={prompts}", f"out={out}", "n_max=8", "max_prompts=4",
