@@ -62,6 +62,23 @@ class StepClock:
         }
 
 
+def profiled(fn, path: Path) -> None:
+    """Run `fn` under cProfile and write its top functions, by cumulative and by own time, to `path`."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    fn()
+    profiler.disable()
+    stream = io.StringIO()
+    pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(60)
+    stream.write("\n---- by own time ----\n")
+    pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(40)
+    path.write_text(stream.getvalue())
+
+
 # ---- TRL's LM head on CPU -------------------------------------------------------------------------
 def add_plain_lm_head(model, outputs=("log_probs",), **_):
     """TRL's `fused_lm_head=True` call answered from the model's full logits (`--trl-head plain`).

@@ -3,25 +3,34 @@
     bash bench/trl_env.sh                              # once: TRL in its own venv, bench/.venv-trl
     .venv/bin/python bench/rm_vs_trl.py                # llama-10m, 8 pairs per step, 10 timed steps, 2 repeats
     .venv/bin/python bench/rm_vs_trl.py --json runs/rm_vs_trl.json
+    .venv/bin/python bench/rm_vs_trl.py --sides chatforge,chatforge-pack,chatforge-pad,trl   # chatforge's layouts too
+    OMP_NUM_THREADS=1 .venv/bin/python bench/rm_vs_trl.py --profile --steps 3 --repeats 1   # cProfile of each side
 
 What is compared. The script builds a tiny chat model and tokenizer as bench/sft_vs_trl.py does, loads it
 once as a sequence classifier with a fresh one-output `score` head (`chatforge.rm.model.load_reward_model`,
 fixed seed) and saves that, so both sides start from the same weights, head included. Each run is a
 fresh subprocess:
-  chatforge  `chatforge.stages.rm.run` (the `chatforge rm` stage) with `loss=bt` (Bradley-Terry,
-             -log sigmoid(r_chosen - r_rejected), mean over the pairs), no margin, no centring;
-  trl        `trl.RewardTrainer` (`RewardConfig`, `center_rewards_coefficient=None`, no margin column):
-             the same loss.
-Both: fp32 (`bf16=False`), no gradient checkpointing, fused AdamW (betas 0.9/0.999, eps 1e-8, no weight
-decay), constant LR, clipping at 1.0, no accumulation, `--batch-size` pairs per step (chosen and
-rejected of every pair in one forward of 2x that many rows, right padded, the reward read at the last
-non-pad token), no evaluation, no checkpoint in the timed steps, metrics logged every step.
+  chatforge       `chatforge.stages.rm.run` (the `chatforge rm` stage) with `loss=bt` (Bradley-Terry,
+                  -log sigmoid(r_chosen - r_rejected), mean over the pairs), no margin, no centring, and
+                  its default layout `data.packing=shared_prefix`: the micro-batch's pairs packed into
+                  rows, each pair's rendered prompt computed once for both answers;
+  chatforge-pack  the same with `data.packing=pack`: packed rows, every conversation whole;
+  chatforge-pad   the same with `data.packing=pad`: one right-padded row per conversation (TRL's layout);
+  trl             `trl.RewardTrainer` (`RewardConfig`, `center_rewards_coefficient=None`, no margin
+                  column): the same loss, chosen and rejected of every pair in one forward of 2x
+                  `--batch-size` right-padded rows.
+All: fp32 (`bf16=False`), no gradient checkpointing, fused AdamW (betas 0.9/0.999, eps 1e-8, no weight
+decay), constant LR, clipping at 1.0, no accumulation, `--batch-size` pairs per step in one forward, the
+reward read at each conversation's last non-pad token, no evaluation, no checkpoint in the timed steps,
+metrics logged every step.
 Same data and order: the task world's preference pairs as chatforge reads and renders them (prompt
 messages + the answer as an assistant turn, through the chat template); chatforge's epoch is a seeded
 permutation, which the script reads and hands to TRL in order with `train_sampling_strategy="sequential"`
 (conversational records: prompt messages, `chosen`/`rejected` as one assistant message; TRL renders
-prompt + answer with the same template). The script checks that every timed step saw the same non-pad
-tokens and padded width on both sides and that the first losses agree.
+prompt + answer with the same template). The script checks that every timed step saw the same
+conversations on every side (their token count and the sum of their token ids, each conversation
+counted whole), and that the first losses agree. It also reports the token positions each side's
+forwards computed (padding and repeated prompts included).
 
 Timing, memory, repeats, medians and exit codes as in bench/dpo_vs_trl.py: pairs/s = pairs of the
 `--steps` steps after `--warmup` / their span (one `perf_counter` stamp per step: chatforge in
@@ -44,11 +53,12 @@ import _trl_common as common  # noqa: E402
 SCRIPT = Path(__file__).resolve()
 LR = 5e-5
 FIRST_LOSS_TOLERANCE = 1e-3
-SIDES = ("chatforge", "trl")
+SIDES = ("chatforge", "chatforge-pack", "chatforge-pad", "trl")
+PACKING = {"chatforge": "shared_prefix", "chatforge-pack": "pack", "chatforge-pad": "pad"}
 TARGET = 1.3
 
 
-def rm_config(spec: dict, out: str):
+def rm_config(spec: dict, out: str, packing: str = "shared_prefix"):
     from pydantic import TypeAdapter
 
     from chatforge.engine.config import OptimConfig, TrainConfig
@@ -57,7 +67,8 @@ def rm_config(spec: dict, out: str):
 
     return rm.Config(
         out=out, model=spec["model_dir"], loss="bt", margin_scale=None, center_coefficient=0.0, eval_before=False,
-        data=rm.RMDataConfig(sources=[{"path": spec["pairs_file"]}], max_length=spec["max_length"], truncation="drop"),
+        data=rm.RMDataConfig(sources=[{"path": spec["pairs_file"]}], max_length=spec["max_length"], truncation="drop",
+                             packing=packing),
         train=TrainConfig(
             max_steps=spec["warmup"] + spec["steps"] + 1, micro_batch_size=spec["batch_size"], seed=spec["seed"],
             precision="fp32", device="cpu", log_every=1, eval_every=0, save_every=0, resume="never", progress=False,
@@ -68,29 +79,37 @@ def rm_config(spec: dict, out: str):
 
 
 # ---- chatforge, in its own process ----------------------------------------------------------------
-def child_chatforge(spec: dict) -> dict:
+def child_chatforge(spec: dict, side: str) -> dict:
     import torch
 
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     from chatforge.engine.log import read_metrics
-    from chatforge.rm.data import GroupBatches
+    from chatforge.rm import data
     from chatforge.stages import rm
 
     clock = common.StepClock()
-    original = GroupBatches.next_batch
+    clock.extra["positions"] = []
+    original_next, original_collate = data.GroupBatches.next_batch, data.collate
 
     def next_batch(self):
         clock.stamp()
-        batch = original(self)
-        clock.counts.append([int(batch["attention_mask"].sum()), int(batch["input_ids"].shape[1])])
+        return original_next(self)
+
+    def collate(groups, pad_id, packing="pad"):
+        batch = original_collate(groups, pad_id, packing)
+        rows = [ids for g in groups for ids in g.input_ids]
+        clock.counts.append([sum(len(r) for r in rows), sum(sum(r) for r in rows)])
+        clock.extra["positions"].append(int(batch["input_ids"].numel()))
         return batch
 
-    GroupBatches.next_batch = next_batch
-    out = Path(spec["workdir"]) / f"chatforge-rm-{time.time_ns()}"
-    cfg = rm_config(spec, str(out))
+    data.GroupBatches.next_batch, data.collate = next_batch, collate
+    out = Path(spec["workdir"]) / f"{side}-rm-{time.time_ns()}"
+    cfg = rm_config(spec, str(out), PACKING[side])
     torch.manual_seed(spec["seed"])
     clock.rss_start = common.rss_now_mib()
     if spec.get("profile"):
-        _profiled(lambda: rm.run(cfg), Path(spec["workdir"]) / "profile-chatforge.txt")
+        common.profiled(lambda: rm.run(cfg), Path(spec["workdir"]) / f"profile-{side}.txt")
     else:
         rm.run(cfg)
     for row in read_metrics(out / "metrics.jsonl"):
@@ -107,9 +126,12 @@ def child_trl(spec: dict) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, TrainerCallback
     from trl import RewardConfig, RewardTrainer
 
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
     clock = common.StepClock()
+    clock.extra["positions"] = []
 
     class Clock(TrainerCallback):
         def on_step_begin(self, args, state, control, **kwargs):
@@ -122,7 +144,9 @@ def child_trl(spec: dict) -> dict:
     class BenchRewardTrainer(RewardTrainer):
         def compute_loss(self, model, inputs, *args, **kwargs):
             if model.training:
-                clock.counts.append([int(inputs["attention_mask"].sum()), int(inputs["input_ids"].shape[1])])
+                mask = inputs["attention_mask"]
+                clock.counts.append([int(mask.sum()), int((inputs["input_ids"] * mask).sum())])
+                clock.extra["positions"].append(int(inputs["input_ids"].numel()))
             return super().compute_loss(model, inputs, *args, **kwargs)
 
     out = Path(spec["workdir"]) / f"trl-rm-{time.time_ns()}"
@@ -144,26 +168,10 @@ def child_trl(spec: dict) -> dict:
                                  callbacks=[Clock()])
     trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
     if spec.get("profile"):
-        _profiled(trainer.train, Path(spec["workdir"]) / "profile-trl.txt")
+        common.profiled(trainer.train, Path(spec["workdir"]) / "profile-trl.txt")
     else:
         trainer.train()
     return clock.result(spec)
-
-
-def _profiled(fn, path: Path) -> None:
-    import cProfile
-    import io
-    import pstats
-
-    profiler = cProfile.Profile()
-    profiler.enable()
-    fn()
-    profiler.disable()
-    stream = io.StringIO()
-    pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(60)
-    stream.write("\n---- by own time ----\n")
-    pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(40)
-    path.write_text(stream.getvalue())
 
 
 # ---- the parent ------------------------------------------------------------------------------------
@@ -187,7 +195,7 @@ def prepare(args: argparse.Namespace, workdir: Path) -> dict:
     spec = {
         "workdir": str(workdir), "model_dir": str(model_dir), "pairs_file": str(pairs_path),
         "max_length": args.max_length, "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
-        "seed": args.seed, "profile": args.profile,
+        "seed": args.seed, "profile": args.profile, "threads": args.threads,
     }
     cfg = rm_config(spec, str(workdir / "unused"))
     rejects = RejectLog(None)
@@ -215,10 +223,17 @@ def prepare(args: argparse.Namespace, workdir: Path) -> dict:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_args(p, batch_size=8, steps=10)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads in every child (torch.set_num_threads); default: torch's own choice")
+    p.add_argument("--sides", default="chatforge,trl", help=f"comma-separated subset of {','.join(SIDES)}")
     p.add_argument("--profile", action="store_true",
                    help="cProfile every child; the top of each profile is printed (timings are then not comparable)")
     args = p.parse_args(argv)
     common.check_common_args(p, args)
+    args.sides = [s.strip() for s in args.sides.split(",") if s.strip()]
+    unknown = [s for s in args.sides if s not in SIDES]
+    if unknown or "trl" not in args.sides or len(args.sides) < 2:
+        p.error(f"--sides: unknown {unknown}; choose trl and at least one of {', '.join(SIDES[:-1])}")
     return args
 
 
@@ -226,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         spec = json.loads(args.spec.read_text())
-        result = (child_chatforge if args.child == "chatforge" else child_trl)(spec)
+        result = child_trl(spec) if args.child == "trl" else child_chatforge(spec, args.child)
         args.result.write_text(json.dumps(result))
         return 0
 
@@ -249,29 +264,31 @@ def main(argv: list[str] | None = None) -> int:
             f"{spec['pairs']} pairs ({spec['rejected_pairs']} rejected), longest side {spec['mean_tokens']:.0f} tokens on "
             f"average (max {spec['max_tokens']}, max_length {args.max_length}) | Bradley-Terry, LR {LR:g} | "
             f"{args.batch_size} pairs/step, {args.steps} timed + {args.warmup} warm-up steps, {args.repeats} repeats | cpu "
-            f"({torch.get_num_threads()} threads), fp32, AdamW fused | torch {torch.__version__}, transformers "
+            f"({args.threads or torch.get_num_threads()} threads), fp32, AdamW fused | torch {torch.__version__}, transformers "
             f"{transformers.__version__} | TRL {trl_version} (transformers {trl_transformers}) | load average {load_before}",
             flush=True,
         )
-        pythons = {"chatforge": sys.executable, "trl": args.trl_python}
+        pythons = {side: (args.trl_python if side == "trl" else sys.executable) for side in args.sides}
 
         def describe(side, r):
             return f"{args.steps * args.batch_size / r['seconds']:7.2f} pairs/s  peak RSS {r['peak_rss_mib']:7,.0f} MiB"
 
-        runs = common.alternating_runs(SCRIPT, list(SIDES), pythons, spec_path, workdir, args.repeats, describe)
+        runs = common.alternating_runs(SCRIPT, args.sides, pythons, spec_path, workdir, args.repeats, describe)
         if args.profile:
             for path in sorted(workdir.glob("profile-*.txt")):
                 print(f"\n==== {path.name} ====\n" + "\n".join(path.read_text().splitlines()[:90]))
     load_after = common.load_average()
 
-    reference = runs["chatforge"][0]["counts"]
+    reference = runs["trl"][0]["counts"]
     same_tokens = all(r["counts"] == reference for side in runs for r in runs[side])
     losses = {side: [x["loss"] for x in runs[side][0]["logs"]] for side in runs}
-    first_diff = abs(losses["chatforge"][0] - losses["trl"][0])
-    n = min(len(losses["chatforge"]), len(losses["trl"]))
-    max_diff = max(abs(a - b) for a, b in zip(losses["chatforge"][:n], losses["trl"][:n]))
+    mine = [side for side in args.sides if side != "trl"]
+    first_diff = max(abs(losses[side][0] - losses["trl"][0]) for side in mine)
+    n = min(len(v) for v in losses.values())
+    max_diff = max(abs(a - b) for side in mine for a, b in zip(losses[side][:n], losses["trl"][:n]))
 
     pairs_timed = args.steps * args.batch_size
+    first, last = args.warmup, args.warmup + args.steps
     rows = {}
     for side, rs in runs.items():
         pps = [pairs_timed / r["seconds"] for r in rs]
@@ -281,21 +298,31 @@ def main(argv: list[str] | None = None) -> int:
             "median_step_ms": 1000 * common.median(s for r in rs for s in r["step_seconds"]),
             "peak_rss_mib": common.median(r["peak_rss_mib"] for r in rs),
             "rss_start_mib": common.median(r["rss_start_mib"] for r in rs),
+            "positions": sum(rs[0]["positions"][first:last]),
         }
-    speed = rows["chatforge"]["pairs_per_s"] / rows["trl"]["pairs_per_s"]
-    step_ratio = rows["trl"]["median_step_ms"] / rows["chatforge"]["median_step_ms"]
-    memory = rows["chatforge"]["peak_rss_mib"] / rows["trl"]["peak_rss_mib"]
-    tokens = sum(c[0] for c in reference[args.warmup:])
+    ratios = {
+        side: {
+            "pairs_per_s": rows[side]["pairs_per_s"] / rows["trl"]["pairs_per_s"],
+            "median_step": rows["trl"]["median_step_ms"] / rows[side]["median_step_ms"],
+            "peak_rss": rows[side]["peak_rss_mib"] / rows["trl"]["peak_rss_mib"],
+        }
+        for side in mine
+    }
+    tokens = sum(c[0] for c in reference[first:last])
 
-    print(f"\n{pairs_timed} pairs ({2 * pairs_timed} rows, {tokens:,} non-pad tokens) in the {args.steps} timed steps of every "
-          f"run; same tokens and widths step by step on both sides: {'yes' if same_tokens else 'NO'}")
-    print(f"{'side':10s} {'pairs/s':>8s} {'ms/step':>8s} {'median step':>12s} {'peak RSS':>10s} {'RSS at start':>13s}")
-    for side in SIDES:
+    print(f"\n{pairs_timed} pairs ({2 * pairs_timed} conversations, {tokens:,} tokens) in the {args.steps} timed steps of "
+          f"every run; same conversations step by step on all sides: {'yes' if same_tokens else 'NO'}")
+    print(f"{'side':15s} {'pairs/s':>8s} {'ms/step':>8s} {'median step':>12s} {'positions':>10s} {'peak RSS':>10s} "
+          f"{'RSS at start':>13s}")
+    for side in args.sides:
         r = rows[side]
-        print(f"{side:10s} {r['pairs_per_s']:8.2f} {r['ms_per_step']:8.1f} {r['median_step_ms']:10.1f}ms "
+        print(f"{side:15s} {r['pairs_per_s']:8.2f} {r['ms_per_step']:8.1f} {r['median_step_ms']:10.1f}ms {r['positions']:10,} "
               f"{r['peak_rss_mib']:6,.0f} MiB {r['rss_start_mib']:9,.0f} MiB")
-    print(f"chatforge / TRL: pairs/s {speed:.2f}x (target >= {TARGET}) | median single step {step_ratio:.2f}x | "
-          f"peak RSS {memory:.2f}x")
+    print("(positions: token positions the forwards of the timed steps computed, padding and repeated prompts included)")
+    for side in mine:
+        q = ratios[side]
+        print(f"{side} / TRL: pairs/s {q['pairs_per_s']:.2f}x (target >= {TARGET}) | median single step "
+              f"{q['median_step']:.2f}x | peak RSS {q['peak_rss']:.2f}x")
     print(f"|loss chatforge - loss TRL|: {first_diff:.2e} at the first step, {max_diff:.2e} at most over {n} steps")
     print(f"load average (1, 5, 15 min): {load_before} before, {load_after} after")
 
@@ -303,9 +330,9 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         result = {k: v for k, v in spec.items() if k not in ("workdir", "model_dir", "trl_file")}
         result |= {
-            "preset": args.preset, "repeats": args.repeats, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "preset": args.preset, "repeats": args.repeats, "threads": args.threads or torch.get_num_threads(), "torch": torch.__version__,
             "transformers": transformers.__version__, "trl": trl_version, "lr": LR, "sides": rows,
-            "ratio_pairs_per_s": speed, "ratio_median_step": step_ratio, "ratio_peak_rss": memory,
+            "ratios": ratios,
             "same_tokens": same_tokens, "first_loss_diff": first_diff, "max_loss_diff": max_diff,
             "load_before": load_before, "load_after": load_after,
         }
@@ -313,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {args.json}")
 
     if not same_tokens:
-        print("error: the two sides did not train on the same tokens step by step", file=sys.stderr)
+        print("error: the sides did not train on the same conversations step by step", file=sys.stderr)
         return 1
     if not first_diff <= FIRST_LOSS_TOLERANCE:
         print(f"error: the first losses differ by {first_diff:.2e} > {FIRST_LOSS_TOLERANCE:.0e}", file=sys.stderr)

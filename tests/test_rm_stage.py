@@ -257,3 +257,92 @@ def test_lora_stage_exports_a_plain_model_with_a_trained_head(tmp_path, base_dir
     assert "score.weight" in state and not any("lora" in k or "modules_to_save" in k for k in state)
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert "loss/center" in metrics[-1]
+
+
+def test_pack_groups_layout_by_hand():
+    """Units first fit, longest first, into rows as wide as the longest unit; positions restart per
+    unit and a response's own tokens continue its shared prefix; rewards at the last non-pad token."""
+    from chatforge.rm.data import pack_groups
+
+    pad = 0
+    groups = [[[5, 6, 7, 8], [5, 6, 9]], [[3, 4, pad]]]  # a pair sharing [5, 6]; a response ending in pad
+    plain = pack_groups(groups, pad, share_prefix=False)  # units of 4, 3, 3 in rows of 4
+    assert plain["input_ids"].tolist() == [[5, 6, 7, 8], [5, 6, 9, pad], [3, 4, pad, pad]]
+    assert plain["position_ids"].tolist() == [[0, 1, 2, 3], [0, 1, 2, 0], [0, 1, 2, 0]]
+    assert plain["reward_index"].tolist() == [3, 6, 9] and plain["lengths"].tolist() == [4, 3, 3]
+    assert "segment_ids" not in plain
+    shared = pack_groups(groups, pad, share_prefix=True)  # units of 2 + 2 + 1 = 5 and 3 in rows of 5
+    assert shared["input_ids"].tolist() == [[5, 6, 7, 8, 9], [3, 4, pad, pad, pad]]
+    assert shared["position_ids"].tolist() == [[0, 1, 2, 3, 2], [0, 1, 2, 0, 1]]
+    assert shared["branch_ids"].tolist() == [[0, 0, 1, 1, 2], [0, 0, 0, 0, 0]]
+    assert shared["segment_ids"].tolist() == [[1, 1, 1, 1, 1], [2, 2, 2, 0, 0]]
+    assert shared["reward_index"].tolist() == [3, 4, 6] and shared["lengths"].tolist() == [4, 3, 3]
+
+
+def _parameter_grads(model, objective, batch):
+    model.zero_grad(set_to_none=True)
+    out = objective(model, batch)
+    out.loss_sum.backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return out, grads
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("packing", ["pack", "shared_prefix"])
+def test_packed_forward_gives_the_padded_rewards_loss_and_gradients(tmp_path, tokenizer, attn, packing):
+    """Packed rows (several responses per row, shared prompts once) are the padded forward's rewards,
+    K-wise loss (margin, centring) and parameter gradients to float rounding, in one forward."""
+    from chatforge.rm.data import collate
+    from chatforge.rm.evaluate import score_groups
+    from chatforge.rm.model import check_packed_rewards, load_reward_model, rewards_of
+    from chatforge.rm.objective import RMObjective
+
+    make_tiny_model(vocab_size=len(tokenizer), max_position_embeddings=256, attn_implementation=attn).save_pretrained(tmp_path)
+    model = load_reward_model(str(tmp_path), tokenizer)
+    torch.nn.init.normal_(model.score.weight, std=0.5)  # a head far from zero: rewards that differ
+    assert check_packed_rewards(model, tokenizer.pad_token_id, share_prefix=packing == "shared_prefix") < 1e-5
+    long = "Hello there, how are you today? " * 6  # one long response: rows wide enough for several others
+    gold = {"chosen_reward": 1.0, "rejected_reward": 0.25}  # margin_scale needs gold rewards everywhere
+    records = [RECORDS[0] | gold, RECORDS[1] | gold, RECORDS[2],
+               {"prompt": "Say hi.", "chosen": "hi", "rejected": long, "chosen_reward": 1.0, "rejected_reward": 0.5}]
+    groups = _groups(records, tokenizer)
+    padded, packed = collate(groups, tokenizer.pad_token_id, "pad"), collate(groups, tokenizer.pad_token_id, packing)
+    # the layout really packs: fewer token positions than the padded rows, several responses in a row
+    assert packed["input_ids"].numel() < padded["input_ids"].numel()
+    assert packed["input_ids"].shape[0] < len(packed["reward_index"])
+    assert torch.equal(packed["lengths"], padded["lengths"])
+    with torch.no_grad():
+        torch.testing.assert_close(rewards_of(model, packed), rewards_of(model, padded), atol=1e-5, rtol=1e-5)
+    forwards = []
+    hook = model.model.register_forward_hook(lambda *_: forwards.append(1))
+    objective = RMObjective("kwise", margin_scale=0.5, center_coefficient=0.1)
+    out_packed, grads_packed = _parameter_grads(model, objective, packed)
+    hook.remove()
+    out_padded, grads_padded = _parameter_grads(model, objective, padded)
+    assert len(forwards) == 1
+    torch.testing.assert_close(out_packed.loss_sum, out_padded.loss_sum, atol=1e-5, rtol=1e-5)
+    assert out_packed.tokens == out_padded.tokens == int(padded["attention_mask"].sum())
+    assert grads_packed.keys() == grads_padded.keys() and "score.weight" in grads_packed
+    for name, grad in grads_padded.items():
+        torch.testing.assert_close(grads_packed[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+    model.eval()
+    for want, got in zip(score_groups(model, groups, tokenizer.pad_token_id, 2, "pad"),
+                         score_groups(model, groups, tokenizer.pad_token_id, 2, packing)):
+        assert got == pytest.approx(want, abs=1e-5)
+
+
+def test_packing_check_refuses_a_model_whose_packed_responses_see_each_other(tokenizer):
+    """ALiBi Falcon builds its bias from the attention mask, not from position ids: packing must refuse."""
+    from transformers import FalconConfig, FalconForSequenceClassification
+
+    from chatforge.errors import ConfigError
+    from chatforge.rm.model import check_packed_rewards
+
+    torch.manual_seed(0)
+    config = FalconConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                          alibi=True, new_decoder_architecture=False, multi_query=True, num_labels=1,
+                          pad_token_id=tokenizer.pad_token_id, attn_implementation="sdpa")
+    model = FalconForSequenceClassification(config)
+    with pytest.raises(ConfigError, match="data.packing"):
+        check_packed_rewards(model, tokenizer.pad_token_id, share_prefix=False)

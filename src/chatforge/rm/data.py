@@ -40,6 +40,7 @@ from chatforge.run_dir import RejectLog
 from chatforge.sft.formats import RecordError, _records, _role_content_list
 
 Truncation = Literal["left", "drop"]
+Packing = Literal["shared_prefix", "pack", "pad"]
 
 
 class PreferenceSourceConfig(StrictModel):
@@ -214,19 +215,123 @@ def encode_groups(groups: list[Group], tokenizer, max_length: int, truncation: T
     return kept, cut
 
 
-def collate(groups: list[Group], pad_id: int) -> dict[str, torch.Tensor]:
-    """All responses of `groups` as rows of ONE padded batch (right padding), and the group layout.
+def collate(groups: list[Group], pad_id: int, packing: Packing = "pad") -> dict[str, torch.Tensor]:
+    """All responses of `groups` as ONE batch, and the group layout.
 
-    input_ids/attention_mask: (N, T) with N = Σ K_b; `row_group`, `row_slot`: (N,) the group and slot
-    of each row; `ranks`, `slot_mask`, `gold`: (B, K_max) (gold is NaN where unknown)."""
-    rows = [ids for g in groups for ids in g.input_ids]
-    width = max(len(r) for r in rows)
-    k_max = max(len(g.responses) for g in groups)
-    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, ids in enumerate(rows):
+    packing=pad: one response per row, right padded: input_ids/attention_mask (N, T) with N = Σ K_b.
+    packing=pack / shared_prefix: the responses packed into rows (`pack_groups`): input_ids/position_ids
+    (R, W), `reward_index` (N,) where response n's reward is read in the flattened (R·W) positions, and
+    for shared_prefix `segment_ids`/`branch_ids` (R, W), from which `rm.model.rewards_of` builds the mask.
+    All: `lengths` (N,) tokens per response; `row_group`, `row_slot`: (N,) the group and slot of each
+    response; `ranks`, `slot_mask`, `gold`: (B, K_max) (gold is NaN where unknown)."""
+    sequences = [g.input_ids for g in groups]
+    if packing == "pad":
+        batch = pad_sequences([ids for seqs in sequences for ids in seqs], pad_id)
+    else:
+        batch = pack_groups(sequences, pad_id, share_prefix=packing == "shared_prefix")
+    return batch | group_layout(groups)
+
+
+def pad_sequences(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """One sequence per row, right padded to the longest; the model reads the last non-pad token."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, ids in enumerate(sequences):
         input_ids[i, : len(ids)] = torch.tensor(ids)
         attention[i, : len(ids)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention, "lengths": attention.sum(1)}
+
+
+def pack_groups(groups: list[list[list[int]]], pad_id: int, share_prefix: bool) -> dict[str, torch.Tensor]:
+    """The token ids of each group's responses packed into rows without padding between them.
+
+    A unit is one response (`share_prefix=False`), or a whole group: the tokens its K responses share
+    at the start (the rendered prompt), once, then each response's own tokens (`share_prefix=True`).
+    Units are placed first fit, longest first, into rows as wide as the longest unit. Position ids
+    restart at 0 at every unit, and a response's own tokens continue the positions of the shared
+    prefix, so every token has the position it has alone. A row's unused tail is pad tokens whose
+    positions count on from 0: one more unit that nothing attends to.
+
+    Without sharing, the restarting position ids are all the model needs to keep units apart
+    (`chatforge.data.packing`). With sharing they are not enough: a response must see the prefix but
+    not its sibling responses, so `segment_ids` (the unit of each position) and `branch_ids` (0 for
+    the shared prefix and pads, k + 1 for response k's own tokens) come along for the mask.
+
+    `reward_index[n]` is the flat position (row · W + column) of response n's reward token: its last
+    token that is not `pad_id`, as `AutoModelForSequenceClassification` reads a right-padded row
+    (position 0 when every token is `pad_id`, as transformers' argmax gives)."""
+    units = []  # (tokens, positions, branches, [(response n, offset of its reward token in the unit)])
+    n = 0
+    for seqs in groups:
+        shared = common_prefix(seqs) if share_prefix else 0
+        for k, ids in enumerate(seqs):
+            reward_at = last_non_pad(ids, pad_id)
+            if share_prefix and k > 0:  # the group's unit, begun by response 0, grows by k's own tokens
+                tokens, positions, branches, reads = units[-1]
+                if reward_at >= shared:
+                    reward_at += len(tokens) - shared
+            else:
+                tokens, positions, branches, reads = [], [], [], []
+                units.append((tokens, positions, branches, reads))
+            begin = shared if share_prefix and k > 0 else 0
+            tokens += ids[begin:]
+            positions += range(begin, len(ids))
+            branches += [0] * (shared - begin) + [k + 1 if share_prefix else 0] * (len(ids) - max(shared, begin))
+            reads.append((n, reward_at))
+            n += 1
+    width = max(len(u[0]) for u in units)
+    fill: list[int] = []  # tokens used per row
+    start = [0] * len(units)  # flat position of each unit's first token
+    for u in sorted(range(len(units)), key=lambda u: -len(units[u][0])):  # stable: ties keep their order
+        size = len(units[u][0])
+        row = next((r for r, used in enumerate(fill) if used + size <= width), len(fill))
+        if row == len(fill):
+            fill.append(0)
+        start[u] = row * width + fill[row]
+        fill[row] += size
+    total = len(fill) * width
+    input_ids = torch.full((total,), pad_id, dtype=torch.long)
+    position_ids = torch.zeros(total, dtype=torch.long)
+    segment_ids = torch.zeros(total, dtype=torch.long)
+    branch_ids = torch.zeros(total, dtype=torch.long)
+    reward_index = torch.zeros(n, dtype=torch.long)
+    for u, (tokens, positions, branches, reads) in enumerate(units):
+        span = slice(start[u], start[u] + len(tokens))
+        input_ids[span], position_ids[span] = torch.tensor(tokens), torch.tensor(positions)
+        segment_ids[span], branch_ids[span] = u + 1, torch.tensor(branches)
+        for response, offset in reads:
+            reward_index[response] = start[u] + offset
+    for row, used in enumerate(fill):  # the tails: segment 0, positions from 0
+        position_ids[row * width + used : (row + 1) * width] = torch.arange(width - used)
+    batch = {
+        "input_ids": input_ids.view(-1, width), "position_ids": position_ids.view(-1, width),
+        "reward_index": reward_index, "lengths": torch.tensor([len(ids) for seqs in groups for ids in seqs]),
+    }
+    if share_prefix:
+        batch |= {"segment_ids": segment_ids.view(-1, width), "branch_ids": branch_ids.view(-1, width)}
+    return batch
+
+
+def common_prefix(sequences: list[list[int]]) -> int:
+    """How many tokens at the start all `sequences` share."""
+    shortest = min(len(s) for s in sequences)
+    for i in range(shortest):
+        if any(s[i] != sequences[0][i] for s in sequences[1:]):
+            return i
+    return shortest
+
+
+def last_non_pad(ids: list[int], pad_id: int) -> int:
+    last = len(ids) - 1
+    while last > 0 and ids[last] == pad_id:
+        last -= 1
+    return last
+
+
+def group_layout(groups: list[Group]) -> dict[str, torch.Tensor]:
+    """`row_group`, `row_slot` (N,) and `ranks`, `slot_mask`, `gold` (B, K_max) of `collate`."""
+    k_max = max(len(g.responses) for g in groups)
     ranks = torch.zeros((len(groups), k_max), dtype=torch.long)
     slot_mask = torch.zeros((len(groups), k_max), dtype=torch.bool)
     gold = torch.full((len(groups), k_max), float("nan"))
@@ -240,25 +345,26 @@ def collate(groups: list[Group], pad_id: int) -> dict[str, torch.Tensor]:
         row_group += [b] * k
         row_slot += list(range(k))
     return {
-        "input_ids": input_ids, "attention_mask": attention, "row_group": torch.tensor(row_group),
-        "row_slot": torch.tensor(row_slot), "ranks": ranks, "slot_mask": slot_mask, "gold": gold,
+        "row_group": torch.tensor(row_group), "row_slot": torch.tensor(row_slot), "ranks": ranks,
+        "slot_mask": slot_mask, "gold": gold,
     }
 
 
 class GroupBatches:
     """Micro-batches of `micro_batch_size` groups (pairs or rankings), reshuffled each epoch (seeded by
     (seed, epoch)). Rank r of W takes groups [r*B, (r+1)*B) of each global micro-batch of B*W groups,
-    so the data of a step does not depend on the number of ranks. State: (epoch, position)."""
+    so the data of a step does not depend on the number of ranks. `packing` as in `collate`.
+    State: (epoch, position)."""
 
     def __init__(self, groups: list[Group], micro_batch_size: int, pad_id: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1):
+                 rank: int = 0, world_size: int = 1, packing: Packing = "pad"):
         if len(groups) < micro_batch_size * world_size:
             raise DataError(
                 f"{len(groups)} usable preference records but a step needs {micro_batch_size * world_size} "
                 "(train.micro_batch_size x ranks): give more data or a smaller micro_batch_size"
             )
         self.groups, self.batch, self.pad_id, self.seed = groups, micro_batch_size, pad_id, seed
-        self.rank, self.world = rank, world_size
+        self.rank, self.world, self.packing = rank, world_size, packing
         self.epoch, self.position = 0, 0
         self._order = self._shuffle(0)
 
@@ -272,7 +378,7 @@ class GroupBatches:
             self._order = self._shuffle(self.epoch)
         mine = self._order[self.position + self.rank * self.batch : self.position + (self.rank + 1) * self.batch]
         self.position += span
-        return collate([self.groups[i] for i in mine], self.pad_id)
+        return collate([self.groups[i] for i in mine], self.pad_id, self.packing)
 
     def steps_per_epoch(self, grad_accum: int) -> float:
         return len(self.groups) / (self.batch * self.world * grad_accum)

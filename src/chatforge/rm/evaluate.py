@@ -21,19 +21,20 @@ from collections import defaultdict
 
 import torch
 
-from chatforge.rm.data import Group, collate, iter_chunks
+from chatforge.rm.data import Group, Packing, collate, iter_chunks
 from chatforge.rm.model import rewards_of
 
 
 @torch.no_grad()
-def score_groups(model: torch.nn.Module, groups: list[Group], pad_id: int, batch_size: int) -> list[list[float]]:
+def score_groups(model: torch.nn.Module, groups: list[Group], pad_id: int, batch_size: int,
+                 packing: Packing = "pad") -> list[list[float]]:
     """The reward of every response of every group, `batch_size` groups per forward (groups of
-    similar length batched together, so little of the forward is padding)."""
+    similar length batched together, so little of the forward is padding), `packing` as in `collate`."""
     device = next(model.parameters()).device
     order = sorted(range(len(groups)), key=lambda i: max(len(ids) for ids in groups[i].input_ids))
     out: list[list[float]] = [[] for _ in groups]
     for chunk in iter_chunks(order, batch_size):
-        batch = collate([groups[i] for i in chunk], pad_id)
+        batch = collate([groups[i] for i in chunk], pad_id, packing)
         rewards = rewards_of(model, {k: v.to(device) for k, v in batch.items()}).cpu().tolist()
         begin = 0
         for i in chunk:

@@ -55,5 +55,5 @@ class RMObjective:
         n_rows = torch.tensor(float(rewards_N.numel()), device=b.device)
         out.ratios["rewards/mean"] = (rewards_N.detach().sum(), n_rows)
         out.ratios["rewards/abs"] = (rewards_N.detach().abs().sum(), n_rows)
-        out.tokens = int(batch["attention_mask"].sum())
+        out.tokens = int(batch["lengths"].sum())  # real tokens, without padding
         return out

@@ -2,9 +2,11 @@
 
 Loads a base or SFT model directory as `AutoModelForSequenceClassification(num_labels=1)` (a fresh
 `score` head on the last non-pad token; `chatforge.rm.model`), reads pairs and rankings
-(`chatforge.rm.data`), scores every response of a micro-batch in one forward and trains with the
-engine on the Bradley–Terry (`loss=bt`) or InstructGPT K-wise (`loss=kwise`) loss, with an optional
-margin from the gold-reward difference and optional reward centring (`chatforge.losses.reward`).
+(`chatforge.rm.data`), scores every response of a micro-batch in one forward (`data.packing`: packed
+into rows without padding, each group's shared prompt computed once by default; or one right-padded
+row each) and trains with the engine on the Bradley–Terry (`loss=bt`) or InstructGPT K-wise
+(`loss=kwise`) loss, with an optional margin from the gold-reward difference and optional reward
+centring (`chatforge.losses.reward`).
 Held-out pairs give RewardBench-style accuracy per category and kind and agreement with the gold
 reward; held-out rankings give pairwise accuracy, top-1 and rank correlations
 (`chatforge.rm.evaluate`). `final/` reloads with plain `AutoModelForSequenceClassification`.
@@ -23,7 +25,7 @@ from chatforge.engine.config import OptimConfig, TrainConfig
 from chatforge.engine.loop import Engine
 from chatforge.engine.schedules import ScheduleConfig
 from chatforge.errors import ConfigError
-from chatforge.rm.data import PreferenceSourceConfig, Truncation
+from chatforge.rm.data import Packing, PreferenceSourceConfig, Truncation
 from chatforge.rm.model import RMMode
 from chatforge.rm.objective import Loss
 from chatforge.run_dir import RejectLog, RunDir
@@ -38,6 +40,11 @@ class RMDataConfig(StrictModel):
     max_length: int = Field(512, ge=8, description="tokens per rendered prompt + response")
     truncation: Truncation = Field(
         "drop", description="a longer response: drop rejects the record, left keeps the last max_length tokens"
+    )
+    packing: Packing = Field(
+        "shared_prefix",
+        description="shared_prefix: a micro-batch's responses packed into rows, each prompt once for all its "
+        "responses; pack: packed, every response whole (any attention kernel, FlashAttention too); pad: one per row",
     )
     gold_field: str | None = Field(
         "reward", description="gold rewards: pairs' chosen_<field>/rejected_<field>, rankings' <field>s (None: none)"
@@ -89,12 +96,12 @@ def load_groups(cfg: Config, sources: list[PreferenceSourceConfig], tokenizer, r
     return groups, stats
 
 
-def evaluation(model, groups, pad_id: int, batch_size: int) -> dict[str, float]:
+def evaluation(model, groups, pad_id: int, batch_size: int, packing: Packing = "pad") -> dict[str, float]:
     from chatforge.rm.evaluate import reward_metrics, score_groups
 
     was_training = model.training
     model.eval()
-    metrics = reward_metrics(groups, score_groups(model, groups, pad_id, batch_size))
+    metrics = reward_metrics(groups, score_groups(model, groups, pad_id, batch_size, packing))
     model.train(was_training)
     return {f"val/{k}": v for k, v in metrics.items()}
 
@@ -102,7 +109,7 @@ def evaluation(model, groups, pad_id: int, batch_size: int) -> dict[str, float]:
 def run(cfg: Config) -> dict:
     from chatforge.engine import distributed as dist
     from chatforge.rm.data import GroupBatches
-    from chatforge.rm.model import apply_rm_mode, export_reward_model, load_reward_model
+    from chatforge.rm.model import apply_rm_mode, check_packed_rewards, export_reward_model, load_reward_model
     from chatforge.rm.objective import RMObjective
     from chatforge.sft.modes import trainable_parameters
     from chatforge.tokenizer.load import load_tokenizer
@@ -128,14 +135,18 @@ def run(cfg: Config) -> dict:
         if rejects.total:
             say(rejects.summary_line())
         model = load_reward_model(cfg.model, tokenizer)
-        pad = tokenizer.pad_token_id
-        evaluate = (lambda m: evaluation(m, val_groups, pad, cfg.eval_batch_size)) if val_groups else None
-        before = evaluation(model, val_groups, pad, cfg.eval_batch_size) if val_groups and cfg.eval_before and info.is_main else None
+        pad, packing = tokenizer.pad_token_id, cfg.data.packing
+        if packing != "pad":
+            check_packed_rewards(model, pad, share_prefix=packing == "shared_prefix")
+        evaluate = (lambda m: evaluation(m, val_groups, pad, cfg.eval_batch_size, packing)) if val_groups else None
+        before = (evaluation(model, val_groups, pad, cfg.eval_batch_size, packing)
+                  if val_groups and cfg.eval_before and info.is_main else None)
         model = apply_rm_mode(model, cfg.mode, cfg.lora)
         trainable, total = trainable_parameters(model)
-        batches = GroupBatches(groups, cfg.train.micro_batch_size, pad, cfg.train.seed, info.rank, info.world_size)
+        batches = GroupBatches(groups, cfg.train.micro_batch_size, pad, cfg.train.seed, info.rank, info.world_size,
+                               packing)
         say(
-            f"rm ({cfg.mode}, loss={cfg.loss}): {stats['pairs']} pairs + {stats['rankings']} rankings "
+            f"rm ({cfg.mode}, loss={cfg.loss}, packing={packing}): {stats['pairs']} pairs + {stats['rankings']} rankings "
             f"({stats['ordered_pairs']} ordered pairs, {stats['responses']} responses) | "
             f"{cfg.train.micro_batch_size * cfg.train.grad_accum_steps * info.world_size} groups per step x "
             f"{cfg.train.max_steps} steps (~{cfg.train.max_steps / batches.steps_per_epoch(cfg.train.grad_accum_steps):.2f} epochs) | "
@@ -152,7 +163,7 @@ def run(cfg: Config) -> dict:
             engine.export(run_dir.final, tokenizer)
         dist.barrier(info)
         summary = {
-            "mode": cfg.mode, "loss": cfg.loss, "margin_scale": cfg.margin_scale,
+            "mode": cfg.mode, "loss": cfg.loss, "packing": packing, "margin_scale": cfg.margin_scale,
             "center_coefficient": cfg.center_coefficient, "steps": result.step,
             "trainable_parameters": trainable, "parameters": total, "train": stats, "val": val_stats or None,
             "rejected": dict(rejects.counts),
