@@ -22,6 +22,11 @@ class SamplingConfig(StrictModel):
     seed: int | None = Field(None, description="seed of the sampling generator; null = torch's global RNG")
     backend: Literal["torch", "vllm"] = Field("torch", description="torch = chatforge's loop; vllm = vLLM (GPU)")
     max_batch_size: int = Field(64, ge=1, description="rows (prompts x n) decoded together at most")
+    decode: Literal["auto", "fast", "transformers"] = Field(
+        "auto",
+        description="torch backend's decode step: fast = chatforge's packed-weight Llama-family step (CPU), "
+        "transformers = the model's own forward, auto = fast where the model supports it",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> SamplingConfig:

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from chatforge.errors import ChatforgeError
+from chatforge.errors import ChatforgeError, ConfigError
 from chatforge.sampling.config import SamplingConfig
+from chatforge.sampling.fast_decode import FastDecoder, unsupported_reason
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -105,24 +106,52 @@ def draw(probs_BV: torch.Tensor, generator: torch.Generator | None = None) -> to
     return index_B1.clamp_(max=probs_BV.shape[-1] - 1)[:, 0]
 
 
+def nucleus_threshold(probs_BV: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Per row, the smallest probability top-p keeps, shape (B, 1): `probs >= threshold` is the nucleus.
+
+    The nucleus is the top m tokens, m the least count whose mass reaches `top_p`, so the threshold is
+    the m-th largest probability. It is found by radix selection on the probabilities' bit patterns
+    (non-negative floats order like their int32 bits) in three passes of 12, 11 and 9 bits: each pass
+    sums the mass of the remaining candidates per digit (`scatter_add`), walks the digits from the top
+    until the mass above plus the digit's reaches `top_p`, fixes that digit and keeps only the
+    candidates that share it. About 3x cheaper than sorting 8 rows of an 8k vocabulary on CPU, and
+    exact: the kept set equals the sort-based rule of `filter_logits` except that tokens tying exactly
+    with the last kept probability are all kept (a sort keeps an arbitrary subset of them).
+    """
+    bits = probs_BV.contiguous().view(torch.int32)
+    rows = probs_BV.shape[0]
+    above = probs_BV.new_zeros((rows, 1))  # mass of the tokens already known to lie above the threshold
+    prefix = torch.zeros((rows, 1), dtype=torch.int32, device=probs_BV.device)
+    candidate = None  # tokens whose higher bits equal the threshold's bits found so far
+    for shift, width in ((20, 12), (9, 11), (0, 9)):
+        buckets = 1 << width
+        digit = ((bits >> shift) & (buckets - 1)).long()
+        mass = probs_BV if candidate is None else torch.where(candidate, probs_BV, 0.0)
+        hist = probs_BV.new_zeros((rows, buckets)).scatter_add_(1, digit, mass)
+        from_top = hist.flip(-1).cumsum(-1)  # [:, j]: candidate mass with digit >= buckets - 1 - j
+        j = ((above + from_top) < top_p).sum(-1, keepdim=True).clamp_(max=buckets - 1)
+        above = above + torch.where(j > 0, from_top.gather(-1, (j - 1).clamp(min=0)), 0.0)
+        prefix = (prefix << width) | ((buckets - 1) - j).to(torch.int32)
+        candidate = (bits >> shift) == prefix
+    return prefix.view(torch.float32)
+
+
 def draw_nucleus(
     logits_BV: torch.Tensor, top_k: int, top_p: float, generator: torch.Generator | None = None
 ) -> torch.Tensor:
-    """`draw(filter_logits(logits, top_k, top_p).softmax())` in one sort, drawing in sorted order.
+    """`draw(filter_logits(logits, top_k, top_p).softmax())`, without sorting the vocabulary.
 
-    The tokens top-p keeps are a prefix of the descending order, so the cumulative sum used to find
-    them is also the CDF to draw from: no scatter back to vocabulary order, no second softmax.
+    top-k masks the logits below the k-th largest (`torch.topk`); top-p zeroes the probabilities
+    below `nucleus_threshold`. Drawing by inverse CDF in vocabulary order samples the renormalized
+    nucleus exactly (the draw does not need the tokens in rank order).
     """
-    sorted_BV, order_BV = torch.sort(logits_BV, dim=-1, descending=True)
-    if 0 < top_k < sorted_BV.shape[-1]:
-        sorted_BV = sorted_BV.masked_fill(sorted_BV < sorted_BV[:, top_k - 1 : top_k], float("-inf"))
-    probs_BV = sorted_BV.softmax(dim=-1)
-    cdf_BV = probs_BV.cumsum(dim=-1)
-    kept_B1 = ((cdf_BV - probs_BV) < top_p).sum(dim=-1, keepdim=True).clamp_(min=1)  # prefix length
-    total_B1 = cdf_BV.gather(-1, kept_B1 - 1)
-    u_B1 = 1.0 - torch.rand(total_B1.shape, generator=generator, device=logits_BV.device, dtype=cdf_BV.dtype)
-    index_B1 = torch.minimum(torch.searchsorted(cdf_BV, u_B1 * total_B1), kept_B1 - 1)
-    return order_BV.gather(-1, index_B1)[:, 0]
+    if 0 < top_k < logits_BV.shape[-1]:
+        kth = torch.topk(logits_BV, top_k, dim=-1).values[..., -1:]
+        logits_BV = logits_BV.masked_fill(logits_BV < kth, float("-inf"))
+    probs_BV = logits_BV.softmax(dim=-1)
+    if top_p < 1.0:
+        probs_BV = probs_BV.masked_fill(probs_BV < nucleus_threshold(probs_BV, top_p), 0.0)
+    return draw(probs_BV, generator)
 
 
 def find_stop(text: str, stops: list[str]) -> tuple[int, str] | None:
@@ -148,6 +177,7 @@ class Sampler:
         self.model_path = model_path
         self._vllm = None
         self._default_stop_ids: list[int] | None = None
+        self._fast: FastDecoder | None = None
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -226,8 +256,6 @@ class Sampler:
         generator: torch.Generator | None,
         limit: int | None,
     ) -> list[Completion]:
-        from transformers import DynamicCache
-
         device = self._device()
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         width = max(len(p) for p in prompts)
@@ -239,25 +267,21 @@ class Sampler:
         input_ids, mask = input_ids.to(device), mask.to(device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
 
-        # 1) prefill each distinct prompt once, then give every sample its own copy of the cache
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions,
-            past_key_values=cache, use_cache=True, logits_to_keep=1,
-        )
-        logits_BV = out.logits[:, -1, :].float()
-        if repeats > 1:
-            cache.batch_repeat_interleave(repeats)
-            logits_BV = logits_BV.repeat_interleave(repeats, dim=0)
-            mask = mask.repeat_interleave(repeats, dim=0)
-            positions = positions.repeat_interleave(repeats, dim=0)
-        next_pos = positions[:, -1:] + 1  # (B, 1)
         prompt_lens = [len(p) for p in prompts for _ in range(repeats)]
         row_prompt = [i for i in indices for _ in range(repeats)]
         n_rows = len(row_prompt)
         max_new = [
             cfg.max_new_tokens if limit is None else min(cfg.max_new_tokens, limit - n) for n in prompt_lens
         ]
+
+        # 1) prefill each distinct prompt once, then give every sample its own copy of the cache
+        steps = self._stepper(cfg, n_rows, width + max(max_new))
+        logits_BV = steps.prefill(input_ids, mask, positions).float()
+        if repeats > 1:
+            steps.repeat(repeats)
+            logits_BV = logits_BV.repeat_interleave(repeats, dim=0)
+            positions = positions.repeat_interleave(repeats, dim=0)
+        next_pos = positions[:, -1:] + 1  # (B, 1)
 
         stop_ids_t = torch.tensor(stop_ids, dtype=torch.long, device=device) if stop_ids else None
         stop_window = max((len(s) for s in cfg.stop), default=0) + 4  # tokens: each is at least one character
@@ -290,26 +314,32 @@ class Sampler:
             # 3) drop finished rows, then one forward over the new tokens of the rest
             if len(keep) < len(active):
                 keep_t = torch.tensor(keep, device=device)
-                cache.batch_select_indices(keep_t)
-                next_B, mask, next_pos = next_B[keep_t], mask[keep_t], next_pos[keep_t]
+                steps.select(keep_t)
+                next_B, next_pos = next_B[keep_t], next_pos[keep_t]
                 active = [active[b] for b in keep]
-            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-            out = self.model(
-                input_ids=next_B[:, None], attention_mask=mask, position_ids=next_pos,
-                past_key_values=cache, use_cache=True, logits_to_keep=1,
-            )
-            logits_BV = out.logits[:, -1, :].float()
+            logits_BV = steps.step(next_B, next_pos).float()
             next_pos = next_pos + 1
         return [c for c in done if c is not None]
+
+    def _stepper(self, cfg: SamplingConfig, rows: int, capacity: int) -> _TransformersSteps | _FastSteps:
+        """The forwards: chatforge's fast decoder where it applies (and is not switched off), else transformers'."""
+        if cfg.decode != "transformers":
+            reason = unsupported_reason(self.model, capacity)
+            if reason is None:
+                if self._fast is None:
+                    self._fast = FastDecoder(self.model)
+                self._fast.prepare(rows)
+                return _FastSteps(self._fast, capacity)
+            if cfg.decode == "fast":
+                raise ConfigError(f"sampling.decode=fast cannot decode this model: {reason}; use decode=auto")
+        return _TransformersSteps(self.model)
 
     @staticmethod
     def _choose(logits_BV: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None) -> torch.Tensor:
         if cfg.greedy:
             return logits_BV.argmax(dim=-1)
         scaled = logits_BV / cfg.temperature if cfg.temperature != 1.0 else logits_BV
-        if cfg.top_p < 1.0:
-            return draw_nucleus(scaled, cfg.top_k, cfg.top_p, generator)
-        return draw(filter_logits(scaled, cfg.top_k).softmax(dim=-1), generator)
+        return draw_nucleus(scaled, cfg.top_k, cfg.top_p, generator)
 
     def _finish(
         self, row: int, prompt_index: int, ids: list[int], logps: list[float], hit_stop_id: bool,
@@ -338,6 +368,59 @@ class Sampler:
         text_ids = ids[:-1] if isinstance(stop, int) else ids
         text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
         return Completion(prompt_index, list(ids), text, list(logps), reason, stop)
+
+
+class _TransformersSteps:
+    """The model's own forward on a `transformers` `DynamicCache`: one prefill, then one call per token."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def prefill(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        from transformers import DynamicCache
+
+        self.cache, self.mask = DynamicCache(config=self.model.config), mask
+        out = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions,
+            past_key_values=self.cache, use_cache=True, logits_to_keep=1,
+        )
+        return out.logits[:, -1, :]
+
+    def repeat(self, n: int) -> None:
+        self.cache.batch_repeat_interleave(n)
+        self.mask = self.mask.repeat_interleave(n, dim=0)
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.cache.batch_select_indices(keep)
+        self.mask = self.mask[keep]
+
+    def step(self, token_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        self.mask = torch.cat([self.mask, self.mask.new_ones((len(token_ids), 1))], dim=1)
+        out = self.model(
+            input_ids=token_ids[:, None], attention_mask=self.mask, position_ids=positions,
+            past_key_values=self.cache, use_cache=True, logits_to_keep=1,
+        )
+        return out.logits[:, -1, :]
+
+
+class _FastSteps:
+    """`FastDecoder`'s prefill and steps on its preallocated cache (see fast_decode.py)."""
+
+    def __init__(self, decoder: FastDecoder, capacity: int):
+        self.decoder, self.capacity = decoder, capacity
+
+    def prefill(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        self.state, logits = self.decoder.prefill(input_ids, mask, positions, self.capacity)
+        return logits
+
+    def repeat(self, n: int) -> None:
+        self.state = self.decoder.repeat(self.state, n)
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.state = self.decoder.select(self.state, keep)
+
+    def step(self, token_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.decoder.step(self.state, token_ids, positions[:, 0])
 
 
 def _batches(n_prompts: int, n: int, max_batch_size: int) -> list[tuple[list[int], int]]:
