@@ -167,3 +167,16 @@ def test_nucleus_threshold_keeps_what_the_sort_based_rule_keeps():
     # a one-hot row keeps its one token; a uniform row keeps all tied tokens
     probs = torch.tensor([[0.0, 1.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
     assert (probs >= nucleus_threshold(probs, 0.5)).tolist() == [[False, True, False, False], [True] * 4]
+
+
+def test_bfloat16_model_decodes_in_bfloat16(tiny_tokenizer):
+    model = make_tiny_model(seed=3).to(torch.bfloat16).eval()
+    ids, mask, _ = left_padded(PROMPTS)
+    expected = model.generate(
+        input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=6, eos_token_id=None, pad_token_id=0,
+        top_k=None, top_p=None, temperature=None,
+    )[:, ids.shape[1]:].tolist()
+    out = Sampler(model, tiny_tokenizer).generate(
+        PROMPTS, SamplingConfig(temperature=0, max_new_tokens=6, stop_token_ids=[], decode="fast")
+    )
+    assert [c[0].token_ids for c in out] == expected
