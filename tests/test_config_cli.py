@@ -95,3 +95,42 @@ def test_demo_overrides_change_one_key_of_the_demo_settings():
     assert cfg.pretrain.out == "runs/demo/pretrain" and cfg.pretrain.train.max_steps == 150
     assert cfg.pretrain.train.progress is False and cfg.pretrain.schedule.kind == "wsd"
     assert cfg.pretrain.schedule.warmup_steps == 15  # the demo's, kept across the kind change
+
+
+def test_help_shows_the_stage_defaults_not_the_section_class_defaults(capsys):
+    rows = {}
+    for name in ("dpo", "rest", "bon"):
+        assert main([name, "--help"]) == 0
+        rows[name] = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")}
+    assert rows["dpo"]["train.max_steps"].endswith("[int, default 100]")  # TrainConfig's own: 200
+    assert rows["dpo"]["train.eval_every"].endswith("[int, default 25]")
+    assert rows["dpo"]["optim.lr"].endswith("[float, default 2e-05]")  # OptimConfig's own: 0.001
+    assert rows["dpo"]["optim.weight_decay"].endswith("[float, default 0.0]")
+    assert "default CosineSchedule(kind='cosine', warmup_ratio=0.1)" in rows["dpo"]["schedule"]
+    assert rows["rest"]["e_step.sampling.max_new_tokens"].endswith("[int, default 128]")  # SamplingConfig's: 256
+    assert rows["rest"]["eval.sampling.seed"].endswith("[int | None, default 1]")
+    assert rows["rest"]["m_step.optim.weight_decay"].endswith("[float, default 0.0]")
+    assert rows["bon"]["sampling.seed"].endswith("[int | None, default 0]")
+    assert rows["dpo"]["model"].endswith("[str, required]")
+    assert rows["dpo"]["dynamics.probes"].endswith("[str, required]")  # an optional section: its class's fields
+
+
+def test_a_section_given_in_part_keeps_the_stage_defaults_of_its_other_keys(tmp_path):
+    """What --help shows is what a run gets, whichever keys of the section a YAML or override sets."""
+    from chatforge.stages import dpo, rest
+
+    path = tmp_path / "c.yaml"
+    path.write_text("model: m\ntrain: {max_steps: 50}\n")
+    cfg = load_config(dpo.Config, path, ["optim.lr=1e-4", "schedule.min_lr_ratio=0.05"])
+    assert (cfg.train.max_steps, cfg.train.eval_every, cfg.train.micro_batch_size) == (50, 25, 8)
+    assert (cfg.optim.lr, cfg.optim.weight_decay) == (1e-4, 0.0)
+    assert (cfg.schedule.kind, cfg.schedule.warmup_ratio, cfg.schedule.min_lr_ratio) == ("cosine", 0.1, 0.05)
+    # Another kind keeps only the settings it shares (the warmup), and its own defaults for the rest.
+    wsd = load_config(dpo.Config, None, ["model=m", "schedule.kind=wsd"]).schedule
+    assert (wsd.kind, wsd.warmup_ratio, wsd.decay_ratio) == ("wsd", 0.1, 0.2)
+    # Two levels down, and through the Python API as well as the CLI.
+    cfg = rest.Config(model="m", train_prompts="a", test_prompts="b", e_step={"sampling": {"temperature": 0.7}})
+    assert (cfg.e_step.sampling.temperature, cfg.e_step.sampling.max_new_tokens, cfg.e_step.sampling.seed) == (0.7, 128, 0)
+    assert cfg.e_step.samples_per_prompt == 16 and cfg.m_step.optim.lr == 1e-3
+    # Setting every key by hand gives the same config as the defaults.
+    assert load_config(dpo.Config, None, ["model=m", "train.max_steps=100"]) == dpo.Config(model="m")

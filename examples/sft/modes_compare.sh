@@ -6,7 +6,7 @@
 set -euo pipefail
 PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # one thread per process: steadier tokens/s on a shared machine
-COMMON=(examples/sft/world_full.yaml optim.lr=1e-3 train.max_steps=100 train.save_every=0 train.progress=false eval_before=false)
+COMMON=(examples/sft/world_full.yaml optim.lr=1e-3 optim.weight_decay=0.1 train.max_steps=100 train.save_every=0 train.progress=false eval_before=false)
 $PY -m chatforge sft "${COMMON[@]}" out=runs/sft/modes/full mode=full
 $PY -m chatforge sft "${COMMON[@]}" out=runs/sft/modes/lora mode=lora lora.r=16 lora.alpha=32
 $PY -m chatforge sft "${COMMON[@]}" out=runs/sft/modes/freeze mode=freeze freeze.train_last_n_blocks=2 \

@@ -205,18 +205,28 @@ def dump_config(cfg: BaseModel) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-def describe_fields(cls: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, type and default, description) for every leaf field, for `--help`."""
+def describe_fields(cls: type[BaseModel], prefix: str = "", defaults: BaseModel | None = None) -> list[tuple[str, str, str]]:
+    """(dotted key, type and default, description) for every leaf field, for `--help`.
+
+    The defaults shown are the ones the stage uses: inside a section whose default is an instance
+    (`train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=100))`), that
+    instance's values, not the section class's own defaults (`StrictModel` keeps them when a
+    section is given in part).
+    """
     rows: list[tuple[str, str, str]] = []
     for name, field in cls.model_fields.items():
         key = f"{prefix}{name}"
+        if defaults is not None:
+            required, default = False, getattr(defaults, name)
+        else:
+            required = field.is_required()
+            default = None if required else field.get_default(call_default_factory=True)
         nested = _model_types(field.annotation)
         if len(nested) == 1 and typing.get_origin(field.annotation) not in (list, dict):
-            rows += describe_fields(nested[0], key + ".")
+            rows += describe_fields(nested[0], key + ".", default if isinstance(default, nested[0]) else None)
             continue
         type_name = _type_name(field.annotation)
-        default = "required" if field.is_required() else f"default {_short(field.get_default(call_default_factory=True))}"
-        rows.append((key, f"{type_name}, {default}", field.description or ""))
+        rows.append((key, f"{type_name}, {'required' if required else f'default {_short(default)}'}", field.description or ""))
     return rows
 
 
@@ -228,7 +238,8 @@ def _type_name(annotation: Any) -> str:
 
 
 def _short(value: Any) -> str:
-    if isinstance(value, BaseModel):
-        return value.__class__.__name__
+    if isinstance(value, BaseModel):  # a union's default (e.g. a schedule): its kind and what it sets
+        settings = ", ".join(f"{k}={v!r}" for k, v in value.model_dump(exclude_unset=True).items())
+        return f"{value.__class__.__name__}({settings})"
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."

@@ -26,10 +26,10 @@ import math
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import torch
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from chatforge.config.base import StrictModel
 from chatforge.errors import ChatforgeError, ConfigError, DataError
@@ -38,15 +38,6 @@ from chatforge.sampling.config import SamplingConfig
 from chatforge.scoring.config import GoldScorerConfig, ScorerConfig
 
 SAMPLING_DEFAULTS = {"temperature": 1.0, "max_new_tokens": 128, "seed": 0}
-
-
-def _with_sampling_defaults(value: Any) -> Any:
-    # Keys given in YAML or overrides go on top of bon's defaults (not SamplingConfig's), so that
-    # `sampling.temperature=0.7` keeps max_new_tokens 128 and seed 0.
-    return {**SAMPLING_DEFAULTS, **value} if isinstance(value, dict) else value
-
-
-BonSampling = Annotated[SamplingConfig, BeforeValidator(_with_sampling_defaults)]
 
 
 class Config(StrictModel):
@@ -58,7 +49,7 @@ class Config(StrictModel):
     )
     max_prompts: int | None = Field(100, ge=1, description="use the first N usable prompts (null: all)")
     n_max: int = Field(16, ge=1, description="samples per prompt; best-of-N is measured for N = 1, 2, 4, ..., n_max")
-    sampling: BonSampling = Field(
+    sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(**SAMPLING_DEFAULTS), description="sampling settings (n is set to n_max)"
     )
     scorer: ScorerConfig = Field(default_factory=GoldScorerConfig, description="the proxy that picks the best (default gold)")

@@ -8,12 +8,9 @@ Later stages (SFT, reward models, preference and RL optimisation) join this job 
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import Field, model_validator
+from pydantic import Field
 
 from chatforge.config.base import StrictModel
-from chatforge.config.load import deep_merge
 from chatforge.stages import pretrain
 from chatforge.stages.pretrain import Config as PretrainConfig
 
@@ -28,17 +25,11 @@ DEMO_PRETRAIN = {
 
 
 class Config(StrictModel):
+    # `pretrain.train.progress=false` changes one key of the demo's settings, not of the bare stage's
+    # (StrictModel: a section given in part keeps its default's other keys).
     pretrain: PretrainConfig = Field(
         default_factory=lambda: PretrainConfig.model_validate(DEMO_PRETRAIN), description="the pretraining stage"
     )
-
-    @model_validator(mode="before")
-    @classmethod
-    def _overrides_apply_to_the_demo_settings(cls, data: Any) -> Any:
-        # `pretrain.train.progress=false` changes one key of the demo's settings, not of the bare stage's.
-        if isinstance(data, dict) and isinstance(data.get("pretrain"), dict):
-            data = {**data, "pretrain": deep_merge(DEMO_PRETRAIN, data["pretrain"])}
-        return data
 
 
 def run(cfg: Config) -> dict:
