@@ -27,3 +27,26 @@ def tiny_tokenizer(tiny_tokenizer_dir):
     from chatforge.tokenizer.load import load_tokenizer
 
     return load_tokenizer(tiny_tokenizer_dir)
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory, tiny_tokenizer_dir):
+    """A saved tiny chat model (random ~100k-parameter Llama, 256 positions) with the tiny tokenizer."""
+    from chatforge.tokenizer.load import load_tokenizer
+    from tiny_models import make_tiny_model
+
+    out = tmp_path_factory.mktemp("base")
+    tokenizer = load_tokenizer(tiny_tokenizer_dir)
+    make_tiny_model(vocab_size=len(tokenizer), max_position_embeddings=256).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """The built-in task world's files, tiny size."""
+    from chatforge.world.write import write_world
+
+    out = tmp_path_factory.mktemp("world")
+    write_world(out, size="tiny")
+    return out

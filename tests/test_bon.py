@@ -16,7 +16,6 @@ from chatforge.scoring.best_of_n import (
     n_grid,
     selection_probabilities,
 )
-from tiny_models import make_tiny_model
 
 
 def brute_force(proxy: list[float], values: list[float], n: int) -> float:
@@ -76,26 +75,6 @@ def test_table_means_over_prompts():
     assert rows[0]["gold"] == pytest.approx((0.5 + 0.3) / 2) and rows[0]["accuracy"] == pytest.approx(0.5)
     assert rows[1]["gold"] == pytest.approx((0.0 + 0.3) / 2) and rows[1]["accuracy"] == 0.0
     assert rows[1]["proxy"] == pytest.approx((0.9 + 0.5) / 2) and rows[1]["accuracy_prompts"] == 1
-
-
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory, tiny_tokenizer_dir):
-    from chatforge.tokenizer.load import load_tokenizer
-
-    out = tmp_path_factory.mktemp("base")
-    tokenizer = load_tokenizer(tiny_tokenizer_dir)
-    make_tiny_model(vocab_size=len(tokenizer), max_position_embeddings=256).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from chatforge.world.write import write_world
-
-    out = tmp_path_factory.mktemp("world")
-    write_world(out, size="tiny")
-    return out
 
 
 def test_read_prompts_rejects_each_bad_line_by_reason_and_line(tmp_path):

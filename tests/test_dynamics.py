@@ -17,20 +17,8 @@ from chatforge.dynamics import (
     read_rows,
 )
 from chatforge.losses.lm import IGNORE_INDEX
-from tiny_models import make_tiny_model
 
 SYSTEM = {"role": "system", "content": "Answer briefly."}
-
-
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory, tiny_tokenizer_dir):
-    from chatforge.tokenizer.load import load_tokenizer
-
-    out = tmp_path_factory.mktemp("base")
-    tokenizer = load_tokenizer(tiny_tokenizer_dir)
-    make_tiny_model(vocab_size=len(tokenizer), max_position_embeddings=256).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -150,15 +138,6 @@ def test_squeezing_detector():
     assert detect_squeezing(_rows([-10, -10.3], [-20, -20.4], [-3, -2]), drop=0.5)["squeezing"] is False
     assert detect_squeezing(_rows([-10], [-20], [-3]))["squeezing"] is None
     assert detect_squeezing([{"step": 0, "logp/chosen": 1.0}, {"step": 1, "logp/chosen": 0.0}])["squeezing"] is None
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from chatforge.world.write import write_world
-
-    out = tmp_path_factory.mktemp("world")
-    write_world(out, size="tiny")
-    return out
 
 
 def _dynamics(world, every):

@@ -11,26 +11,6 @@ from chatforge.cli import main
 from tiny_models import make_tiny_model
 
 
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory, tiny_tokenizer_dir):
-    from chatforge.tokenizer.load import load_tokenizer
-
-    out = tmp_path_factory.mktemp("base")
-    tokenizer = load_tokenizer(tiny_tokenizer_dir)
-    make_tiny_model(vocab_size=len(tokenizer), max_position_embeddings=256).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from chatforge.world.write import write_world
-
-    out = tmp_path_factory.mktemp("world")
-    write_world(out, size="tiny")
-    return out
-
-
 def _state(path):
     from transformers import AutoModelForCausalLM
 
