@@ -277,6 +277,12 @@ def test_pack_groups_layout_by_hand():
     assert shared["branch_ids"].tolist() == [[0, 0, 1, 1, 2], [0, 0, 0, 0, 0]]
     assert shared["segment_ids"].tolist() == [[1, 1, 1, 1, 1], [2, 2, 2, 0, 0]]
     assert shared["reward_index"].tolist() == [3, 4, 6] and shared["lengths"].tolist() == [4, 3, 3]
+    # a ranking wider than twice its longest response (4 + 3 + 3 > 8) goes into two units, the prefix in each
+    ranking = pack_groups([[[1, 2, 3, 4], [1, 5, 6, 7], [1, 8, 9, 10]]], pad, share_prefix=True)
+    assert ranking["input_ids"].tolist() == [[1, 2, 3, 4, 5, 6, 7], [1, 8, 9, 10, pad, pad, pad]]
+    assert ranking["position_ids"].tolist() == [[0, 1, 2, 3, 1, 2, 3], [0, 1, 2, 3, 0, 1, 2]]
+    assert ranking["branch_ids"].tolist() == [[0, 1, 1, 1, 2, 2, 2], [0, 3, 3, 3, 0, 0, 0]]
+    assert ranking["reward_index"].tolist() == [3, 6, 10]
 
 
 def _parameter_grads(model, objective, batch):

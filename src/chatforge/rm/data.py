@@ -247,7 +247,9 @@ def pack_groups(groups: list[list[list[int]]], pad_id: int, share_prefix: bool) 
     """The token ids of each group's responses packed into rows without padding between them.
 
     A unit is one response (`share_prefix=False`), or a whole group: the tokens its K responses share
-    at the start (the rendered prompt), once, then each response's own tokens (`share_prefix=True`).
+    at the start (the rendered prompt), once, then each response's own tokens (`share_prefix=True`;
+    a group that would be wider than twice the batch's longest response is split into several units,
+    each with the prefix, which bounds the rows' width and so the attention's cost and the mask).
     Units are placed first fit, longest first, into rows as wide as the longest unit. Position ids
     restart at 0 at every unit, and a response's own tokens continue the positions of the shared
     prefix, so every token has the position it has alone. A row's unused tail is pad tokens whose
@@ -261,23 +263,26 @@ def pack_groups(groups: list[list[list[int]]], pad_id: int, share_prefix: bool) 
     `reward_index[n]` is the flat position (row · W + column) of response n's reward token: its last
     token that is not `pad_id`, as `AutoModelForSequenceClassification` reads a right-padded row
     (position 0 when every token is `pad_id`, as transformers' argmax gives)."""
+    longest = max(len(ids) for seqs in groups for ids in seqs)
+    cap = 2 * longest if share_prefix else longest  # the widest unit (so the widest row) allowed
     units = []  # (tokens, positions, branches, [(response n, offset of its reward token in the unit)])
     n = 0
     for seqs in groups:
         shared = common_prefix(seqs) if share_prefix else 0
+        unit = None
         for k, ids in enumerate(seqs):
             reward_at = last_non_pad(ids, pad_id)
-            if share_prefix and k > 0:  # the group's unit, begun by response 0, grows by k's own tokens
-                tokens, positions, branches, reads = units[-1]
+            if share_prefix and unit is not None and len(unit[0]) + len(ids) - shared <= cap:
+                begin = shared  # the group's unit grows by response k's own tokens
                 if reward_at >= shared:
-                    reward_at += len(tokens) - shared
-            else:
-                tokens, positions, branches, reads = [], [], [], []
-                units.append((tokens, positions, branches, reads))
-            begin = shared if share_prefix and k > 0 else 0
+                    reward_at += len(unit[0]) - shared
+            else:  # a new unit: the first response of a group, or one that would make it too wide
+                begin, unit = 0, ([], [], [], [])
+                units.append(unit)
+            tokens, positions, branches, reads = unit
             tokens += ids[begin:]
             positions += range(begin, len(ids))
-            branches += [0] * (shared - begin) + [k + 1 if share_prefix else 0] * (len(ids) - max(shared, begin))
+            branches += [0] * (shared - begin) + [k + 1 if share_prefix else 0] * (len(ids) - shared)
             reads.append((n, reward_at))
             n += 1
     width = max(len(u[0]) for u in units)
