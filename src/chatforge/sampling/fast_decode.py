@@ -102,10 +102,13 @@ class PackedLinear:
         self.kernel = kernel if self.weight.dtype in (torch.float32, torch.bfloat16) else "plain"
         if self.kernel == "mkl" and self.weight.dtype != torch.float32:
             self.kernel = "plain"
-        if self.kernel == "onednn":
-            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, batch_size)
-        elif self.kernel == "mkl":
-            self.packed = torch.ops.mkl._mkl_reorder_linear_weight(self.weight, batch_size)
+        try:
+            if self.kernel == "onednn":
+                self.packed = torch.ops.mkldnn._reorder_linear_weight(self.weight, batch_size)
+            elif self.kernel == "mkl":
+                self.packed = torch.ops.mkl._mkl_reorder_linear_weight(self.weight, batch_size)
+        except RuntimeError:  # a build whose library lacks this shape or dtype: plain products still work
+            self.kernel = "plain"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.kernel == "onednn":
