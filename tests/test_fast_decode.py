@@ -66,7 +66,9 @@ def left_padded(prompts):
 
 @pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_prefill_and_steps_match_the_transformers_forward(name, kernel):
+def test_prefill_and_steps_match_the_transformers_forward(name, kernel, monkeypatch):
+    # Prompts of 11, 3 and 6 tokens, packed at most 9 real tokens at a time: prefilled as [11] and [3, 6].
+    monkeypatch.setattr("chatforge.sampling.fast_decode.PREFILL_TOKENS", 9)
     model = MODELS[name]().eval()
     assert unsupported_reason(model, 40) is None
     ids, mask, positions = left_padded(PROMPTS)
@@ -78,7 +80,7 @@ def test_prefill_and_steps_match_the_transformers_forward(name, kernel):
         state, logits = decoder.prefill(ids, mask, positions, capacity=ids.shape[1] + 6)
         torch.testing.assert_close(logits, ref, atol=2e-5, rtol=1e-5)
         for layer, k_buf, v_buf in zip(cache.layers, state.keys, state.values):
-            for ours, theirs in ((k_buf, layer.keys), (v_buf, layer.values)):
+            for ours, theirs in ((k_buf.transpose(-1, -2), layer.keys), (v_buf, layer.values)):
                 real = mask.bool()[:, None, :, None].expand_as(theirs)  # padding columns are never attended
                 torch.testing.assert_close(ours[:, :, : ids.shape[1]][real], theirs[real], atol=2e-5, rtol=1e-5)
         # five steps, each fed the transformers argmax, positions counting real tokens only

@@ -39,6 +39,8 @@ from torch import nn
 SUPPORTED_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2"})
 # Rope types whose cos/sin for a position do not depend on the sequence length seen so far.
 STATIC_ROPE_TYPES = frozenset({"default", "linear", "llama3", "yarn"})
+# Prompts prefilled together as one packed sequence, in real tokens: bounds the (tokens x tokens) mask.
+PREFILL_TOKENS = 2048
 
 
 LinearKernel = Literal["onednn", "mkl", "plain"]
@@ -132,11 +134,15 @@ class _Layer:
 
 @dataclass
 class DecodeState:
-    """The preallocated KV cache of one decode batch: row b's keys for column j at `keys[l][b, :, j]`."""
+    """The preallocated KV cache of one decode batch.
 
-    keys: list[torch.Tensor]  # per layer (rows, kv heads, capacity, head dim)
-    values: list[torch.Tensor]
-    mask: torch.Tensor  # (rows, capacity) bool: which columns each row attends to
+    Keys are stored transposed, `keys[l][b, :, :, j]` for column j, so that the scores of a step are one
+    product with the first `length` columns (a strided view, no copy).
+    """
+
+    keys: list[torch.Tensor]  # per layer (rows, kv heads, head dim, capacity)
+    values: list[torch.Tensor]  # per layer (rows, kv heads, capacity, head dim)
+    bias: torch.Tensor  # (rows, capacity): 0 where a row attends to the column, -inf where not
     length: int  # columns filled so far (all rows advance together)
 
 
@@ -180,11 +186,18 @@ class FastDecoder:
         self._rope_len = 0
 
     def _rope(self, positions: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos/sin tables for positions 0..positions-1 from the model's own rotary module."""
+        """cos and signed-sin tables for positions 0..positions-1 from the model's own rotary module.
+
+        transformers rotates as `x * cos + rotate_half(x) * sin`, with `rotate_half(x) = cat(-x2, x1)`.
+        That is `x * cos + roll(x, half) * cat(-sin1, sin2)`: the same products (a sign moved from x to
+        sin is exact), two ops fewer per rotation.
+        """
         if positions > self._rope_len:
             dummy = torch.zeros(1, dtype=self.embed.dtype, device=self.embed.device)
             cos, sin = self.model.model.rotary_emb(dummy, torch.arange(positions, device=self.embed.device)[None])
-            self._cos, self._sin, self._rope_len = cos[0], sin[0], positions
+            half = sin.shape[-1] // 2
+            signed = torch.cat((-sin[0, :, :half], sin[0, :, half:]), dim=-1)
+            self._cos, self._sin, self._rope_len = cos[0], signed, positions
         return self._cos, self._sin
 
     def prefill(
@@ -192,53 +205,67 @@ class FastDecoder:
     ) -> tuple[DecodeState, torch.Tensor]:
         """Run left-padded prompts (rows x width) through the model into a cache of `capacity` columns.
 
-        Returns the cache and the logits (rows, vocab) at the last column, every row's last prompt token.
-        Padding columns are computed like transformers does (a padding query with no visible key attends
-        to every column, so nothing is NaN) and are masked out for every real token.
+        Returns the cache, laid out like the padded batch (row b's prompt in its last columns, the
+        padding columns never attended), and the logits (rows, vocab) at every row's last prompt token.
+        The padding itself is not computed: the prompts of up to `PREFILL_TOKENS` real tokens at a time
+        are packed into one sequence, each attending causally to its own tokens only.
         """
         rows, width = input_ids.shape
-        heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
-        cos_table, sin_table = self._rope(int(positions.max()) + 1)
-        cos, sin = cos_table[positions][:, None], sin_table[positions][:, None]  # (rows, 1, width, head dim)
         valid = attention_mask.bool()
-        causal = torch.ones((width, width), dtype=torch.bool, device=valid.device).tril()
-        mask = causal[None] & valid[:, None, :]  # (rows, query, key)
-        mask = (mask | ~mask.any(-1, keepdim=True))[:, None]  # (rows, 1, query, key)
-        keys = [self.embed.new_zeros((rows, kv_heads, capacity, head_dim)) for _ in self._layers]
-        values = [torch.zeros_like(k) for k in keys]
-        hidden = F.embedding(input_ids, self.embed)  # (rows, width, hidden)
-        last = len(self._layers) - 1
+        keys = [self.embed.new_zeros((rows, self.kv_heads, self.head_dim, capacity)) for _ in self._layers]
+        values = [self.embed.new_zeros((rows, self.kv_heads, capacity, self.head_dim)) for _ in self._layers]
+        self._rope(int(positions.max()) + 1)
+        logits, start, lengths = [], 0, valid.sum(-1).tolist()
+        while start < rows:  # consecutive rows, at least one, up to PREFILL_TOKENS real tokens
+            stop, tokens = start + 1, lengths[start]
+            while stop < rows and tokens + lengths[stop] <= PREFILL_TOKENS:
+                tokens += lengths[stop]
+                stop += 1
+            chunk = slice(start, stop)
+            logits.append(self._prefill_packed(input_ids[chunk], valid[chunk], positions[chunk], keys, values, chunk))
+            start = stop
+        bias = torch.full((rows, capacity), float("-inf"), dtype=self.embed.dtype, device=valid.device)
+        bias[:, :width].masked_fill_(valid, 0.0)
+        return DecodeState(keys, values, bias, width), torch.cat(logits)
+
+    def _prefill_packed(self, input_ids, valid, positions, keys, values, chunk: slice) -> torch.Tensor:
+        """Prefill the rows `chunk` as one packed sequence; write their keys/values into the buffers."""
+        heads, kv_heads, head_dim = self.heads, self.kv_heads, self.head_dim
+        rows, width = input_ids.shape
+        row_of = torch.arange(chunk.start, chunk.stop, device=valid.device)[:, None].expand(rows, width)[valid]
+        column_of = torch.arange(width, device=valid.device)[None].expand(rows, width)[valid]
+        pos = positions[valid]
+        tokens = pos.shape[0]
+        last = valid.sum(-1).cumsum(0) - 1  # each row's last token in the packed order
+        same_prompt = row_of[:, None] == row_of[None, :]
+        mask = (same_prompt & (pos[:, None] >= pos[None, :]))[None, None]  # (1, 1, tokens, tokens)
+        cos, sin = self._cos[pos][None], self._sin[pos][None]  # (1, tokens, head dim)
+        hidden = F.embedding(input_ids[valid], self.embed)  # (tokens, hidden)
+        final = len(self._layers) - 1
         for index, (layer, k_buf, v_buf) in enumerate(zip(self._layers, keys, values)):
             x = _rms_norm(hidden, layer.norm_attn, layer.eps_attn)
-            q, k, v = layer.qkv(x.flatten(0, 1)).view(rows, width, -1).split(layer.qkv.splits, dim=-1)
-            q = q.view(rows, width, heads, head_dim).transpose(1, 2)
-            k = k.view(rows, width, kv_heads, head_dim).transpose(1, 2)
-            k = k * cos + _rotate_half(k) * sin
-            k_buf[:, :, :width] = k
-            v_buf[:, :, :width] = v.view(rows, width, kv_heads, head_dim).transpose(1, 2)
-            if index == last:  # only the last position's output is needed from here on
-                q, cos, sin, mask, hidden = q[:, :, -1:], cos[:, :, -1:], sin[:, :, -1:], mask[:, :, -1:], hidden[:, -1:]
-            q = q * cos + _rotate_half(q) * sin
+            qkv = layer.qkv(x).view(tokens, heads + 2 * kv_heads, head_dim).transpose(0, 1)
+            qk = _rotate(qkv[: heads + kv_heads], cos, sin)  # q and k rotated together
+            q, k, v = qk[:heads], qk[heads:], qkv[heads + kv_heads :]
+            k_buf.permute(0, 3, 1, 2)[row_of, column_of] = k.transpose(0, 1)  # (tokens, kv heads, head dim)
+            v_buf.transpose(1, 2)[row_of, column_of] = v.transpose(0, 1)
+            if index == final:  # only each row's last token is needed from here on
+                q, mask, hidden = q[:, last], mask[:, :, last], hidden[last]
             out = F.scaled_dot_product_attention(
-                q, k_buf[:, :, :width], v_buf[:, :, :width], attn_mask=mask, scale=self.scaling,
-                enable_gqa=heads != kv_heads,
-            )
-            queries = q.shape[2]
-            hidden = hidden + layer.o(out.transpose(1, 2).reshape(rows * queries, -1)).view(rows, queries, -1)
+                q[None], k[None], v[None], attn_mask=mask, scale=self.scaling, enable_gqa=heads != kv_heads
+            )[0]  # (heads, queries, head dim)
+            hidden = hidden + layer.o(out.transpose(0, 1).reshape(q.shape[1], heads * head_dim))
             x = _rms_norm(hidden, layer.norm_mlp, layer.eps_mlp)
-            gate, up = layer.gate_up(x.flatten(0, 1)).split(layer.gate_up.splits, dim=-1)
-            hidden = hidden + layer.down(F.silu(gate) * up).view(rows, queries, -1)
-        state_mask = torch.zeros((rows, capacity), dtype=torch.bool, device=valid.device)
-        state_mask[:, :width] = valid
-        logits = self.head(_rms_norm(hidden[:, -1], self.norm, self.norm_eps))
-        return DecodeState(keys, values, state_mask, width), logits
+            gate, up = layer.gate_up(x).split(layer.gate_up.splits, dim=-1)
+            hidden = hidden + layer.down(F.silu(gate) * up)
+        return self.head(_rms_norm(hidden, self.norm, self.norm_eps))
 
     @staticmethod
     def repeat(state: DecodeState, n: int) -> DecodeState:
         """Each row n times in a row (n samples of one prefilled prompt)."""
         return DecodeState(
             [k.repeat_interleave(n, dim=0) for k in state.keys], [v.repeat_interleave(n, dim=0) for v in state.values],
-            state.mask.repeat_interleave(n, dim=0), state.length,
+            state.bias.repeat_interleave(n, dim=0), state.length,
         )
 
     @staticmethod
@@ -246,35 +273,34 @@ class FastDecoder:
         """Keep only the rows `keep` (finished samples leave the batch)."""
         return DecodeState(
             [k.index_select(0, keep) for k in state.keys], [v.index_select(0, keep) for v in state.values],
-            state.mask.index_select(0, keep), state.length,
+            state.bias.index_select(0, keep), state.length,
         )
 
     def step(self, state: DecodeState, token_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Logits (rows, vocab) after feeding each row's `token_ids` at its `positions`; fills one column."""
         rows, t = token_ids.shape[0], state.length
-        if t >= state.mask.shape[1]:
+        if t >= state.bias.shape[1]:
             raise RuntimeError("fast decode: the KV buffer is full")  # the sampler sizes it; a bug if reached
         cos_table, sin_table = self._rope(int(positions.max()) + 1)
         cos, sin = cos_table[positions][:, None], sin_table[positions][:, None]  # (rows, 1, head dim)
-        state.mask[:, t] = True
-        mask = state.mask[:, None, None, : t + 1]
+        state.bias[:, t] = 0.0
+        bias = state.bias[:, None, None, : t + 1]
         groups = self.heads // self.kv_heads
         hidden = F.embedding(token_ids, self.embed)
         for layer, keys, values in zip(self._layers, state.keys, state.values):
             x = _rms_norm(hidden, layer.norm_attn, layer.eps_attn)
-            q, k, v = layer.qkv(x).split(layer.qkv.splits, dim=-1)
-            q = q.view(rows, self.heads, self.head_dim)
-            k = k.view(rows, self.kv_heads, self.head_dim)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
-            keys[:, :, t] = k
-            values[:, :, t] = v.view(rows, self.kv_heads, self.head_dim)
-            # One query token: its `groups` heads per key/value head attend as `groups` query rows of that
-            # head (transformers' `pack_gqa`), so the keys are never repeated.
+            qkv = layer.qkv(x).view(rows, self.heads + 2 * self.kv_heads, self.head_dim)
+            qk = _rotate(qkv[:, : self.heads + self.kv_heads], cos, sin)  # q and k rotated together
+            q, k = qk[:, : self.heads], qk[:, self.heads :]
+            keys[..., t] = k
+            values[:, :, t] = qkv[:, self.heads + self.kv_heads :]
+            # One query token: its `groups` heads per key/value head are `groups` query rows of that head
+            # (transformers' `pack_gqa`), so the keys are never repeated. Plain products and a softmax:
+            # for one query row SDPA's CPU kernel costs three times as much.
             q = q.view(rows, self.kv_heads, groups, self.head_dim)
-            out = F.scaled_dot_product_attention(
-                q, keys[:, :, : t + 1], values[:, :, : t + 1], attn_mask=mask, scale=self.scaling
-            )
+            scores = torch.matmul(q, keys[..., : t + 1]) * self.scaling + bias
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            out = torch.matmul(probs, values[:, :, : t + 1])
             hidden = hidden + layer.o(out.reshape(rows, self.heads * self.head_dim))
             x = _rms_norm(hidden, layer.norm_mlp, layer.eps_mlp)
             gate, up = layer.gate_up(x).split(layer.gate_up.splits, dim=-1)
@@ -288,6 +314,8 @@ def _eps(norm: nn.Module) -> float:
 
 
 def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    if x.dtype == torch.float32:  # one fused op, same result as the steps below in float32
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
     # transformers' LlamaRMSNorm, op for op: statistics in float32, scale in the input dtype.
     dtype = x.dtype
     x32 = x.to(torch.float32)
@@ -295,6 +323,6 @@ def _rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor
     return weight * x32.to(dtype)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+def _rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """transformers' `x * cos + rotate_half(x) * sin`, with `sin_signed` from `FastDecoder._rope`."""
+    return x * cos + x.roll(x.shape[-1] // 2, dims=-1) * sin_signed
