@@ -1,25 +1,25 @@
-"""A lean one-token decode step for Llama-family models on CPU: the computation of `transformers`'
-Llama forward for one new token, with less work around the matrix products and cheaper products.
+"""A lean decoder for Llama-family models on CPU: transformers' Llama computation for a prefill and
+one-token steps, with less work around the matrix products and cheaper products.
 
 Why it exists. Decoding 8 rows of a ~10M model on CPU is dominated by eight-row matrix products.
 `F.linear` goes to MKL's `sgemm`, which re-packs the whole weight matrix into its panel layout on
 every call (for eight rows that costs about as much as the product) and, on this project's AMD CPUs,
 neither uses AVX-512 nor gains from a second thread at eight rows. Here every linear is packed once
 per weight version with oneDNN (`torch.ops.mkldnn._reorder_linear_weight`, the kernels
-`torch.compile` uses for frozen CPU linears) and multiplied with `_linear_pointwise`: 2.1x faster than
-`F.linear` on one thread and 2.7x on two for the 25 products of a llama-10m step (bench/sampler_vs_generate.py
-measures the whole loop). Without oneDNN, MKL's packed sgemm (bit-identical to `F.linear`) is used,
-and plain `F.linear` without either. q/k/v and gate/up are one product each; the KV cache is
-preallocated (one write per layer and step instead of a growing concatenation); the layers run as plain
-tensor ops, with no module dispatch, mask building or cache bookkeeping per step.
+`torch.compile` uses for frozen CPU linears) and multiplied with `_linear_pointwise` (bench/decode_kernels.py
+times both). Without oneDNN, MKL's packed sgemm (bit-identical to `F.linear`) is used, and plain
+`F.linear` without either. Around the products: q/k/v and gate/up are one product each; the KV cache
+is preallocated (one write per layer and step instead of a growing concatenation); the layers run as
+plain tensor ops, with no module dispatch, mask building or cache bookkeeping per step; the prefill
+packs the prompts without their padding.
 
-Exactness. Every other op is the one `transformers` runs, in the same order and dtype (RMSNorm in
-float32, rotary tables from the model's own rotary module, SDPA with the query heads grouped per
-key/value head as transformers does for one query token). With MKL packing the logits are
-bit-identical to the model's forward; oneDNN accumulates the dot products in another order, so
-logits differ in the last bits (about 1e-6 relative) and greedy tokens can differ only where the two
-best logits tie to that precision. Tests check logits against the forward and greedy tokens against
-`model.generate`.
+Exactness. The ops are transformers' ops (RMSNorm in float32, rotary tables from the model's own
+rotary module, attention of each key/value head's query group as in transformers' `pack_gqa`),
+but the products accumulate in other orders (oneDNN, the packed prefill, attention as two products
+instead of SDPA), so logits differ from the model's forward in the last bits (about 1e-6 relative):
+greedy tokens can differ from `model.generate` only where the two best logits tie to that precision.
+Tests compare prefill and step logits and the cache with the forward, and greedy tokens with
+`model.generate`, for every architecture below.
 
 Scope. Llama, Mistral and Qwen2 checkpoints (same layer layout; Qwen2's q/k/v biases included) on
 CPU in float32 or bfloat16, with plain `nn.Linear` layers (a PEFT-wrapped model is decoded by
@@ -296,7 +296,7 @@ class FastDecoder:
             values[:, :, t] = qkv[:, self.heads + self.kv_heads :]
             # One query token: its `groups` heads per key/value head are `groups` query rows of that head
             # (transformers' `pack_gqa`), so the keys are never repeated. Plain products and a softmax:
-            # for one query row SDPA's CPU kernel costs three times as much.
+            # for one query row SDPA's CPU kernel costs about 1.5 times as much here.
             q = q.view(rows, self.kv_heads, groups, self.head_dim)
             scores = torch.matmul(q, keys[..., : t + 1]) * self.scaling + bias
             probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
