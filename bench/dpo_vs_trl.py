@@ -119,7 +119,7 @@ def child_chatforge(spec: dict, mode: str) -> dict:
     torch.manual_seed(spec["seed"])
     clock.rss_start = common.rss_now_mib()
     if spec.get("profile"):
-        _profiled(lambda: dpo.run(cfg), Path(spec["workdir"]) / f"profile-chatforge-{mode}.txt")
+        common.profiled(lambda: dpo.run(cfg), Path(spec["workdir"]) / f"profile-chatforge-{mode}.txt")
     else:
         dpo.run(cfg)
     for row in read_metrics(out / "metrics.jsonl"):
@@ -205,26 +205,10 @@ def child_trl(spec: dict, mode: str) -> dict:
                               data_collator=collate, callbacks=[Clock()])
     trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
     if spec.get("profile"):
-        _profiled(trainer.train, Path(spec["workdir"]) / f"profile-trl-{mode}.txt")
+        common.profiled(trainer.train, Path(spec["workdir"]) / f"profile-trl-{mode}.txt")
     else:
         trainer.train()
     return clock.result(spec)
-
-
-def _profiled(fn, path: Path) -> None:
-    import cProfile
-    import io
-    import pstats
-
-    profiler = cProfile.Profile()
-    profiler.enable()
-    fn()
-    profiler.disable()
-    stream = io.StringIO()
-    pstats.Stats(profiler, stream=stream).sort_stats("cumulative").print_stats(60)
-    stream.write("\n---- by own time ----\n")
-    pstats.Stats(profiler, stream=stream).sort_stats("tottime").print_stats(40)
-    path.write_text(stream.getvalue())
 
 
 # ---- the parent ------------------------------------------------------------------------------------

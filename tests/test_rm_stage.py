@@ -13,17 +13,6 @@ from tiny_models import make_tiny_model
 
 
 @pytest.fixture(scope="module")
-def base_dir(tmp_path_factory, tiny_tokenizer_dir):
-    from chatforge.tokenizer.load import load_tokenizer
-
-    out = tmp_path_factory.mktemp("base")
-    tokenizer = load_tokenizer(tiny_tokenizer_dir)
-    make_tiny_model(vocab_size=len(tokenizer), max_position_embeddings=256).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def tokenizer(base_dir):
     from chatforge.tokenizer.load import load_tokenizer
 
