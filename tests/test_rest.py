@@ -135,3 +135,50 @@ def test_rest_reports_bad_prompt_files(tmp_path, chat_base, capsys):
     assert main(["rest", f"model={chat_base}", f"out={tmp_path / 'run'}", f"train_prompts={bad}", f"test_prompts={bad}"]) == 2
     err = capsys.readouterr().err
     assert "no usable prompts" in err and "bad_field: 1" in err and "bad_json: 1" in err
+
+
+class _AnswerPlus:
+    """A fake policy: right on additions, wrong on every other prompt."""
+
+    def sample(self, records, sampling, n):
+        from chatforge.stages.rest import arithmetic_operator
+
+        return [[f"The answer is {r['answer'] if arithmetic_operator(r) == '+' else 'no'}."] * n for r in records]
+
+
+def test_tasks_keeps_one_task_and_arithmetic_is_scored_per_operator(tmp_path):
+    from chatforge.errors import DataError
+    from chatforge.run_dir import RejectLog
+    from chatforge.stages.rest import RestEvalConfig, evaluate_policy, load_prompts
+    from chatforge.world.write import write_world
+
+    write_world(tmp_path / "world", size="tiny")
+    path = str(tmp_path / "world" / "verifiable" / "test.jsonl")
+    with RejectLog(tmp_path / "rejected.jsonl") as rejects:
+        every = load_prompts(path, None, rejects)
+        arithmetic = load_prompts(path, None, rejects, ["arithmetic"])
+        first3 = load_prompts(path, 3, rejects, ["arithmetic"])
+        with pytest.raises(DataError, match=r"no prompts of tasks \['division'\].*its tasks: arithmetic, count_letter"):
+            load_prompts(path, None, rejects, ["division"])
+    assert len(every) > len(arithmetic) > 3 and {r["task"] for r in arithmetic} == {"arithmetic"}
+    assert arithmetic == [r for r in every if r["task"] == "arithmetic"] and first3 == arithmetic[:3]
+
+    metrics = evaluate_policy(_AnswerPlus(), arithmetic, arithmetic, RestEvalConfig(n=2, ks=[1, 2]))["test"]
+    by_op = metrics["by_operator"]
+    assert set(by_op) <= {"+", "-", "*"} and "+" in by_op
+    assert sum(m["prompts"] for m in by_op.values()) == len(arithmetic)
+    assert by_op["+"]["pass@1"] == by_op["+"]["greedy"] == by_op["+"]["maj@2"] == 1.0
+    assert all(m["pass@2"] == 0.0 for op, m in by_op.items() if op != "+")
+    plus = by_op["+"]["prompts"] / len(arithmetic)
+    assert metrics["all"]["pass@1"] == pytest.approx(plus) and metrics["by_group"]["arithmetic"]["pass@1"] == pytest.approx(plus)
+
+
+def test_tasks_is_a_typed_config_key():
+    from pydantic import ValidationError
+
+    from chatforge.stages.rest import Config
+
+    cfg = Config(model="m", train_prompts="a", test_prompts="b", tasks=["arithmetic"])
+    assert cfg.tasks == ["arithmetic"] and Config(model="m", train_prompts="a", test_prompts="b").tasks is None
+    with pytest.raises(ValidationError):
+        Config(model="m", train_prompts="a", test_prompts="b", tasks=[])

@@ -16,8 +16,10 @@ Each iteration i = 1..`iterations`:
    previous policy (`previous`), for `m_step.epochs` passes over it. Its `final/` is the new policy.
 3. **Evaluation** of the new policy on `eval.max_train_prompts` training prompts and on the held-out
    prompts: greedy accuracy, pass@k for every k in `eval.ks` (unbiased estimator over `eval.n`
-   samples), maj@n (majority vote), overall and per task; the train-test gap is the over-fitting the
-   ReST-EM paper reports after a few iterations.
+   samples), maj@n (majority vote), overall, per task and, for arithmetic prompts, per operator; the
+   train-test gap is the over-fitting the ReST-EM paper reports after a few iterations.
+
+`tasks` (e.g. `[arithmetic]`) keeps only the prompts of those tasks, train and held out.
 
 Iteration 0 evaluates `model` itself. Every iteration's files are kept under `OUT/iter_<i>/`
 (`samples.jsonl` with every sample and its reward, `kept.jsonl` the fine-tuning set in messages
@@ -88,6 +90,9 @@ class Config(StrictModel):
     train_prompts: str = Field(description="JSONL of training prompts (world verifiable records: prompt, task, answer)")
     test_prompts: str = Field(description="JSONL of held-out prompts, same layout")
     max_train_prompts: int | None = Field(None, ge=1, description="use the first N training prompts")
+    tasks: list[str] | None = Field(
+        None, min_length=1, description="keep only prompts whose `task` is one of these (e.g. [arithmetic]), train and test; None: all"
+    )
     iterations: int = Field(3, ge=1, description="E-step + M-step rounds")
     e_step: EStepConfig = Field(default_factory=EStepConfig)
     m_step: MStepConfig = Field(default_factory=MStepConfig)
@@ -95,9 +100,10 @@ class Config(StrictModel):
     seed: int = Field(0, description="seed of the cap's random choice and of the M-step's data order")
 
 
-def load_prompts(path: str, limit: int | None, rejects: RejectLog) -> list[dict]:
+def load_prompts(path: str, limit: int | None, rejects: RejectLog, tasks: list[str] | None = None) -> list[dict]:
     """World-style prompt records: `prompt` (messages ending with a user turn) or `messages` (ending
-    with a reference answer, dropped), plus `task` and `answer` for the checker; each gets `id`."""
+    with a reference answer, dropped), plus `task` and `answer` for the checker; each gets `id`.
+    With `tasks`, records of other tasks are skipped (not rejected) and `limit` counts the kept ones."""
     from chatforge.data.corpus import jsonl_records
     from chatforge.errors import ChatforgeError
     from chatforge.scoring.base import prompt_messages
@@ -106,6 +112,7 @@ def load_prompts(path: str, limit: int | None, rejects: RejectLog) -> list[dict]
     if not file.is_file():
         raise DataError(f"prompts file not found: {file}")
     records = []
+    seen_tasks: set[str] = set()
     for where, record in jsonl_records(file, rejects):
         try:
             if not isinstance(record, dict) or isinstance(record.get("prompt"), str):
@@ -116,10 +123,15 @@ def load_prompts(path: str, limit: int | None, rejects: RejectLog) -> list[dict]
         if not messages or messages[-1].get("role") != "user":
             rejects.add(str(file), where, "bad_field", "needs `prompt` (messages ending with a user turn) or `messages`", record)
             continue
+        seen_tasks.add(str(record.get("task")))
+        if tasks is not None and record.get("task") not in tasks:
+            continue
         lineno = where.removeprefix("line ")
         records.append({**record, "prompt": messages, "id": str(record.get("id", f"{file.name}:{lineno}"))})
         if limit is not None and len(records) >= limit:
             break
+    if not records and tasks is not None and seen_tasks:
+        raise DataError(f"no prompts of tasks {tasks} in {file} (its tasks: {', '.join(sorted(seen_tasks))})")
     if not records:
         raise DataError(f"no usable prompts in {file} ({rejects.summary_line()})")
     return records
@@ -173,8 +185,27 @@ def evaluate_policy(policy: Policy, train: list[dict], test: list[dict], cfg: Re
             greedy = [s[0] for s in policy.sample(records, cfg.sampling.model_copy(update={"temperature": 0.0}), 1)]
         metrics = sampled_metrics(records, samples, correct, ks, greedy)
         metrics.pop("per_prompt")
+        arithmetic = [(i, op) for i, op in enumerate(map(arithmetic_operator, records)) if op is not None]
+        if arithmetic:  # arithmetic prompts again, grouped by operator (+, -, *)
+            by_op = sampled_metrics(
+                [{**records[i], "operator": op} for i, op in arithmetic], [samples[i] for i, _ in arithmetic], correct, ks,
+                None if greedy is None else [greedy[i] for i, _ in arithmetic], group_field="operator",
+            )
+            metrics["by_operator"] = by_op["by_group"]
         result[split] = metrics
     return result
+
+
+def arithmetic_operator(record: dict) -> str | None:
+    """The canonical operator ("+", "-", "*") of an arithmetic prompt, read from its last user turn."""
+    from chatforge.world.prompts import canonical_op, read_question
+
+    if record.get("task") != "arithmetic":
+        return None
+    question = read_question(record["prompt"][-1]["content"])
+    if question is None or question.task != "arithmetic":
+        return None
+    return canonical_op(question.fields["op"])
 
 
 def run(cfg: Config) -> dict:
@@ -188,11 +219,13 @@ def run(cfg: Config) -> dict:
 
     scorer = build_scorer(cfg.e_step.scorer)
     with RejectLog(run_dir.rejected) as rejects:
-        train = load_prompts(cfg.train_prompts, cfg.max_train_prompts, rejects)
-        test = load_prompts(cfg.test_prompts, cfg.eval.max_test_prompts, rejects)
+        train = load_prompts(cfg.train_prompts, cfg.max_train_prompts, rejects, cfg.tasks)
+        test = load_prompts(cfg.test_prompts, cfg.eval.max_test_prompts, rejects, cfg.tasks)
     train_eval = train[: cfg.eval.max_train_prompts]
     print(
-        f"{cfg.method}: {len(train)} training prompts, {len(test)} held-out | {cfg.iterations} iterations x "
+        f"{cfg.method}: {len(train)} training prompts, {len(test)} held-out"
+        + (f" (tasks {', '.join(cfg.tasks)})" if cfg.tasks else "")
+        + f" | {cfg.iterations} iterations x "
         f"{cfg.e_step.samples_per_prompt} samples per prompt | M-step from {cfg.m_step.init}"
     )
     rows: list[dict] = []
@@ -238,6 +271,8 @@ def run(cfg: Config) -> dict:
     run_dir.write_summary(summary)
     print(format_table(rows, cfg))
     print(format_task_table(rows, cfg))
+    if any("by_operator" in r.get("eval", {}).get("test", {}) for r in rows):
+        print(format_task_table(rows, cfg, group="by_operator"))
     _plot(rows, cfg, run_dir.report / "rest.png")
     print(f"done: {cfg.out} | table in {run_dir.summary}, plot {run_dir.report / 'rest.png'}")
     return summary
@@ -325,15 +360,17 @@ def format_table(rows: list[dict], cfg: Config) -> str:
     return "\n".join(lines)
 
 
-def format_task_table(rows: list[dict], cfg: Config, split: str = "test") -> str:
-    """Per task (arithmetic, reverse, ...): each iteration's `split` metrics, one row per (task, iteration)."""
+def format_task_table(rows: list[dict], cfg: Config, split: str = "test", group: str = "by_group") -> str:
+    """Per task (arithmetic, reverse, ...; `group="by_operator"`: per arithmetic operator): each
+    iteration's `split` metrics, one row per (task, iteration)."""
     columns = _columns(cfg)
-    lines = ["| task | iteration | prompts | " + " | ".join(f"{split} {c}" for c in columns) + " |", "|---" * (len(columns) + 3) + "|"]
+    head = "task" if group == "by_group" else "operator"
+    lines = [f"| {head} | iteration | prompts | " + " | ".join(f"{split} {c}" for c in columns) + " |", "|---" * (len(columns) + 3) + "|"]
     done = [r for r in rows if "eval" in r]
-    tasks = sorted({t for r in done for t in r["eval"][split]["by_group"]})
+    tasks = sorted({t for r in done for t in r["eval"][split].get(group, {})})
     for task in tasks:
         for row in done:
-            m = row["eval"][split]["by_group"].get(task)
+            m = row["eval"][split].get(group, {}).get(task)
             if m:
                 lines.append(f"| {task} | {row['iteration']} | {m['prompts']} | " + " | ".join(f"{m[c]:.3f}" for c in columns) + " |")
     return "\n".join(lines)
