@@ -233,3 +233,77 @@ def test_stage_config_errors(tmp_path, base_dir, capsys):
     assert "temperature: 0.7" in printed and "max_new_tokens: 128" in printed and "seed: 0" in printed
     assert main(["bon", "--help"]) == 0
     assert "n_max" in capsys.readouterr().out
+
+
+def test_choose_pair_by_hand():
+    """Best vs worst by score, the first of each tie; no pair below the margin or for one text."""
+    from chatforge.stages.bon import choose_pair
+
+    texts = ["a", "b", "c", "d", "e"]
+    assert choose_pair([0.4, 1.0, 0.2, 1.0, 0.2], texts, 0.1) == (1, 2)  # ties: the first best, the first worst
+    assert choose_pair([0.4, 1.0, 0.2, 1.0, 0.2], texts, 0.8) == (1, 2)  # gap 0.8 reaches the margin
+    assert choose_pair([0.4, 1.0, 0.2, 1.0, 0.2], texts, 0.81) == "below_margin"
+    assert choose_pair([0.5, 0.4], ["x", "y"], 0.1) == (0, 1)  # 0.5 - 0.4 = 0.0999...: rounding, not a gap
+    assert choose_pair([0.45, 0.4], ["x", "y"], 0.1) == "below_margin"
+    assert choose_pair([0.4, 0.4, 0.4], ["x", "y", "z"], 0.1) == "below_margin"  # every score tied
+    assert choose_pair([0.7], ["x"], 0.1) == "below_margin"  # one sample
+    assert choose_pair([0.9, 0.1], ["same", "same"], 0.1) == "identical_responses"  # a scorer not of the text
+
+
+def test_pair_records_replace_the_fields_of_an_input_pair():
+    from chatforge.dpo.data import to_pair
+    from chatforge.stages.bon import pair_records
+
+    prompt = [{"role": "user", "content": "2 + 2?"}]
+    pair_record = {"id": "p1", "task": "arithmetic", "category": "helpfulness", "kind": "wrong", "prompt": prompt,
+                   "chosen": "4", "rejected": "5", "chosen_reward": 1.0, "rejected_reward": 0.4, "_where": "line 1"}
+    plain = {"id": "q1", "task": "t", "prompt": prompt, "_where": "line 2"}
+    results = [
+        {"record": pair_record, "responses": ["The answer is 5.", "The answer is 4.", "4 4 4 4"],
+         "proxy": [0.4, 1.0, 0.2], "gold": [0.4, 1.0, 0.2]},
+        {"record": plain, "responses": ["x", "y"], "proxy": [0.3, 0.35], "gold": [0.0, 0.0]},
+        {"record": plain, "responses": ["x", "y"], "proxy": [0.3, 0.0], "gold": [0.5, -1.0]},
+    ]
+    pairs, skipped = pair_records(results, 0.1)
+    assert skipped == {"below_margin": 1, "identical_responses": 0}
+    assert pairs[0] == {"id": "p1", "task": "arithmetic", "category": "helpfulness", "prompt": prompt,
+                        "chosen": "The answer is 4.", "rejected": "4 4 4 4", "chosen_score": 1.0,
+                        "rejected_score": 0.2, "chosen_gold": 1.0, "rejected_gold": 0.2}
+    assert pairs[1]["chosen"] == "x" and pairs[1]["rejected_gold"] == -1.0 and pairs[1]["task"] == "t"
+    loaded = to_pair(pairs[0])  # the DPO reader's layout
+    assert loaded.prompt == prompt and loaded.chosen == "The answer is 4." and loaded.extra["chosen_score"] == 1.0
+
+
+def test_stage_writes_on_policy_pairs_from_preference_prompts(tmp_path, base_dir, world, length_proxy):
+    """The world's preference pairs as prompts (their `prompt`), pairs.jsonl by a length proxy, read
+    back by chatforge dpo's data loader."""
+    from chatforge.dpo.data import PairSourceConfig, read_pairs
+    from chatforge.run_dir import RejectLog
+
+    prompts = world / "preferences" / "pairs_train.jsonl"
+    report = _bon(tmp_path / "run", base_dir, prompts, "n_max=4", "max_prompts=6", "scorer.kind=function",
+                  f"scorer.path={length_proxy}", "write_pairs.min_margin=2")
+    run = tmp_path / "run"
+    samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
+    written = [json.loads(line) for line in (run / "pairs.jsonl").read_text().splitlines()]
+    source = {r["id"]: r for r in map(json.loads, prompts.read_text().splitlines()[:6])}
+    assert len(samples) + report["rejected"].get("prompt_too_long", 0) == 6 and len(samples) >= 4
+    expected = []
+    for s in samples:
+        best, worst = max(s["proxy"]), min(s["proxy"])
+        if best - worst >= 2:
+            expected.append((s["id"], s["responses"][s["proxy"].index(best)], s["responses"][s["proxy"].index(worst)]))
+    assert [(p["id"], p["chosen"], p["rejected"]) for p in written] == expected
+    assert report["pairs"] == {"min_margin": 2.0, "written": len(expected),
+                               "skipped": {"below_margin": len(samples) - len(expected), "identical_responses": 0}}
+    assert 0 < len(expected) < len(samples)  # the tiny model's samples differ in length on some prompts, not all
+    for p in written:
+        record = source[p["id"]]
+        assert p["prompt"] == record["prompt"] and p["task"] == record["task"] and "kind" not in p
+        assert "chosen_reward" not in p and p["category"] == record["category"]
+        assert p["chosen_score"] == len(p["chosen"].split()) and -1.0 <= p["rejected_gold"] <= 1.0
+    with RejectLog(tmp_path / "rejected.jsonl") as rejects:
+        loaded = list(read_pairs([PairSourceConfig(path=str(run / "pairs.jsonl"))], rejects))
+    assert rejects.total == 0 and [p.chosen for p in loaded] == [e[1] for e in expected]
+    plain = _bon(tmp_path / "plain", None, prompts, "n_max=4", "max_prompts=6", f"samples={run / 'samples.jsonl'}")
+    assert plain["pairs"] is None and not (tmp_path / "plain" / "pairs.jsonl").exists()  # off by default

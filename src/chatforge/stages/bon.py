@@ -6,7 +6,9 @@ accuracy (world verifiable records) of the sample best-of-N keeps are computed e
 n_max samples (`chatforge.scoring.best_of_n`: the average over every N-subset), with the analytic
 KL(best-of-N || base) = log N - (N-1)/N. Writes `bon.json`, `report/bon.png`, `samples.jsonl`
 (every response and its scores), and `best.jsonl` (per prompt the best of n_max by proxy, in
-messages format, for rejection-sampling fine-tuning). Prompts that cannot be read or scored go to
+messages format, for rejection-sampling fine-tuning) and, with `write_pairs`, `pairs.jsonl` (per
+prompt the best vs the worst response by proxy when their scores differ by at least `min_margin`:
+on-policy preference pairs for `chatforge dpo`). Prompts that cannot be read or scored go to
 `rejected.jsonl` with the reason.
 
 Sampling defaults here differ from SamplingConfig's: temperature 1.0, max_new_tokens 128, seed 0
@@ -40,6 +42,12 @@ from chatforge.scoring.config import GoldScorerConfig, ScorerConfig
 SAMPLING_DEFAULTS = {"temperature": 1.0, "max_new_tokens": 128, "seed": 0}
 
 
+class PairsConfig(StrictModel):
+    min_margin: float = Field(
+        0.1, gt=0, description="write a prompt's pair only when best minus worst proxy score is at least this"
+    )
+
+
 class Config(StrictModel):
     out: str = Field("runs/bon", description="run directory")
     model: str | None = Field(None, description="Hugging Face causal-LM directory that samples (required unless samples)")
@@ -55,6 +63,9 @@ class Config(StrictModel):
     scorer: ScorerConfig = Field(default_factory=GoldScorerConfig, description="the proxy that picks the best (default gold)")
     gold: ScorerConfig = Field(default_factory=GoldScorerConfig, description="the scorer the choice is judged by")
     write_best: bool = Field(True, description="write best.jsonl: the best of n_max per prompt, messages format")
+    write_pairs: PairsConfig | None = Field(
+        None, description="write pairs.jsonl: per prompt the best vs the worst response by proxy, for chatforge dpo (off: null)"
+    )
     device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, ...")
     prompts_per_call: int = Field(8, ge=1, description="prompts sampled per sampler call (progress granularity)")
     samples: str | None = Field(
@@ -255,6 +266,49 @@ def _score(cfg: Config, records: list[dict], texts: list[list[str]], rejects: Re
     return results
 
 
+# fields of an input record that is itself a preference pair (the world's preferences/pairs_*.jsonl):
+# they describe that pair, not the one written, so pairs.jsonl drops them
+_PAIR_FIELDS = ("chosen", "rejected", "kind")
+_ROUNDING = 1e-9
+
+
+def choose_pair(scores: list[float], responses: list[str], min_margin: float) -> tuple[int, int] | str:
+    """(chosen, rejected) indices: the first of the highest-scored responses and the first of the
+    lowest-scored ones; or why the prompt gives no pair: `below_margin` (best − worst < min_margin,
+    e.g. every score tied; a gap short of the margin by float rounding alone, 1e-9, counts as reaching
+    it: 0.5 − 0.4 is 0.0999...) or `identical_responses` (the two texts are the same)."""
+    best = max(range(len(scores)), key=lambda j: scores[j])  # max/min keep the first of a tie
+    worst = min(range(len(scores)), key=lambda j: scores[j])
+    if scores[best] - scores[worst] < min_margin - _ROUNDING:
+        return "below_margin"
+    if responses[best] == responses[worst]:  # only a scorer that is not a function of the text gets here
+        return "identical_responses"
+    return best, worst
+
+
+def pair_records(results: list[dict], min_margin: float) -> tuple[list[dict], dict[str, int]]:
+    """The preference pairs of `choose_pair` in the task world's pair layout (`prompt` messages,
+    `chosen`, `rejected` texts; read by `chatforge dpo`), and the count of prompts without one by reason."""
+    pairs, skipped = [], {"below_margin": 0, "identical_responses": 0}
+    for r in results:
+        choice = choose_pair(r["proxy"], r["responses"], min_margin)
+        if isinstance(choice, str):
+            skipped[choice] += 1
+            continue
+        best, worst = choice
+        record = r["record"]
+        is_pair = "chosen" in record and "rejected" in record
+        drop = {"prompt", "_where", *(_PAIR_FIELDS if is_pair else ())}
+        out = {k: v for k, v in record.items() if k not in drop and not (is_pair and k.startswith(("chosen_", "rejected_")))}
+        out.update(
+            prompt=record["prompt"], chosen=r["responses"][best], rejected=r["responses"][worst],
+            chosen_score=r["proxy"][best], rejected_score=r["proxy"][worst],
+            chosen_gold=r["gold"][best], rejected_gold=r["gold"][worst],
+        )
+        pairs.append(out)
+    return pairs, skipped
+
+
 def _write_outputs(run_dir: RunDir, results: list[dict], write_best: bool) -> None:
     with (run_dir.root / "samples.jsonl").open("w", encoding="utf-8") as fh:
         for r in results:
@@ -296,19 +350,28 @@ def run(cfg: Config) -> dict:
         if not results:
             raise DataError(f"bon: no prompt could be sampled and scored ({rejects.summary_line()})")
         rows = best_of_n_table(results, n_grid(cfg.n_max))
+        pairs_report = None
+        if cfg.write_pairs is not None:
+            pairs, skipped = pair_records(results, cfg.write_pairs.min_margin)
+            with (run_dir.root / "pairs.jsonl").open("w", encoding="utf-8") as fh:
+                for pair in pairs:
+                    fh.write(json.dumps(pair, ensure_ascii=False) + "\n")
+            pairs_report = {"min_margin": cfg.write_pairs.min_margin, "written": len(pairs), "skipped": skipped}
+            print(f"pairs.jsonl: {len(pairs)} pairs (best vs worst, margin >= {cfg.write_pairs.min_margin}); "
+                  f"no pair: {skipped['below_margin']} prompts below the margin, {skipped['identical_responses']} identical")
         report = {
             "model": cfg.model, "samples": cfg.samples, "prompts_file": cfg.prompts, "prompts": len(results),
             "n_max": cfg.n_max,
             "scorer": cfg.scorer.model_dump(mode="json"), "gold_scorer": cfg.gold.model_dump(mode="json"),
             "temperature": cfg.sampling.temperature, "sample_seconds": round(sample_seconds, 1),
-            "rejected": dict(rejects.counts), "best_of_n": rows,
+            "rejected": dict(rejects.counts), "best_of_n": rows, "pairs": pairs_report,
         }
     (run_dir.root / "bon.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     _write_outputs(run_dir, results, cfg.write_best)
     title = f"best-of-N: proxy {cfg.scorer.kind}, gold {cfg.gold.kind}, {len(results)} prompts, T={cfg.sampling.temperature}"
     plot(rows, run_dir.report / "bon.png", title)
     run_dir.write_summary({"prompts": len(results), "n_max": cfg.n_max, "rejected": dict(rejects.counts),
-                           "best_of_n": rows})
+                           "best_of_n": rows, "pairs": pairs_report})
     print(format_table(rows))
     print(f"done: {run_dir.root / 'bon.json'} | {run_dir.report / 'bon.png'} | {len(results)} prompts, {rejects.total} rejected")
     return report
