@@ -114,10 +114,12 @@ def test_greedy_equals_model_generate_with_rows_stopping_at_different_steps(name
         assert completion.token_ids == row[:cut]
 
 
-def test_n_samples_reuse_one_prefill_and_match_the_transformers_path(tiny_tokenizer):
+@pytest.mark.parametrize("n", [3, 2])
+def test_n_samples_reuse_one_prefill_and_match_the_transformers_path(tiny_tokenizer, n):
+    # n=3: batches of 3 rows (one prompt each); n=2: 4 rows then 2, on weights packed once for the first.
     model = MODELS["llama-gqa"]().eval()
     sampler = Sampler(model, tiny_tokenizer)
-    cfg = SamplingConfig(temperature=0, max_new_tokens=6, n=3, stop_token_ids=[], max_batch_size=4)
+    cfg = SamplingConfig(temperature=0, max_new_tokens=6, n=n, stop_token_ids=[], max_batch_size=4)
     fast = sampler.generate(PROMPTS, cfg.model_copy(update={"decode": "fast"}))
     slow = sampler.generate(PROMPTS, cfg.model_copy(update={"decode": "transformers"}))
     assert [[c.token_ids for c in p] for p in fast] == [[c.token_ids for c in p] for p in slow]

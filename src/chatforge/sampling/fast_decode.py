@@ -142,7 +142,7 @@ class DecodeState:
 
     keys: list[torch.Tensor]  # per layer (rows, kv heads, head dim, capacity)
     values: list[torch.Tensor]  # per layer (rows, kv heads, capacity, head dim)
-    bias: torch.Tensor  # (rows, capacity): 0 where a row attends to the column, -inf where not
+    bias: torch.Tensor  # (rows, kv heads, 1, capacity): 0 where a row attends to the column, -inf where not
     length: int  # columns filled so far (all rows advance together)
 
 
@@ -160,9 +160,9 @@ class FastDecoder:
         return tuple((p.data_ptr(), p._version) for p in self.model.parameters())
 
     def prepare(self, batch_size: int) -> None:
-        """Pack every linear (again only when a parameter changed since the last call)."""
+        """Pack every linear for about `batch_size` rows (again only when a parameter changed since)."""
         stamp = self._weights_stamp()
-        if stamp == self._stamp and self._layers and self._layers[0].o.batch_size == batch_size:
+        if stamp == self._stamp:  # packed for another batch size still multiplies any number of rows
             return
         model, inner = self.model, self.model.model
         attn0 = inner.layers[0].self_attn
@@ -226,6 +226,8 @@ class FastDecoder:
             start = stop
         bias = torch.full((rows, capacity), float("-inf"), dtype=self.embed.dtype, device=valid.device)
         bias[:, :width].masked_fill_(valid, 0.0)
+        # one copy per key/value head, so that a step adds it inside one batched product (`baddbmm`)
+        bias = bias[:, None, None, :].repeat(1, self.kv_heads, 1, 1)
         return DecodeState(keys, values, bias, width), torch.cat(logits)
 
     def _prefill_packed(self, input_ids, valid, positions, keys, values, chunk: slice) -> torch.Tensor:
@@ -279,12 +281,13 @@ class FastDecoder:
     def step(self, state: DecodeState, token_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Logits (rows, vocab) after feeding each row's `token_ids` at its `positions`; fills one column."""
         rows, t = token_ids.shape[0], state.length
-        if t >= state.bias.shape[1]:
+        if t >= state.bias.shape[-1]:
             raise RuntimeError("fast decode: the KV buffer is full")  # the sampler sizes it; a bug if reached
         cos_table, sin_table = self._rope(int(positions.max()) + 1)
         cos, sin = cos_table[positions][:, None], sin_table[positions][:, None]  # (rows, 1, head dim)
-        state.bias[:, t] = 0.0
-        bias = state.bias[:, None, None, : t + 1]
+        state.bias[..., t] = 0.0
+        batch = rows * self.kv_heads  # attention runs as (row, key/value head) batches
+        bias = state.bias.view(batch, 1, -1)[..., : t + 1]
         groups = self.heads // self.kv_heads
         hidden = F.embedding(token_ids, self.embed)
         for layer, keys, values in zip(self._layers, state.keys, state.values):
@@ -297,10 +300,10 @@ class FastDecoder:
             # One query token: its `groups` heads per key/value head are `groups` query rows of that head
             # (transformers' `pack_gqa`), so the keys are never repeated. Plain products and a softmax:
             # for one query row SDPA's CPU kernel costs about 1.5 times as much here.
-            q = q.view(rows, self.kv_heads, groups, self.head_dim)
-            scores = torch.matmul(q, keys[..., : t + 1]) * self.scaling + bias
+            q = q.reshape(batch, groups, self.head_dim)
+            scores = torch.baddbmm(bias, q, keys.view(batch, self.head_dim, -1)[..., : t + 1], alpha=self.scaling)
             probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
-            out = torch.matmul(probs, values[:, :, : t + 1])
+            out = torch.bmm(probs, values.view(batch, -1, self.head_dim)[:, : t + 1])
             hidden = hidden + layer.o(out.reshape(rows, self.heads * self.head_dim))
             x = _rms_norm(hidden, layer.norm_mlp, layer.eps_mlp)
             gate, up = layer.gate_up(x).split(layer.gate_up.splits, dim=-1)
