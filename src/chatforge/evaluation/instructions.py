@@ -94,7 +94,7 @@ def exact_match(
     longer than the model's positions: `prompt_too_long`) go to `rejects` (a stage's rejected.jsonl)
     when given, else they are only counted.
     """
-    from chatforge.sampling import chat_prompt
+    from chatforge.sampling import chat_prompt, max_positions
 
     rejects = rejects if rejects is not None else RejectLog(None)
     before = Counter(rejects.counts)
@@ -102,8 +102,8 @@ def exact_match(
     prompts = [r["messages"][:-1] for r in records]
     if prompt_transform is not None:
         prompts = [prompt_transform(p) for p in prompts]
-    # The sampler refuses a prompt that leaves the model no position to answer in (ALiBi has no table).
-    limit = None if getattr(model.config, "alibi", False) else getattr(model.config, "max_position_embeddings", None)
+    # The sampler refuses a prompt that leaves the model no position to answer in: reject those here.
+    limit = max_positions(model)
     if limit is not None:
         fits = [len(chat_prompt(tokenizer, p)) < limit for p in prompts]
         for record, ok in zip(records, fits):

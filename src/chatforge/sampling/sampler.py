@@ -60,6 +60,18 @@ def chat_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> lis
     return list(ids)
 
 
+def max_positions(model) -> int | None:
+    """Positions the model attends to at most: a prompt must be shorter; None when there is no limit.
+
+    `Sampler.generate` refuses a prompt of this many tokens or more (no position left to answer in).
+    ALiBi models extrapolate: there is no position table to run off.
+    """
+    config = model.config
+    if getattr(config, "alibi", False):
+        return None
+    return getattr(config, "max_position_embeddings", None)
+
+
 def default_stop_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """eos plus the chat template's end-of-turn token(s), when the tokenizer has a template."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
@@ -198,7 +210,7 @@ class Sampler:
                 self._vllm = VLLMBackend(self.model_path, self.tokenizer)
             return self._vllm.generate(prompt_ids, cfg, stop_ids)
 
-        limit = self._max_positions()
+        limit = max_positions(self.model)
         for i, ids in enumerate(prompt_ids):
             if limit is not None and len(ids) >= limit:
                 raise ChatforgeError(
@@ -236,12 +248,6 @@ class Sampler:
         if self._default_stop_ids is None:
             self._default_stop_ids = default_stop_ids(self.tokenizer)
         return self._default_stop_ids
-
-    def _max_positions(self) -> int | None:
-        config = self.model.config
-        if getattr(config, "alibi", False):  # ALiBi extrapolates; there is no position table to run off
-            return None
-        return getattr(config, "max_position_embeddings", None)
 
     def _device(self) -> torch.device:
         return next(self.model.parameters()).device
