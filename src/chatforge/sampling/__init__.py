@@ -5,9 +5,10 @@ from chatforge.sampling.sampler import (
     Completion,
     Sampler,
     chat_prompt,
+    choose_tokens,
     filter_logits,
     find_stop,
     max_positions,
 )
 
-__all__ = ["Completion", "Sampler", "SamplingConfig", "chat_prompt", "filter_logits", "find_stop", "max_positions"]
+__all__ = ["Completion", "Sampler", "SamplingConfig", "chat_prompt", "choose_tokens", "filter_logits", "find_stop", "max_positions"]

@@ -166,6 +166,15 @@ def draw_nucleus(
     return draw(probs_BV, generator)
 
 
+def choose_tokens(logits_BV: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each row's next token under `cfg`: the argmax at temperature 0, else a draw after temperature,
+    top-k and top-p (`draw_nucleus`). The one rule every decoding loop uses."""
+    if cfg.greedy:
+        return logits_BV.argmax(dim=-1)
+    scaled = logits_BV / cfg.temperature if cfg.temperature != 1.0 else logits_BV
+    return draw_nucleus(scaled, cfg.top_k, cfg.top_p, generator)
+
+
 def find_stop(text: str, stops: list[str]) -> tuple[int, str] | None:
     """(index, stop) of the stop string that occurs earliest in `text`; the longer one on a tie."""
     best: tuple[int, str] | None = None
@@ -298,7 +307,7 @@ class Sampler:
 
         while True:
             # 2) choose the next token of every active row; record its raw log-prob
-            next_B = self._choose(logits_BV, cfg, generator)
+            next_B = choose_tokens(logits_BV, cfg, generator)
             logp_B = torch.log_softmax(logits_BV, dim=-1).gather(-1, next_B[:, None])[:, 0]
             is_stop_B = torch.isin(next_B, stop_ids_t) if stop_ids_t is not None else None
             next_list, logp_list = next_B.tolist(), logp_B.tolist()
@@ -339,13 +348,6 @@ class Sampler:
             if cfg.decode == "fast":
                 raise ConfigError(f"sampling.decode=fast cannot decode this model: {reason}; use decode=auto")
         return _TransformersSteps(self.model)
-
-    @staticmethod
-    def _choose(logits_BV: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None) -> torch.Tensor:
-        if cfg.greedy:
-            return logits_BV.argmax(dim=-1)
-        scaled = logits_BV / cfg.temperature if cfg.temperature != 1.0 else logits_BV
-        return draw_nucleus(scaled, cfg.top_k, cfg.top_p, generator)
 
     def _finish(
         self, row: int, prompt_index: int, ids: list[int], logps: list[float], hit_stop_id: bool,

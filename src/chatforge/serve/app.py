@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from chatforge.sampling import SamplingConfig
+from chatforge.sampling import SamplingConfig, max_positions
 from chatforge.serve.config import ServeConfig
 from chatforge.serve.engine import Engine, Job
 from chatforge.serve.protocol import (
@@ -36,7 +36,6 @@ from chatforge.serve.protocol import (
     parse_request,
     usage,
 )
-from chatforge.serve.stream import max_positions
 
 logger = logging.getLogger("chatforge.serve")
 

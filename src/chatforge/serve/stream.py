@@ -3,9 +3,9 @@
 The sampler (`chatforge.sampling`) returns whole completions, so a stream cannot be fed from it.
 `IncrementalDecoder` decodes one prompt's n samples itself, with the same computation as the
 sampler's torch backend: one prefill on a `DynamicCache` with `logits_to_keep=1`, the cache repeated
-n times, then one forward per token; temperature, then `filter_logits` (top-k, top-p), then a draw.
+n times, then one forward per token; tokens chosen by the sampler's own rule (`choose_tokens`).
 At temperature 0 it picks the same tokens as `Sampler.generate` for the same prompt (tested).
-Seeded draws differ from the sampler's (another generator call order).
+Seeded draws can differ from the sampler's (the sampler's rows may be batched with other prompts).
 
 Text is emitted as soon as it is final: the decoder re-decodes each sample's tokens after every step
 and sends the new characters, holding back a trailing partial UTF-8 character ("\\ufffd") and any
@@ -19,19 +19,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from chatforge.sampling import Completion, SamplingConfig, filter_logits, find_stop
+from chatforge.sampling import Completion, SamplingConfig, choose_tokens, find_stop, max_positions
 from chatforge.sampling.sampler import default_stop_ids
 
 # (sample index, new text, finish reason or None); called from the decoding thread.
 OnDelta = Callable[[int, str, "str | None"], None]
-
-
-def max_positions(model) -> int | None:
-    """Positions the model attends to, None for ALiBi (no position table), like the sampler's limit."""
-    config = model.config
-    if getattr(config, "alibi", False):
-        return None
-    return getattr(config, "max_position_embeddings", None)
 
 
 def held_back(text: str, stops: list[str]) -> int:
@@ -100,7 +92,7 @@ class IncrementalDecoder:
             position = len(prompt_ids)
             # Finished rows stay in the batch (their tokens are ignored): n is small and rows are cheap.
             while True:
-                next_B = self._choose(logits_BV, cfg, generator)
+                next_B = choose_tokens(logits_BV, cfg, generator)
                 logp_B = torch.log_softmax(logits_BV, dim=-1).gather(-1, next_B[:, None])[:, 0]
                 stop_now = cancelled()
                 for i, (token, logp) in enumerate(zip(next_B.tolist(), logp_B.tolist())):
@@ -142,10 +134,3 @@ class IncrementalDecoder:
         if safe > row.sent:
             on_delta(index, text[row.sent : safe], None)
             row.sent = safe
-
-    @staticmethod
-    def _choose(logits_BV: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None) -> torch.Tensor:
-        if cfg.greedy:
-            return logits_BV.argmax(dim=-1)
-        probs_BV = filter_logits(logits_BV / cfg.temperature, cfg.top_k, cfg.top_p).softmax(dim=-1)
-        return torch.multinomial(probs_BV, 1, generator=generator)[:, 0]

@@ -45,7 +45,8 @@ class ChatSession:
     """The conversation and the settings; `reply` streams one answer to `out`."""
 
     def __init__(self, model, tokenizer, cfg: Config, out=None):
-        from chatforge.serve.stream import IncrementalDecoder, max_positions
+        from chatforge.sampling import max_positions
+        from chatforge.serve.stream import IncrementalDecoder
 
         if not getattr(tokenizer, "chat_template", None):
             raise ChatforgeError(f"{cfg.model_dir}: the tokenizer has no chat template; chat needs one")
