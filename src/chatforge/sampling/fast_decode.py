@@ -299,7 +299,7 @@ class FastDecoder:
             values[:, :, t] = qkv[:, self.heads + self.kv_heads :]
             # One query token: its `groups` heads per key/value head are `groups` query rows of that head
             # (transformers' `pack_gqa`), so the keys are never repeated. Plain products and a softmax:
-            # for one query row SDPA's CPU kernel costs about 1.5 times as much here.
+            # for one query row SDPA's CPU kernel cost more in profiles.
             q = q.reshape(batch, groups, self.head_dim)
             scores = torch.baddbmm(bias, q, keys.view(batch, self.head_dim, -1)[..., : t + 1], alpha=self.scaling)
             probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
