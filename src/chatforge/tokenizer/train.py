@@ -121,6 +121,11 @@ class TokenizerConfig(StrictModel):
         description="chat template: a built-in name (chatml), a .jinja file, or raw Jinja",
     )
     max_length: int = Field(2048, gt=0, description="model_max_length written to the tokenizer config")
+    split_digits: bool = Field(
+        False,
+        description="bpe only: every digit is its own token (no merges across digits), so 936 is 9 3 6 "
+        "wherever it occurs; on in the task world's configs (docs/world.md)",
+    )
     lowercase: bool = Field(False, description="wordpiece only: lowercase and strip accents when normalising")
     limit_alphabet: int | None = Field(
         None, gt=0, description="wordpiece only: keep at most this many distinct characters (the rest -> unk)"
@@ -231,7 +236,7 @@ def train_tokenizer(cfg: TokenizerConfig, rejects: RejectLog) -> PreTrainedToken
     show_progress = sys.stderr.isatty()
     if cfg.kind == "bpe":
         backend = Tokenizer(models.BPE())  # no unk: every byte is in the vocabulary
-        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.pre_tokenizer = _bpe_pre_tokenizer(cfg.split_digits)
         backend.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=cfg.vocab_size,
@@ -293,6 +298,22 @@ def train_tokenizer(cfg: TokenizerConfig, rejects: RejectLog) -> PreTrainedToken
     )
 
 
+def _bpe_pre_tokenizer(split_digits: bool):
+    """GPT-2's byte-level split, preceded by isolating each digit when `split_digits`.
+
+    Why: BPE merges the frequent digit strings of its corpus, so the same number splits differently
+    in different places (` 9`+`36`, ` 198`+`7`) and a small model must learn arithmetic and years over
+    an arbitrary set of multi-digit tokens. Digits first, then ByteLevel: the space before a number
+    becomes its own token and each digit maps to one of ten tokens (Llama's choice).
+    """
+    from tokenizers import pre_tokenizers
+
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    if not split_digits:
+        return byte_level
+    return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+
+
 def _batches(texts: Iterator[str], size: int = 1000) -> Iterator[list[str]]:
     while batch := list(itertools.islice(texts, size)):
         yield batch
@@ -305,6 +326,8 @@ def _check_vocab_size_before(cfg: TokenizerConfig, n_special: int) -> None:
             f"the {BYTE_ALPHABET_SIZE}-byte alphabet already take {n_special + BYTE_ALPHABET_SIZE} ids; "
             f"use vocab_size > {n_special + BYTE_ALPHABET_SIZE}"
         )
+    if cfg.kind == "wordpiece" and cfg.split_digits:
+        raise ConfigError("split_digits is a bpe option; wordpiece already splits on its own rules")
     if cfg.kind == "wordpiece" and cfg.vocab_size <= n_special:
         raise ConfigError(f"vocab_size={cfg.vocab_size} does not even hold the {n_special} special tokens")
 
