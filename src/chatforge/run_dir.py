@@ -70,6 +70,35 @@ class RunDir:
         self.summary.write_text(json.dumps(existing, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
+def _preview(record: Any, chars: int) -> str:
+    if isinstance(record, str):
+        return record[:chars]
+    try:
+        return json.dumps(record, ensure_ascii=False, default=str)[:chars]
+    except (ValueError, TypeError, RecursionError):  # circular, or too deep for the encoder
+        pass
+    try:
+        return repr(record)[:chars]
+    except RecursionError:
+        return f"<a {type(record).__name__} nested too deep to show>"
+
+
+# Characters `str.splitlines` breaks lines at that JSON leaves unescaped: written as escapes, so
+# a reader that splits the log into lines gets one entry per line.
+_LINE_BREAKS = {ord(c): f"\\u{ord(c):04x}" for c in "\x85\u2028\u2029"}
+
+
+def _jsonl_line(entry: dict[str, Any]) -> str:
+    """One JSON line, readable (non-ASCII kept) and always UTF-8-encodable: a lone surrogate, which
+    UTF-8 cannot hold, is written as its `\\udXXX` escape (JSON's own spelling of it)."""
+    line = json.dumps(entry, ensure_ascii=False).translate(_LINE_BREAKS)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = "".join(f"\\u{ord(c):04x}" if "\ud800" <= c <= "\udfff" else c for c in line)
+    return line + "\n"
+
+
 class RejectLog:
     """Counts skipped (or altered) records by reason and writes each one to `rejected.jsonl`.
 
@@ -88,16 +117,18 @@ class RejectLog:
             self._fh = self.path.open("w", encoding="utf-8")
 
     def add(self, source: str, where: str | int, reason: str, detail: str = "", record: Any = None) -> None:
+        """Count and write one skipped record. Never raises for what the record holds: the log is where
+        hostile input goes, so it must take any of it (lone surrogates, deep nesting, odd types)."""
         self.counts[reason] += 1
         if self._fh is None:
             return
-        entry: dict[str, Any] = {"source": source, "where": where, "reason": reason}
+        entry: dict[str, Any] = {"source": str(source), "where": where if isinstance(where, int) else str(where),
+                                 "reason": str(reason)}
         if detail:
-            entry["detail"] = detail
+            entry["detail"] = str(detail)
         if record is not None:
-            text = record if isinstance(record, str) else json.dumps(record, ensure_ascii=False, default=str)
-            entry["preview"] = text[: self.PREVIEW_CHARS]
-        self._fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            entry["preview"] = _preview(record, self.PREVIEW_CHARS)
+        self._fh.write(_jsonl_line(entry))
         self._fh.flush()
 
     @property
