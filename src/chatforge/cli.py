@@ -17,6 +17,7 @@ from chatforge.errors import ChatforgeError
 
 # name -> (module, one-line summary). Multi-word names are subcommands ("tokenizer extend").
 STAGES: dict[str, tuple[str, str]] = {
+    "run": ("chatforge.stages.run", "run a recipe: stages in order into one directory, skip finished ones, resume, report card"),
     "demo": ("chatforge.stages.demo", "run the main job on the built-in default (tokenizer, pretrain, eval)"),
     "tokenizer": ("chatforge.stages.tokenizer", "train a byte-level BPE or WordPiece tokenizer"),
     "tokenizer extend": ("chatforge.stages.tokenizer_extend", "add domain tokens to a BPE tokenizer (old text unchanged), resize a model"),
