@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from chatforge.engine import checkpoint as ckpt
 from chatforge.engine import distributed as dist
@@ -34,8 +35,20 @@ from chatforge.engine.log import MetricsLogger, Progress, Throughput, now, read_
 from chatforge.engine.optim import build_optimizer
 from chatforge.engine.plots import plot_training_curves
 from chatforge.engine.schedules import ScheduleConfig, lr_multiplier
-from chatforge.errors import CheckpointError
+from chatforge.errors import ChatforgeError, CheckpointError
 from chatforge.run_dir import RunDir
+
+
+def _finite(tensor: torch.Tensor) -> bool:
+    """Whether this rank's part of `tensor` (the local shard of an FSDP2 DTensor) is all finite."""
+    if isinstance(tensor, DTensor):
+        tensor = tensor.to_local()
+    return bool(torch.isfinite(tensor).all())
+
+
+class TrainingDiverged(ChatforgeError):
+    """The loss or the gradient norm is not finite: the run stops before the update that would
+    spread NaN into the weights, and before any checkpoint of such weights is written."""
 
 
 @dataclass
@@ -247,6 +260,11 @@ class Engine:
         torch._foreach_mul_(grads, self.info.world_size / global_count)
         max_norm = self.optim_cfg.max_grad_norm if self.optim_cfg.max_grad_norm > 0 else float("inf")
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)
+        # The loss is all-reduced and the norm is global, so every rank takes this branch together.
+        if not (math.isfinite(global_loss) and math.isfinite(float(grad_norm))):
+            message = self._divergence(global_loss / global_count, float(grad_norm))
+            self.optimizer.zero_grad(set_to_none=True)
+            raise TrainingDiverged(message)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         totals = dict(zip(keys, packed[3:].tolist()))
@@ -263,8 +281,36 @@ class Engine:
         self.model.train()
         return result
 
+    def _divergence(self, loss: float, grad_norm: float) -> str:
+        """One line: where it diverged, what is not finite, what was kept, and what to try."""
+        step = self.step + 1
+        bad_grads = [n for n, p in self.model.named_parameters() if p.grad is not None and not _finite(p.grad)]
+        bad_weights = self._non_finite_weights()
+        latest = ckpt.latest_checkpoint(self.run.checkpoints)
+        kept = f"the last checkpoint is {latest}" if latest is not None else "no checkpoint was written"
+        grads = f"; non-finite gradients in {len(bad_grads)} tensors (first: {bad_grads[0]})" if bad_grads else ""
+        weights = (f"; the weights were already non-finite in {len(bad_weights)} tensors (first: {bad_weights[0]})"
+                   if bad_weights else "; the weights are still finite")
+        lr = self.optimizer.param_groups[0]["lr"]
+        return (f"training diverged at step {step}: loss {loss}, gradient norm {grad_norm}{grads}{weights}; "
+                f"the step was not applied and {kept}. Lower optim.lr (this step used {lr:.3g}), lengthen the "
+                "warmup, or check the data of this step")
+
+    def _non_finite_weights(self) -> list[str]:
+        """Names of parameters holding NaN or infinity, agreed over ranks (FSDP2 shards differ)."""
+        bad = [n for n, p in self.model.named_parameters() if not _finite(p.detach())]
+        flag = dist.all_reduce_sum(torch.tensor(float(len(bad)), device=self.device), self.info)
+        return bad or (["(on another rank)"] if flag.item() > 0 else [])
+
     # ---- state -------------------------------------------------------------------------------
     def save(self, data_state: dict, rng: dict | None = None) -> Path | None:
+        """Write a checkpoint, unless the weights hold NaN/infinity: a resume from it could only
+        reproduce the divergence, and it would replace the last good one."""
+        if bad := self._non_finite_weights():
+            raise TrainingDiverged(
+                f"not saving step {self.step}: the weights are non-finite in {len(bad)} tensors (first: {bad[0]}); "
+                f"the last good checkpoint stays {ckpt.latest_checkpoint(self.run.checkpoints)}. Lower optim.lr"
+            )
         state = {"step": self.step, "tokens_seen": self.tokens_seen, "data": data_state}
         if rng is not None:
             state["rng"] = rng
@@ -274,13 +320,13 @@ class Engine:
         """Write a Hugging Face directory (safetensors) that plain `from_pretrained` reloads."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+        from chatforge.export import export_final
+
         full = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
         if self.info.is_main:
             out_dir.mkdir(parents=True, exist_ok=True)
             base = dist.unwrap(self.model)
-            base.save_pretrained(out_dir, state_dict=ckpt.share_tied(full, base), safe_serialization=True)
-            if tokenizer is not None:
-                tokenizer.save_pretrained(out_dir)
+            export_final(base, out_dir, tokenizer, state_dict=ckpt.share_tied(full, base))
         dist.barrier(self.info)
 
     def _say(self, text: str) -> None:
