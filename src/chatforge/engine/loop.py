@@ -220,7 +220,7 @@ class Engine:
     def _set_lr(self) -> float:
         lr = self.optim_cfg.lr * self.lr_factor(self.step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)  # a group's own scale (PPO's critic)
         return lr
 
     def _train_step(self) -> tuple[float, dict[str, float], float, int]:

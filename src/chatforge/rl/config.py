@@ -1,0 +1,101 @@
+"""Typed configs shared by the online-RL stages (ppo, grpo, online_dpo)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from chatforge.config.base import StrictModel
+from chatforge.data.corpus import SourceConfig
+from chatforge.losses.policy import KLEstimator
+from chatforge.rl.kl import AdaptiveKLConfig
+from chatforge.sampling.config import SamplingConfig
+from chatforge.scoring.config import GoldScorerConfig, ScorerConfig
+
+
+def rollout_sampling(**kw) -> SamplingConfig:
+    return SamplingConfig(**({"temperature": 1.0, "max_new_tokens": 64, "seed": 0} | kw))
+
+
+class PromptsConfig(StrictModel):
+    train: str = Field(description="JSONL of training prompts (world records: `prompt` messages, or `messages`) (required)")
+    test: str | None = Field(None, description="JSONL of held-out prompts: gold reward before, during and after training")
+    max_train: int | None = Field(None, ge=1, description="use the first N training prompts")
+    max_test: int | None = Field(100, ge=1, description="held-out prompts evaluated")
+    tasks: list[str] | None = Field(None, min_length=1, description="keep only prompts of these tasks (train and test)")
+
+
+class RolloutConfig(StrictModel):
+    prompts_per_rollout: int = Field(16, ge=1, description="prompts sampled per rollout batch")
+    samples_per_prompt: int = Field(1, ge=1, description="samples per prompt (the group size of GRPO/RLOO)")
+    sampling: SamplingConfig = Field(default_factory=rollout_sampling, description="sampler settings (n is samples_per_prompt)")
+    epochs: int = Field(1, ge=1, description="passes (PPO epochs) over each rollout batch")
+    forward_batch_size: int = Field(16, ge=1, description="rows per forward when computing old/reference log-probs")
+
+
+class KLConfig(StrictModel):
+    coef: float = Field(0.05, ge=0, description="β: weight of the KL to the reference (initial value when adaptive)")
+    estimator: KLEstimator = Field("k1", description="per-token estimator: k1 (log-ratio), k2 (½ log-ratio²), k3 ((r−1) − log r)")
+    in_reward: bool = Field(True, description="true: −β·KL_t is part of each token's reward; false: β·KL is a loss term")
+    adaptive: AdaptiveKLConfig | None = Field(None, description="adapt β toward a target KL (Ziegler et al. 2019); null = fixed")
+
+
+class RewardConfig(StrictModel):
+    scorer: ScorerConfig = Field(default_factory=GoldScorerConfig, description="the proxy reward that trains the policy")
+    gold: ScorerConfig | None = Field(
+        default_factory=GoldScorerConfig, description="the judge, logged beside the proxy (over-optimisation); null = none"
+    )
+    normalize: Literal["none", "running", "batch"] = Field(
+        "none", description="whiten scores: running (mean/var over every score so far), batch (this rollout's)"
+    )
+    clip: float | None = Field(None, gt=0, description="clip the (normalised) score to ±clip")
+
+
+class PtxConfig(StrictModel):
+    sources: list[SourceConfig] = Field(description="pretraining text (the token caches of chatforge pretrain)")
+    coef: float = Field(1.0, ge=0, description="γ: weight of the pretraining next-token loss against the RL loss")
+    rows_per_micro_batch: int = Field(1, ge=1, description="pretraining windows added to each micro-batch")
+    seq_len: int = Field(128, ge=8, description="tokens per pretraining window")
+    cache_dir: str = Field("runs/.cache/tokens", description="token caches, shared with chatforge pretrain")
+
+
+class DiagnosticsConfig(StrictModel):
+    samples_every: int = Field(5, ge=0, description="write a table of sample rollouts every N rollout batches (0 = never)")
+    samples_shown: int = Field(4, ge=1, description="rollouts per table")
+    window: int = Field(3, ge=2, description="rollout batches compared by the early warnings (recent vs the ones before)")
+    length_drift: float = Field(0.5, gt=0, description="warn when the mean response length moves by this fraction")
+    entropy_floor: float = Field(0.3, ge=0, description="warn when the mean entropy falls below this fraction of its start")
+    stop_on_nan: bool = Field(True, description="stop with a diagnosis when a loss or reward is NaN/Inf")
+
+
+class PolicyEvalConfig(StrictModel):
+    samples: int = Field(4, ge=1, description="samples per held-out prompt (the gold reward's mean and standard error)")
+    sampling: SamplingConfig = Field(default_factory=lambda: rollout_sampling(seed=12345), description="sampler settings")
+    greedy: bool = Field(True, description="also score one greedy answer per prompt")
+
+
+def check_rows(rows: int, micro: int, accum: int, world: int, where: str) -> None:
+    per_step = micro * accum * world
+    if rows % per_step:
+        raise ValueError(
+            f"{where}: a rollout batch of {rows} rows does not split into optimizer steps of "
+            f"train.micro_batch_size x train.grad_accum_steps x processes = {per_step} rows"
+        )
+
+
+class RLCommon(StrictModel):
+    """Keys every online-RL stage shares (the stage adds model, train, optim, schedule, its loss)."""
+
+    prompts: PromptsConfig
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    kl: KLConfig = Field(default_factory=KLConfig)
+    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
+    eval: PolicyEvalConfig = Field(default_factory=PolicyEvalConfig)
+
+    @model_validator(mode="after")
+    def _sampling_n(self):
+        if self.rollout.sampling.n != 1:
+            raise ValueError("rollout.sampling.n: set rollout.samples_per_prompt instead")
+        return self

@@ -1,0 +1,335 @@
+"""Rollouts as the engine's Batches: sample, score, take old and reference log-probs, serve minibatches.
+
+`RolloutBatches.next_batch()` is what the engine calls for every micro-batch. When the buffer of the
+current rollout batch is used up it makes a new one from the policy being trained:
+
+1. the next `prompts_per_rollout` prompts (a seeded order per pass over the prompt file);
+2. `samples_per_prompt` samples of each from the sampler (seeded by the rollout's index, so a resumed
+   run draws the same samples from the same weights), each group of one prompt's samples adjacent;
+3. scores from the proxy scorer (and its components, and the gold scorer, logged only);
+4. in inference mode: the old policy's per-token log-probs, entropies and (PPO) values, and the
+   reference's log-probs (a frozen copy, or the LoRA policy with its adapters off);
+5. rewards and advantages by the objective (PPO: KL in the reward, GAE; GRPO: group-normalised;
+   RLOO: leave-one-out), then the KL coefficient's update from the measured KL.
+
+It then serves `epochs` passes over the rollout's rows, each in a seeded random order, as
+micro-batches of `micro_batch_size` rows; `micro_batch_size × grad_accum_steps` rows make one
+optimizer step (a PPO minibatch). The engine sums each micro-batch's token losses and divides by the
+count of the whole step, so a minibatch's update does not depend on how it is split.
+
+Resume: `state_dict()` holds the prompt position, the rollout index, the buffer itself (tensors)
+and the position in it, the KL coefficient, the reward normaliser's moments and the diagnostics
+history; with the engine's model, optimizer and RNG state that makes a resumed run equal to an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from chatforge.errors import ChatforgeError, DataError
+from chatforge.losses.policy import kl_estimate
+from chatforge.rl.config import DiagnosticsConfig, KLConfig, PtxConfig, RewardConfig, RolloutConfig
+from chatforge.rl.diagnostics import RolloutLog
+from chatforge.rl.kl import KLController
+from chatforge.scoring.combined import RunningMoments, whiten
+
+PER_TOKEN = ("old_logp", "ref_logp", "old_values", "advantages", "returns", "action_mask")
+PER_ROW = ("score", "gold", "kl", "length", "entropy")
+# per-rollout numbers every step of the rollout reports (metrics.jsonl): rollout/<name>
+ROLLOUT_METRICS = ("beta", "gen_tokens_per_s", "explained_variance", "groups_without_signal")
+
+
+class PromptStream:
+    """Prompts in a seeded random order, reshuffled on every pass; the position is two numbers."""
+
+    def __init__(self, count: int, seed: int):
+        if count == 0:
+            raise DataError("no training prompts")
+        self.count, self.seed = count, seed
+        self.epoch, self.position = 0, 0
+
+    def _order(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.count, generator=generator).tolist()
+
+    def take(self, n: int) -> list[int]:
+        out: list[int] = []
+        while len(out) < n:
+            order = self._order()
+            need = n - len(out)
+            out += order[self.position : self.position + need]
+            self.position += need
+            if self.position >= self.count:
+                self.epoch, self.position = self.epoch + 1, 0
+        return out
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+class RolloutBatches:
+    """The engine's Batches for online RL (module docstring). `attach(model)` before training."""
+
+    def __init__(
+        self,
+        records: list[dict],
+        tokenizer,
+        objective,
+        rollout: RolloutConfig,
+        reward: RewardConfig,
+        kl: KLConfig,
+        diagnostics: DiagnosticsConfig,
+        micro_batch_size: int,
+        out_dir: Path,
+        seed: int = 0,
+        reference: torch.nn.Module | None = None,
+        ptx: PtxConfig | None = None,
+        ptx_stream=None,
+        rows_per_step: int | None = None,
+        say: Callable[..., None] = print,
+        write: bool = True,
+    ):
+        from chatforge.scoring import build_scorer
+
+        self.records, self.tokenizer, self.objective = records, tokenizer, objective
+        self.rollout, self.reward_cfg, self.kl_cfg = rollout, reward, kl
+        self.micro_batch_size, self.seed, self.reference = micro_batch_size, seed, reference
+        self.rows = rollout.prompts_per_rollout * rollout.samples_per_prompt
+        self.rows_per_step = rows_per_step or micro_batch_size
+        self.scorer = build_scorer(reward.scorer)
+        self.gold = build_scorer(reward.gold) if reward.gold is not None else None
+        self.prompts = PromptStream(len(records), seed)
+        self.kl = KLController(kl.coef, kl.adaptive)
+        self.moments = RunningMoments()
+        self.ptx, self.ptx_stream = ptx, ptx_stream
+        self.log = RolloutLog(out_dir, diagnostics, say, write)
+        self.say = say
+        self.model: torch.nn.Module | None = None
+        self._sampler = None
+        self.index = 0  # rollout batches made so far
+        self.buffer: dict[str, torch.Tensor] | None = None
+        self.order: list[int] = []
+        self.cursor = 0
+        self.stats: dict[str, float] = {}
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self._prompt_ids = {}
+
+    # ---- the engine's protocol -----------------------------------------------------------------
+    def attach(self, model: torch.nn.Module) -> None:
+        """The model the engine trains (unwrapped: an `ActorCritic`, a causal LM or its peft wrapper)."""
+        from chatforge.sampling.sampler import Sampler
+
+        self.model = model
+        self._sampler = Sampler(self.generator_model(), self.tokenizer)
+
+    def next_batch(self) -> dict[str, torch.Tensor]:
+        if self.buffer is None or self.cursor >= len(self.order):
+            self._new_rollout()
+        rows = self.order[self.cursor : self.cursor + self.micro_batch_size]
+        step_start = (self.cursor // self.rows_per_step) * self.rows_per_step
+        step_rows = self.order[step_start : step_start + self.rows_per_step]
+        self.cursor += self.micro_batch_size
+        return self._micro_batch(rows, step_rows)
+
+    def state_dict(self) -> dict:
+        return {
+            "index": self.index, "prompts": self.prompts.state_dict(), "cursor": self.cursor,
+            "order": list(self.order), "buffer": dict(self.buffer) if self.buffer is not None else None,
+            "stats": dict(self.stats), "kl": self.kl.state_dict(), "moments": self.moments.state_dict(), "log": self.log.state_dict(),
+            "scorer": self.scorer.state_dict() if hasattr(self.scorer, "state_dict") else None,
+            "ptx": self.ptx_stream.state_dict() if self.ptx_stream is not None else None,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if "buffer" not in state:
+            raise DataError("the checkpoint was not written by an online-RL run; start a new run directory")
+        self.index, self.cursor, self.order = int(state["index"]), int(state["cursor"]), list(state["order"])
+        self.prompts.load_state_dict(state["prompts"])
+        self.buffer = dict(state["buffer"]) if state["buffer"] is not None else None
+        self.stats = dict(state["stats"])
+        self.kl.load_state_dict(state["kl"])
+        m = state["moments"]
+        self.moments = RunningMoments(int(m["count"]), float(m["mean"]), float(m["m2"]))
+        self.log.load_state_dict(state["log"])
+        if state.get("scorer") is not None and hasattr(self.scorer, "load_state_dict"):
+            self.scorer.load_state_dict(state["scorer"])
+        if state.get("ptx") is not None and self.ptx_stream is not None:
+            self.ptx_stream.load_state_dict(state["ptx"])
+
+    # ---- models ------------------------------------------------------------------------------
+    def generator_model(self) -> torch.nn.Module:
+        return getattr(self.model, "policy", self.model)
+
+    def reference_context(self):
+        """(module, context) whose forward gives the reference's log-probs."""
+        if self.reference is not None:
+            return self.reference, contextlib.nullcontext()
+        policy = self.generator_model()
+        if hasattr(policy, "disable_adapter"):
+            return policy, policy.disable_adapter()  # LoRA: the frozen base is the reference
+        raise ChatforgeError("no reference model: give a frozen copy, or train with LoRA (adapters off = reference)")
+
+    # ---- making a rollout --------------------------------------------------------------------
+    def _new_rollout(self) -> None:
+        from chatforge.sampling.sampler import chat_prompt
+
+        if self.model is None:
+            raise ChatforgeError("RolloutBatches.attach(model) was not called before training")
+        started = time.perf_counter()
+        picked = self.prompts.take(self.rollout.prompts_per_rollout)
+        prompt_ids = [self._prompt(i, chat_prompt) for i in picked]
+        n = self.rollout.samples_per_prompt
+        sampling = self.rollout.sampling.model_copy(update={"n": n, "seed": (self.rollout.sampling.seed or 0) + self.index})
+        completions = self._sampler.generate(prompt_ids, sampling)
+        gen_seconds = time.perf_counter() - started
+        rows = [(p, c) for p, group in zip(picked, completions) for c in group]
+        prompt_records = [self.records[p] for p, _ in rows]
+        texts = [c.text for _, c in rows]
+        raw = torch.tensor(self.scorer.score(prompt_records, texts), dtype=torch.float32)
+        gold = torch.tensor(self.gold.score(prompt_records, texts), dtype=torch.float32) if self.gold else torch.full_like(raw, float("nan"))
+        components = self._components(prompt_records, texts)
+
+        ids = [prompt_ids[picked.index(p)] + list(c.token_ids) for p, c in rows]
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self.pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+        action_mask = torch.zeros((len(ids), width - 1), dtype=torch.float32)
+        for r, ((p, _), seq) in enumerate(zip(rows, ids)):
+            input_ids[r, : len(seq)] = torch.tensor(seq)
+            attention_mask[r, : len(seq)] = 1
+            start = len(prompt_ids[picked.index(p)])
+            action_mask[r, start - 1 : len(seq) - 1] = 1.0  # position t predicts token t + 1
+        old_logp, entropy, values, ref_logp = self._score_tokens(input_ids, attention_mask, action_mask)
+        kl_tokens = kl_estimate(old_logp, ref_logp, self.kl_cfg.estimator) * action_mask
+        score = self._normalize(raw)
+        beta = self.kl.value
+        advantages, returns, extra = self.objective.advantages(score, kl_tokens, values, action_mask, beta)
+        lengths = action_mask.sum(dim=1)
+        kl_seq = kl_tokens.sum(dim=1)
+        mean_entropy = float((entropy * action_mask).sum() / action_mask.sum().clamp(min=1))
+        self.buffer = {
+            "input_ids": input_ids, "attention_mask": attention_mask, "action_mask": action_mask,
+            "old_logp": old_logp, "ref_logp": ref_logp, "old_values": values if values is not None else torch.zeros_like(old_logp),
+            "advantages": advantages, "returns": returns,
+            "score": raw, "gold": gold, "kl": kl_seq, "length": lengths, "entropy": (entropy * action_mask).sum(1) / lengths.clamp(min=1),
+        }
+        for name, value in components.items():
+            self.buffer[f"component/{name}"] = value
+        self._check_finite()
+        generated = int(lengths.sum())
+        stats = {
+            "rollout": self.index, "beta": beta, "proxy": float(raw.mean()), "gold": float(gold.mean()),
+            "kl": float(kl_seq.mean()), "entropy": mean_entropy, "length": float(lengths.float().mean()),
+            "gen_tokens_per_s": generated / max(gen_seconds, 1e-9), "gen_seconds": gen_seconds,
+            **extra, **{f"component/{k}": float(v.mean()) for k, v in components.items()},
+        }
+        self.stats = {k: v for k, v in stats.items() if k in ROLLOUT_METRICS}
+        self.kl.update(stats["kl"], len(rows))
+        samples = [
+            {"prompt": self.records[p]["prompt"][-1]["content"], "response": c.text, "proxy": float(raw[i]), "gold": float(gold[i]),
+             "kl": float(kl_seq[i]), **{k: float(v[i]) for k, v in components.items()}}
+            for i, (p, c) in enumerate(rows)
+        ]
+        self.log.add(stats, samples)
+        self.index += 1
+        self.order = self._epoch_orders(len(rows))
+        self.cursor = 0
+
+    def _prompt(self, index: int, chat_prompt) -> list[int]:
+        if index not in self._prompt_ids:
+            self._prompt_ids[index] = chat_prompt(self.tokenizer, self.records[index]["prompt"])
+        return self._prompt_ids[index]
+
+    def _components(self, prompts: list[dict], texts: list[str]) -> dict[str, torch.Tensor]:
+        """Each part of a combined scorer, logged on its own (helpfulness, safety, ...)."""
+        parts = getattr(self.scorer, "components", None)
+        if not isinstance(parts, dict):
+            return {}
+        return {name: torch.tensor(s.score(prompts, texts), dtype=torch.float32) for name, s in parts.items()}
+
+    @torch.inference_mode()
+    def _score_tokens(self, input_ids, attention_mask, action_mask):
+        """Old policy log-probs, entropies, values (PPO) and reference log-probs, in chunks."""
+        model = self.model
+        was_training = model.training
+        model.eval()
+        chunks: dict[str, list[torch.Tensor]] = {"logp": [], "entropy": [], "values": [], "ref": []}
+        device = next(model.parameters()).device
+        size = self.rollout.forward_batch_size
+        temperature = self.rollout.sampling.temperature or 1.0
+        try:
+            for start in range(0, len(input_ids), size):
+                part = slice(start, start + size)
+                ids, mask, act = input_ids[part].to(device), attention_mask[part].to(device), action_mask[part].to(device)
+                logp, entropy, values = self.objective.forward(model, ids, mask, act, temperature)
+                ref_model, context = self.reference_context()
+                with context:
+                    ref_logp, _, _ = self.objective.reference_forward(ref_model, ids, mask, act, temperature)
+                chunks["logp"].append(logp.float().cpu())
+                chunks["entropy"].append(entropy.float().cpu())
+                chunks["values"].append(values.float().cpu() if values is not None else None)
+                chunks["ref"].append(ref_logp.float().cpu())
+        finally:
+            model.train(was_training)
+        values = None if chunks["values"][0] is None else torch.cat(chunks["values"])
+        return torch.cat(chunks["logp"]), torch.cat(chunks["entropy"]), values, torch.cat(chunks["ref"])
+
+    def _normalize(self, raw: torch.Tensor) -> torch.Tensor:
+        cfg = self.reward_cfg
+        values = raw.tolist()
+        if cfg.normalize == "running":
+            self.moments.update(values)
+            values = whiten(values, self.moments.mean, self.moments.var)
+        elif cfg.normalize == "batch":
+            batch = RunningMoments()
+            batch.update(values)
+            values = whiten(values, batch.mean, batch.var)
+        out = torch.tensor(values, dtype=torch.float32)
+        return out.clamp(-cfg.clip, cfg.clip) if cfg.clip is not None else out
+
+    def _epoch_orders(self, rows: int) -> list[int]:
+        order: list[int] = []
+        for epoch in range(self.rollout.epochs):
+            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.index) * 101 + epoch)
+            order += torch.randperm(rows, generator=generator).tolist()
+        return order
+
+    def _check_finite(self) -> None:
+        for key in ("old_logp", "ref_logp", "old_values", "advantages", "returns", "score"):
+            if not torch.isfinite(self.buffer[key]).all():
+                raise ChatforgeError(
+                    f"rollout {self.index}: {key} has NaN/Inf values (scores {self.buffer['score'].tolist()[:8]}...); "
+                    "stopping before a broken update. Check the scorer, lower the learning rate or raise kl.coef"
+                )
+
+    # ---- serving micro-batches ---------------------------------------------------------------
+    def _micro_batch(self, rows: list[int], step_rows: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.tensor(rows)
+        width = int(self.buffer["attention_mask"][index].sum(dim=1).max())
+        out = {"input_ids": self.buffer["input_ids"][index, :width], "attention_mask": self.buffer["attention_mask"][index, :width]}
+        for key in PER_TOKEN:
+            out[key] = self.buffer[key][index, : width - 1]
+        for key, value in self.buffer.items():
+            if key in PER_ROW or key.startswith("component/"):
+                out[f"row/{key}"] = value[index]
+        for key, value in self.stats.items():
+            out[f"rollout/{key}"] = torch.tensor(float(value))
+        # Dr. GRPO's constant normaliser and the ptx weight need the whole step's numbers
+        out["max_new_tokens"] = torch.tensor(float(self.rollout.sampling.max_new_tokens))
+        if self.ptx_stream is not None:
+            window = self.ptx_stream.next_batch()
+            out["ptx_input_ids"], out["ptx_labels"] = window["input_ids"], window["labels"]
+            step_tokens = float(self.buffer["action_mask"][torch.tensor(step_rows)].sum())
+            ptx_tokens = float(self.ptx.rows_per_micro_batch * self.ptx.seq_len * (len(step_rows) // self.micro_batch_size))
+            # the engine divides every sum by the step's RL token count; this makes the ptx part γ × its own mean
+            out["ptx_scale"] = torch.tensor(self.ptx.coef * step_tokens / max(ptx_tokens, 1.0))
+        return out

@@ -1,0 +1,99 @@
+"""PPO with a critic for a chat model: rollouts from the sampler, scorers as reward, per-token KL to a
+frozen reference, GAE, the clipped surrogate and value loss, optional PPO-ptx (docs/rl.md).
+
+The engine trains one module, `models.heads.ActorCritic`: the policy, and a value head on the
+policy's own hidden states (`critic: shared`) or on its own copy of the decoder (`separate`); the
+critic's parameter group runs at `critic_lr_scale` × the LR. The rollout Batches (`rl.rollout`)
+sample a batch, score it, take old/reference log-probs and values, compute rewards (the score on
+the last token, −β·KL on every token) and GAE advantages, and serve `rollout.epochs` passes of
+minibatches. With `mode: lora` the policy trains adapters and the reference is the frozen base
+(adapters off); the value head trains in full.
+
+    chatforge ppo model=runs/sft/world/final prompts.train=world/verifiable/train.jsonl prompts.test=world/verifiable/test.jsonl
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from chatforge.engine.config import OptimConfig, TrainConfig
+from chatforge.engine.schedules import ScheduleConfig
+from chatforge.rl.config import PtxConfig, RLCommon
+from chatforge.rl.objectives import PPOLossConfig
+from chatforge.sft.modes import LoraSettings
+from chatforge.stages._training import (
+    Context,
+    Plan,
+    Trained,
+    TrainingStage,
+    default_schedule,
+    load_causal_lm,
+    train,
+)
+
+
+class Config(RLCommon):
+    out: str = Field("runs/ppo", description="run directory")
+    model: str = Field(description="the starting policy: a chat model directory, usually an SFT run's final/ (required)")
+    tokenizer: str | None = Field(None, description="tokenizer directory; default: the model directory")
+    reference: str | None = Field(None, description="reference model directory; default: the starting model (LoRA: its base)")
+    critic: Literal["shared", "separate"] = Field("shared", description="value head on the actor's backbone or on its own copy")
+    critic_lr_scale: float = Field(1.0, gt=0, description="the critic's LR as a multiple of optim.lr")
+    loss: PPOLossConfig = Field(default_factory=PPOLossConfig)
+    ptx: PtxConfig | None = Field(None, description="PPO-ptx: pretraining next-token loss mixed into every step; null = off")
+    mode: Literal["full", "lora"] = Field("full", description="full, or LoRA adapters (reference = the base, adapters off)")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="mode=lora settings")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=64, micro_batch_size=8, eval_every=32, save_every=16))
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-5, weight_decay=0.0))
+    schedule: ScheduleConfig = Field(default_factory=default_schedule(kind="constant", warmup_steps=0), description="LR schedule")
+
+
+class PPOStage(TrainingStage):
+    def prepare(self, ctx: Context) -> Plan:
+        from chatforge.models.heads import ActorCritic, critic_param_groups
+        from chatforge.rl import setup
+        from chatforge.rl.objectives import PPOObjective
+        from chatforge.sft.modes import apply_mode
+        from chatforge.tokenizer.load import load_tokenizer
+
+        cfg = ctx.cfg
+        tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
+        train_prompts, test_prompts = setup.load_rl_prompts(ctx)
+        policy = load_causal_lm(cfg.model, tokenizer, ctx.device)
+        reference = setup.frozen_reference(cfg, policy, ctx.device)
+        policy = apply_mode(policy, cfg.mode, cfg.lora)
+        model = ActorCritic(policy, cfg.critic).to(ctx.device)
+        holder: dict = {}
+        objective = PPOObjective(cfg.loss, cfg.kl, lambda: holder["batches"].kl.value, cfg.rollout.sampling.temperature or 1.0)
+        ptx = setup.ptx_stream(ctx, tokenizer) if cfg.ptx is not None else None
+        self.batches = holder["batches"] = setup.rollout_batches(ctx, train_prompts, tokenizer, objective, reference, ptx)
+        self.evaluate = setup.evaluator(ctx, test_prompts, tokenizer, self.batches)
+        return Plan(
+            model, objective, self.batches, tokenizer, evaluate=self.evaluate, mode=None,
+            param_groups=critic_param_groups(cfg.critic_lr_scale),
+            describe=setup.describe(ctx, f"ppo (critic {cfg.critic}, {cfg.mode}{', ptx' if cfg.ptx else ''})", train_prompts, test_prompts),
+            summary={"train_prompts": len(train_prompts), "test_prompts": len(test_prompts)},
+        )
+
+    def started(self, ctx: Context, plan: Plan, engine) -> None:
+        from chatforge.engine import distributed as dist
+
+        self.batches.attach(dist.unwrap(engine.model))
+        if self.evaluate is not None:
+            self.evaluate.step_of = lambda: engine.step
+
+    def finish(self, ctx: Context, plan: Plan, trained: Trained) -> dict:
+        from chatforge.rl.setup import finish_summary
+
+        return finish_summary(ctx, self.batches, self.evaluate, trained, f"{ctx.run_dir.root.name}: PPO")
+
+    def closing(self, ctx: Context, summary: dict) -> str:
+        from chatforge.rl.setup import closing
+
+        return closing(ctx, summary)
+
+
+def run(cfg: Config) -> dict:
+    return train(cfg, PPOStage())
