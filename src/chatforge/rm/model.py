@@ -22,7 +22,7 @@ import torch
 
 from chatforge.data.packing import attention_kind
 from chatforge.errors import ConfigError
-from chatforge.sft.modes import LoraSettings
+from chatforge.sft.modes import LoraSettings, apply_mode, export_model
 
 RMMode = Literal["full", "lora"]
 
@@ -55,35 +55,15 @@ def load_reward_model(path: str, tokenizer) -> torch.nn.Module:
 
 
 def apply_rm_mode(model: torch.nn.Module, mode: RMMode, lora: LoraSettings) -> torch.nn.Module:
-    if mode == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        return model
-    if mode == "lora":
-        from peft import LoraConfig, get_peft_model
-
-        present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-        missing = [t for t in lora.target_modules if t not in present]
-        if missing:
-            raise ConfigError(f"lora.target_modules {missing} are not modules of {type(model).__name__}")
-        config = LoraConfig(
-            task_type="SEQ_CLS", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules), modules_to_save=["score"],
-        )
-        return get_peft_model(model, config)
-    raise ConfigError(f"mode must be full or lora, not {mode!r}")
+    """The reward model to train: every weight (full) or LoRA adapters plus a fully trained score head."""
+    if mode not in ("full", "lora"):
+        raise ConfigError(f"mode must be full or lora, not {mode!r}")
+    return apply_mode(model, mode, lora, task_type="SEQ_CLS")
 
 
 def export_reward_model(model: torch.nn.Module, mode: RMMode, out_dir: Path, tokenizer, adapter_dir: Path | None = None) -> None:
     """`out_dir` as a plain `AutoModelForSequenceClassification` (LoRA merged) with the tokenizer."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if mode == "lora":
-        if adapter_dir is not None:
-            model.save_pretrained(adapter_dir)
-        model = model.merge_and_unload()
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    export_model(model, mode, out_dir, tokenizer, adapter_dir)
 
 
 def rewards_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -38,7 +38,9 @@ class LoraSettings(StrictModel):
     target_modules: list[str] = Field(
         default_factory=lambda: list(DEFAULT_LORA_TARGETS), description="module names that get adapters"
     )
-    save_adapter: bool = Field(False, description="also save the adapter alone to out/adapter/")
+    save_adapter: bool = Field(
+        True, description="also save the adapter alone to out/adapter/ (base referenced by absolute path)"
+    )
 
 
 class FullThenLoraSettings(StrictModel):
@@ -88,10 +90,12 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
 
 
 def apply_mode(
-    model: torch.nn.Module, mode: Mode, lora: LoraSettings | None = None, freeze: FreezeSettings | None = None
+    model: torch.nn.Module, mode: Mode, lora: LoraSettings | None = None, freeze: FreezeSettings | None = None,
+    task_type: str = "CAUSAL_LM",
 ) -> torch.nn.Module:
     """The model to train for `mode` (a peft model for lora, the same model otherwise; full_then_lora
-    starts in full)."""
+    starts in full). `task_type="SEQ_CLS"` (a reward model): the fresh `score` head trains in full
+    next to the adapters."""
     if mode in ("full", "full_then_lora"):
         for p in model.parameters():
             p.requires_grad_(True)
@@ -105,8 +109,8 @@ def apply_mode(
         if missing:
             raise ConfigError(f"lora.target_modules {missing} are not modules of {type(model).__name__}")
         config = LoraConfig(
-            task_type="CAUSAL_LM", r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-            target_modules=list(lora.target_modules),
+            task_type=task_type, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules), modules_to_save=["score"] if task_type == "SEQ_CLS" else None,
         )
         return get_peft_model(model, config)
     if mode == "freeze":
@@ -134,12 +138,6 @@ def apply_mode(
 
 def export_model(model: torch.nn.Module, mode: Mode, out_dir: Path, tokenizer=None, adapter_dir: Path | None = None) -> None:
     """Write `out_dir` as a plain `transformers` model (LoRA merged in); the adapter alone to `adapter_dir`."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if mode in ("lora", "full_then_lora"):
-        if adapter_dir is not None:
-            model.save_pretrained(adapter_dir)
-        model = model.merge_and_unload()
-    model.save_pretrained(out_dir, safe_serialization=True)
-    if tokenizer is not None:
-        tokenizer.save_pretrained(out_dir)
+    from chatforge.export import export_final
+
+    export_final(model, out_dir, tokenizer, adapter_dir=adapter_dir, base_trained=mode == "full_then_lora")

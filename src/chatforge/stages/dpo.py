@@ -26,12 +26,20 @@ from chatforge.dpo.data import PairSourceConfig, PairTruncation
 from chatforge.dpo.evaluate import GenerationEval
 from chatforge.dynamics.config import DynamicsConfig
 from chatforge.engine.config import OptimConfig, TrainConfig
-from chatforge.engine.loop import Engine
 from chatforge.engine.schedules import ScheduleConfig
 from chatforge.errors import ConfigError
-from chatforge.run_dir import RejectLog, RunDir
+from chatforge.run_dir import RejectLog
 from chatforge.sft.masking import MaskSource
 from chatforge.sft.modes import LoraSettings
+from chatforge.stages._training import (
+    Context,
+    Plan,
+    Trained,
+    TrainingStage,
+    default_schedule,
+    load_causal_lm,
+    train,
+)
 
 
 class DPODataConfig(StrictModel):
@@ -43,12 +51,6 @@ class DPODataConfig(StrictModel):
     truncation: PairTruncation = Field("drop", description="a longer pair: drop rejects it, left cuts the prompt's start")
     mask_source: MaskSource = Field("auto", description="where the answer is: auto, prefixes or markers (sft.masking)")
     group_by_length: bool = Field(True, description="batch training pairs of similar length together (less padding)")
-
-
-def _default_schedule():
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(ScheduleConfig).validate_python({"kind": "cosine", "warmup_ratio": 0.1})
 
 
 class Config(StrictModel):
@@ -70,7 +72,7 @@ class Config(StrictModel):
     # the small models of the task world need ~1e-5..1e-4 (docs/dpo.md).
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=2e-5, weight_decay=0.0))
     schedule: ScheduleConfig = Field(
-        default_factory=lambda: _default_schedule(), description="LR schedule (default cosine, 10% warmup)"
+        default_factory=default_schedule(kind="cosine", warmup_ratio=0.1), description="LR schedule (default cosine, 10% warmup)"
     )
     eval_batch_size: int = Field(16, ge=1, description="pairs per forward for the reference log-probs and evaluation")
     eval_generation: GenerationEval | None = Field(
@@ -81,145 +83,120 @@ class Config(StrictModel):
     )
 
 
-def run(cfg: Config) -> dict:
-    from transformers import AutoModelForCausalLM
+class DPOStage(TrainingStage):
+    dynamics_title = "DPO learning dynamics"
 
-    from chatforge.dpo.data import PairBatches, encode_pairs, preference_probs, read_pairs
-    from chatforge.dpo.evaluate import format_generation_table, generation_eval, pair_eval
-    from chatforge.dpo.objective import DPOObjective, cached_reference_logps
-    from chatforge.engine import distributed as dist
-    from chatforge.sft.modes import apply_mode, export_model, trainable_parameters
-    from chatforge.tokenizer.load import load_tokenizer
+    def check(self, cfg: Config) -> None:
+        if not cfg.data.train:
+            raise ConfigError("data.train is empty: give at least one file of preference pairs")
+        if cfg.eval_generation is not None and not cfg.data.eval:
+            raise ConfigError("eval_generation answers the prompts of data.eval; give held-out pairs there")
 
-    if not cfg.data.train:
-        raise ConfigError("data.train is empty: give at least one file of preference pairs")
-    if cfg.eval_generation is not None and not cfg.data.eval:
-        raise ConfigError("eval_generation answers the prompts of data.eval; give held-out pairs there")
-    info, device = dist.init(cfg.train.device)
-    say = print if info.is_main else (lambda *_, **__: None)
-    run_dir = RunDir.create(cfg.out)
-    if info.is_main:
-        run_dir.write_config(cfg)
-    torch.manual_seed(cfg.train.seed)
-    with RejectLog(run_dir.rejected if info.is_main else None) as rejects:
+    def prepare(self, ctx: Context) -> Plan:
+        from chatforge.dpo.data import PairBatches
+        from chatforge.dpo.evaluate import generation_eval, pair_eval
+        from chatforge.dpo.objective import DPOObjective
+        from chatforge.tokenizer.load import load_tokenizer
+
+        cfg = ctx.cfg
         tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
-
-        def load(sources):
-            pairs = list(read_pairs(sources, rejects))
-            return encode_pairs(tokenizer, pairs, rejects, cfg.data.max_length, cfg.data.truncation, cfg.data.mask_source)
-
-        train_pairs = load(cfg.data.train)
-        eval_pairs = load(cfg.data.eval) if cfg.data.eval else []
-        eps = {"train": None, "eval": None}  # per-pair ε = 1 − p* (loss.preference_field)
-        if cfg.loss.preference_field is not None:
-            train_pairs, eps["train"] = preference_probs(train_pairs, cfg.loss.preference_field, rejects)
-            eval_pairs, eps["eval"] = preference_probs(eval_pairs, cfg.loss.preference_field, rejects)
-        if rejects.total:
-            say(rejects.summary_line())
-        model = AutoModelForCausalLM.from_pretrained(cfg.model, trust_remote_code=False, dtype=torch.float32).to(device)
-        vocab = model.get_input_embeddings().weight.shape[0]
-        if len(tokenizer) > vocab:
-            raise ConfigError(f"the tokenizer has {len(tokenizer)} tokens but the model's embedding only {vocab}")
+        (train_pairs, eval_pairs), eps = _load_pairs(cfg, tokenizer, ctx.rejects)
+        model = load_causal_lm(cfg.model, tokenizer, ctx.device)
         pad_id = tokenizer.pad_token_id
-
-        # The reference: the starting model itself unless `reference` names another one.
-        reference_model, cache_used = None, None
-        sets = {"train": train_pairs, "eval": eval_pairs}
-        ref = {"train": None, "eval": None}
-        if not cfg.loss.reference_free:
-            separate = cfg.reference is not None and cfg.reference != cfg.model
-            ref_model = (
-                AutoModelForCausalLM.from_pretrained(cfg.reference, dtype=torch.float32).to(device) if separate else model
-            )
-            if cfg.reference_mode == "precomputed":
-                ref, cache_used = cached_reference_logps(
-                    run_dir.root / "reference_logps.pt", ref_model, sets, pad_id, cfg.eval_batch_size, write=info.is_main
-                )
-                say(f"reference log-probs: {'reused from' if cache_used else 'computed and cached in'} {run_dir.root / 'reference_logps.pt'}")
-            else:  # live: the eval pairs' reference log-probs once; the training ones every step
-                ref, _ = cached_reference_logps(
-                    run_dir.root / "reference_logps.pt", ref_model, {"eval": eval_pairs}, pad_id, cfg.eval_batch_size, write=False
-                )
-                ref["train"] = None
-                reference_model = _frozen(ref_model) if separate else _frozen(copy.deepcopy(model))
-            del ref_model  # precomputed: a separate reference is freed here
-
-        base_pairs = pair_eval(model, eval_pairs, ref["eval"], cfg.loss, pad_id, cfg.eval_batch_size, label_smoothing=eps["eval"]) if eval_pairs and info.is_main else {}
-        base_generation = None
-        if cfg.eval_generation is not None and info.is_main:
-            base_generation = generation_eval(model, tokenizer, [p.pair for p in eval_pairs], cfg.eval_generation)
-
-        batches = PairBatches(
-            train_pairs, cfg.train.micro_batch_size, pad_id, seed=cfg.train.seed, rank=info.rank,
-            world_size=info.world_size, reference=ref["train"],
-            per_pair={"label_smoothing": eps["train"]} if eps["train"] is not None else None,
-            group_by_length=cfg.data.group_by_length,
-        )
+        ref, reference_model, self.cache_used = _reference(ctx, model, train_pairs, eval_pairs, pad_id)
         evaluate = None
         if eval_pairs:
             def evaluate(m):
                 return pair_eval(m, eval_pairs, ref["eval"], cfg.loss, pad_id, cfg.eval_batch_size, label_smoothing=eps["eval"])
-        pairs_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum_steps * info.world_size
-        say(
+        self.base_pairs = evaluate(model) if eval_pairs and ctx.is_main else {}
+        self.eval_prompts = [p.pair for p in eval_pairs]
+        self.base_generation = None
+        if cfg.eval_generation is not None and ctx.is_main:
+            self.base_generation = generation_eval(model, tokenizer, self.eval_prompts, cfg.eval_generation)
+        batches = PairBatches(
+            train_pairs, cfg.train.micro_batch_size, pad_id, seed=cfg.train.seed, rank=ctx.info.rank,
+            world_size=ctx.info.world_size, reference=ref["train"],
+            per_pair={"label_smoothing": eps["train"]} if eps["train"] is not None else None,
+            group_by_length=cfg.data.group_by_length,
+        )
+        self.counts = {"train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs)}
+        describe = (
             f"dpo ({cfg.loss.loss}, beta {cfg.loss.beta}, reference {'none' if cfg.loss.reference_free else cfg.reference_mode}, "
-            f"{cfg.mode}): {len(train_pairs)} training pairs, {len(eval_pairs)} held out | {pairs_per_step} pairs per step "
-            f"x {cfg.train.max_steps} steps (~{cfg.train.max_steps * pairs_per_step / len(train_pairs):.2f} epochs)"
+            f"{cfg.mode}): {len(train_pairs)} training pairs, {len(eval_pairs)} held out | {ctx.rows_per_step} pairs per step "
+            f"x {cfg.train.max_steps} steps (~{cfg.train.max_steps * ctx.rows_per_step / len(train_pairs):.2f} epochs)"
         )
-        model = apply_mode(model, cfg.mode, cfg.lora)
-        trainable, total = trainable_parameters(model)
-        train_cfg, probes = cfg.train, None
-        if cfg.dynamics is not None:
-            from chatforge.dynamics.hook import ProbeHook
+        return Plan(model, DPOObjective(cfg.loss, reference_model), batches, tokenizer, evaluate, describe)
 
-            probes = ProbeHook(cfg.dynamics, tokenizer, run_dir.root, write=info.is_main, say=say)
-            evaluate, train_cfg = probes.wrap(evaluate, cfg.train)
-        engine = Engine(
-            model, DPOObjective(cfg.loss, reference_model), batches, train_cfg, cfg.optim, cfg.schedule, run_dir,
-            evaluate=evaluate, log_config=cfg.model_dump(mode="json"), name=run_dir.root.name,
-        )
-        if probes is not None:
-            probes.attach(engine)
-        result = engine.fit()
-        if cfg.mode == "lora":
-            if info.is_main:
-                export_model(dist.unwrap(engine.model), "lora", run_dir.final, tokenizer)
-        else:
-            engine.export(run_dir.final, tokenizer)
-        dist.barrier(info)
+    def finish(self, ctx: Context, plan: Plan, trained: Trained) -> dict:
+        from chatforge.dpo.evaluate import format_generation_table, generation_eval
+
+        cfg, result = ctx.cfg, trained.result
         final_generation = None
-        if cfg.eval_generation is not None and info.is_main:
-            final_model = AutoModelForCausalLM.from_pretrained(run_dir.final, dtype=torch.float32).to(device)
-            final_generation = generation_eval(final_model, tokenizer, [p.pair for p in eval_pairs], cfg.eval_generation)
-            say(format_generation_table(base_generation, final_generation))
-        last = result.last_metrics
-        summary = {
-            "mode": cfg.mode,
+        if cfg.eval_generation is not None and ctx.is_main:
+            final_model = load_causal_lm(ctx.run_dir.final, plan.tokenizer, ctx.device)
+            final_generation = generation_eval(final_model, plan.tokenizer, self.eval_prompts, cfg.eval_generation)
+            ctx.say(format_generation_table(self.base_generation, final_generation))
+        keys = ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin", "logps/chosen", "logps/rejected")
+        return {
             "loss": cfg.loss.model_dump(),
             "reference_mode": None if cfg.loss.reference_free else cfg.reference_mode,
-            "reference_cache_reused": cache_used,
-            "steps": result.step,
-            "trainable_parameters": trainable,
-            "parameters": total,
-            "train_pairs": len(train_pairs),
-            "eval_pairs": len(eval_pairs),
-            "rejected": dict(rejects.counts),
-            "final_train": {k: last.get(k) for k in (
-                "loss", "rewards/chosen", "rewards/rejected", "rewards/accuracy", "rewards/margin", "logps/chosen", "logps/rejected",
-            )},
-            "eval": {"base": base_pairs or None, "dpo": result.eval_metrics or None},
-            "generation": {"base": base_generation, "dpo": final_generation} if final_generation else None,
-            "dynamics": probes.finish(f"{run_dir.root.name}: DPO learning dynamics") if probes is not None else None,
+            "reference_cache_reused": self.cache_used,
+            **self.counts,
+            "final_train": {k: result.last_metrics.get(k) for k in keys},
+            "eval": {"base": self.base_pairs or None, "dpo": result.eval_metrics or None},
+            "generation": {"base": self.base_generation, "dpo": final_generation} if final_generation else None,
         }
-    if info.is_main:
-        run_dir.write_summary(summary)
-        dpo = summary["eval"]["dpo"] or {}
+
+    def closing(self, ctx: Context, summary: dict) -> str:
+        dpo, base = summary["eval"]["dpo"] or {}, self.base_pairs
         held = (
             f" | held-out reward accuracy {dpo['eval/reward_accuracy']:.3f}, margin {dpo['eval/margin']:.3f}, "
-            f"log-prob accuracy {base_pairs['eval/logp_accuracy']:.3f} -> {dpo['eval/logp_accuracy']:.3f}"
+            f"log-prob accuracy {base['eval/logp_accuracy']:.3f} -> {dpo['eval/logp_accuracy']:.3f}"
             if dpo else ""
         )
-        print(f"done: {run_dir.final} | {len(train_pairs)} pairs used, {rejects.total} rejected{held}")
-    return summary
+        return f"done: {ctx.run_dir.final} | {summary['train_pairs']} pairs used, {ctx.rejects.total} rejected{held}"
+
+
+def run(cfg: Config) -> dict:
+    return train(cfg, DPOStage())
+
+
+def _load_pairs(cfg: Config, tokenizer, rejects: RejectLog):
+    """(training and held-out encoded pairs, their per-pair label smoothing ε = 1 − p* or None)."""
+    from chatforge.dpo.data import encode_pairs, preference_probs, read_pairs
+
+    def load(sources):
+        pairs = list(read_pairs(sources, rejects))
+        return encode_pairs(tokenizer, pairs, rejects, cfg.data.max_length, cfg.data.truncation, cfg.data.mask_source)
+
+    sets = [load(cfg.data.train), load(cfg.data.eval) if cfg.data.eval else []]
+    eps = {"train": None, "eval": None}  # per-pair ε = 1 − p* (loss.preference_field)
+    if cfg.loss.preference_field is not None:
+        for i, split in enumerate(eps):
+            sets[i], eps[split] = preference_probs(sets[i], cfg.loss.preference_field, rejects)
+    return sets, eps
+
+
+def _reference(ctx: Context, model, train_pairs, eval_pairs, pad_id: int):
+    """(reference log-probs per split, the live reference model or None, whether the cache was reused).
+
+    The reference is the starting model itself unless `reference` names another one."""
+    from chatforge.dpo.objective import cached_reference_logps
+
+    cfg, cache = ctx.cfg, ctx.run_dir.root / "reference_logps.pt"
+    if cfg.loss.reference_free:
+        return {"train": None, "eval": None}, None, None
+    separate = cfg.reference is not None and cfg.reference != cfg.model
+    ref_model = load_causal_lm(cfg.reference, device=ctx.device) if separate else model
+    if cfg.reference_mode == "precomputed":
+        sets = {"train": train_pairs, "eval": eval_pairs}
+        ref, used = cached_reference_logps(cache, ref_model, sets, pad_id, cfg.eval_batch_size, write=ctx.is_main)
+        ctx.say(f"reference log-probs: {'reused from' if used else 'computed and cached in'} {cache}")
+        return ref, None, used
+    # live: the eval pairs' reference log-probs once; the training ones every step
+    ref, _ = cached_reference_logps(cache, ref_model, {"eval": eval_pairs}, pad_id, cfg.eval_batch_size, write=False)
+    ref["train"] = None
+    return ref, _frozen(ref_model) if separate else _frozen(copy.deepcopy(model)), None
 
 
 def _frozen(model: torch.nn.Module) -> torch.nn.Module:

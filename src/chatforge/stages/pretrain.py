@@ -34,6 +34,7 @@ from chatforge.evaluation.domains import DomainEval, compare, evaluate_domains, 
 from chatforge.models.build import ModelConfig, build_model, count_parameters, flops_per_token
 from chatforge.models.embeddings import NewRowsConfig
 from chatforge.run_dir import RejectLog, RunDir
+from chatforge.stages._training import Context, Plan, Trained, TrainingStage, default_schedule, train
 from chatforge.tokenizer.train import TokenizerConfig
 
 
@@ -53,7 +54,7 @@ class Config(StrictModel):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
-    schedule: ScheduleConfig = Field(default_factory=lambda: _default_schedule(), description="LR schedule")
+    schedule: ScheduleConfig = Field(default_factory=default_schedule(kind="cosine", warmup_steps=20, min_lr_ratio=0.1), description="LR schedule")
     final_eval_documents: int = Field(
         200, ge=1, description="held-out documents per source scored for bits-per-byte at the end"
     )
@@ -71,12 +72,6 @@ class Config(StrictModel):
         if self.init_from and self.model.path:
             raise ValueError("set init_from or model.path, not both (init_from continues from a model or checkpoint)")
         return self
-
-
-def _default_schedule():
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(ScheduleConfig).validate_python({"kind": "cosine", "warmup_steps": 20, "min_lr_ratio": 0.1})
 
 
 def _resolve_tokenizer(cfg: Config, run: RunDir, rejects: RejectLog):
@@ -131,57 +126,47 @@ def _new_rows_only(cfg: Config, model: torch.nn.Module, info):
     return train_new_rows(model, cfg.new_rows, _hf_dir_of(cfg.init_from) or cfg.model.path)
 
 
-def run(cfg: Config) -> dict:
-    from chatforge.engine.distributed import init, main_process_first
+class PretrainStage(TrainingStage):
+    def prepare(self, ctx: Context) -> Plan:
+        from chatforge.engine.distributed import main_process_first
 
-    info, _ = init(cfg.train.device)
-    say = print if info.is_main else (lambda *_, **__: None)
-    run_dir = RunDir.create(cfg.out)
-    if info.is_main:
-        run_dir.write_config(cfg)
-    torch.manual_seed(cfg.train.seed)
-    layout = phases(cfg.schedule, cfg.train.max_steps)
-    with RejectLog(run_dir.rejected if info.is_main else None) as rejects:
-        with main_process_first(info):
-            tokenizer = _resolve_tokenizer(cfg, run_dir, rejects)
-            data = prepare_lm_data(
-                cfg.data, tokenizer, rejects, cfg.train.seed, cfg.train.max_steps, {p.name: p.start for p in layout}, say
-            )
-        if rejects.total:
-            say(rejects.summary_line())
+        cfg, say = ctx.cfg, ctx.say
+        with main_process_first(ctx.info):
+            tokenizer = _resolve_tokenizer(cfg, ctx.run_dir, ctx.rejects)
+            starts = {p.name: p.start for p in phases(cfg.schedule, cfg.train.max_steps)}
+            self.data = data = prepare_lm_data(cfg.data, tokenizer, ctx.rejects, cfg.train.seed, cfg.train.max_steps, starts, say)
         model = _build(cfg, tokenizer)
-        frozen = _new_rows_only(cfg, model, info)
+        self.frozen = _new_rows_only(cfg, model, ctx.info)
         if cfg.data.packing == "isolated":
             check_isolation(model, len(tokenizer))
-        n_params = count_parameters(model)
-        rows_per_step = cfg.train.micro_batch_size * cfg.train.grad_accum_steps * info.world_size
-        stream = data.stream(cfg.train.micro_batch_size, rows_per_step, cfg.train.seed, info.rank, info.world_size)
-        engine = Engine(
-            model, LanguageModelling(data.names), stream, cfg.train, cfg.optim, cfg.schedule, run_dir,
+        stream = data.stream(cfg.train.micro_batch_size, ctx.rows_per_step, cfg.train.seed, ctx.info.rank, ctx.info.world_size)
+        return Plan(
+            model, LanguageModelling(data.names), stream, tokenizer,
             evaluate=(lambda m: data.evaluate(m, cfg.train.micro_batch_size)) if data.has_val() else None,
-            flops_per_token=flops_per_token(model, cfg.data.seq_len),
-            log_config=cfg.model_dump(mode="json"), name=run_dir.root.name,
-            param_groups=frozen.param_groups if frozen else None,
+            mode=None, flops_per_token=flops_per_token(model, cfg.data.seq_len),
+            param_groups=self.frozen.param_groups if self.frozen else None,
         )
-        if frozen:
-            frozen.check_optimizer(engine.optimizer)
-            say(f"new_rows: training embedding rows {frozen.num_old}..{len(tokenizer) - 1} only; rows below stay as they are")
+
+    def started(self, ctx: Context, plan: Plan, engine: Engine) -> None:
+        cfg, data, say = ctx.cfg, self.data, ctx.say
+        if self.frozen:
+            self.frozen.check_optimizer(engine.optimizer)
+            say(f"new_rows: training embedding rows {self.frozen.num_old}..{len(plan.tokenizer) - 1} only; rows below stay as they are")
         say(
-            f"model: {n_params / 1e6:.2f}M parameters | corpus: {data.train_tokens:,} train tokens in "
-            f"{len(data.names)} source(s) | {rows_per_step} x {cfg.data.seq_len} tokens per step x "
+            f"model: {count_parameters(plan.model) / 1e6:.2f}M parameters | corpus: {data.train_tokens:,} train tokens in "
+            f"{len(data.names)} source(s) | {ctx.rows_per_step} x {cfg.data.seq_len} tokens per step x "
             f"{cfg.train.max_steps} steps | packing: {cfg.data.packing}"
         )
         if len(data.names) > 1 or cfg.data.stages:
             say("mixture:\n  " + "\n  ".join(data.plan.describe()))
-        epochs = data.expected_epochs(cfg.train.max_steps, rows_per_step)
+        epochs = data.expected_epochs(cfg.train.max_steps, ctx.rows_per_step)
         say("expected epochs per source: " + ", ".join(f"{n} {e:.2f}" for n, e in epochs.items()))
-        before = _domains_before(cfg, engine, tokenizer, run_dir, rejects) if cfg.domains and cfg.domains_before else None
+        want = cfg.domains and cfg.domains_before
+        self.before = _domains_before(cfg, engine, plan.tokenizer, ctx.run_dir, ctx.rejects) if want else None
 
-        result = engine.fit()
-        engine.export(run_dir.final, tokenizer)
+    def finish(self, ctx: Context, plan: Plan, trained: Trained) -> dict:
+        cfg, data, engine, result = ctx.cfg, self.data, trained.engine, trained.result
         summary = {
-            "steps": result.step,
-            "parameters": n_params,
             "train_tokens_seen": engine.tokens_seen,
             "train_flops": engine.flops_per_token * engine.tokens_seen,
             "final_train_loss": result.last_metrics.get("loss"),
@@ -189,21 +174,24 @@ def run(cfg: Config) -> dict:
             "mixture": {
                 "planned": {name: dict(zip(data.plan.names, w.round(6).tolist())) for _, name, w in data.plan.stages},
                 "stage_starts": {name: start for start, name, _ in data.plan.stages},
-                "observed_rows": stream.observed_shares(),
-                "epochs": stream.epochs(),
+                "observed_rows": plan.batches.observed_shares(),
+                "epochs": plan.batches.epochs(),
             },
-            "rejected": dict(rejects.counts),
             "long_documents": sum(c.meta["long_documents"] for c in data.caches),
         }
-        _heldout_bpb(cfg, data, engine, tokenizer, summary, say)
+        _heldout_bpb(cfg, data, engine, plan.tokenizer, summary, ctx.say)
         if cfg.domains:
-            after = evaluate_domains(engine.model, tokenizer, cfg.domains, cfg.data.seq_len, rejects)
-            summary["domains"] = compare(before, after)
-            say(format_domain_table(summary["domains"]))
-    if info.is_main:
-        run_dir.write_summary(summary)
-        print(f"done: {run_dir.final} | plots in {run_dir.report}")
-    return summary
+            after = evaluate_domains(engine.model, plan.tokenizer, cfg.domains, cfg.data.seq_len, ctx.rejects)
+            summary["domains"] = compare(self.before, after)
+            ctx.say(format_domain_table(summary["domains"]))
+        return summary
+
+    def closing(self, ctx: Context, summary: dict) -> str:
+        return f"done: {ctx.run_dir.final} | plots in {ctx.run_dir.report}"
+
+
+def run(cfg: Config) -> dict:
+    return train(cfg, PretrainStage())
 
 
 def _domains_before(cfg: Config, engine: Engine, tokenizer, run_dir: RunDir, rejects: RejectLog) -> dict:

@@ -17,19 +17,18 @@ reward; held-out rankings give pairwise accuracy, top-1 and rank correlations
 
 from __future__ import annotations
 
-import torch
 from pydantic import Field
 
 from chatforge.config.base import StrictModel
 from chatforge.engine.config import OptimConfig, TrainConfig
-from chatforge.engine.loop import Engine
 from chatforge.engine.schedules import ScheduleConfig
 from chatforge.errors import ConfigError
 from chatforge.rm.data import Packing, PreferenceSourceConfig, Truncation
 from chatforge.rm.model import RMMode
 from chatforge.rm.objective import Loss
-from chatforge.run_dir import RejectLog, RunDir
+from chatforge.run_dir import RejectLog
 from chatforge.sft.modes import LoraSettings
+from chatforge.stages._training import Context, Plan, Trained, TrainingStage, default_schedule, train
 
 
 class RMDataConfig(StrictModel):
@@ -49,12 +48,6 @@ class RMDataConfig(StrictModel):
     gold_field: str | None = Field(
         "reward", description="gold rewards: pairs' chosen_<field>/rejected_<field>, rankings' <field>s (None: none)"
     )
-
-
-def _default_schedule():
-    from pydantic import TypeAdapter
-
-    return TypeAdapter(ScheduleConfig).validate_python({"kind": "cosine", "warmup_ratio": 0.05})
 
 
 class Config(StrictModel):
@@ -77,7 +70,7 @@ class Config(StrictModel):
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=70, micro_batch_size=8, eval_every=0))
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=5e-5, weight_decay=0.0))
     schedule: ScheduleConfig = Field(
-        default_factory=lambda: _default_schedule(), description="LR schedule (default cosine, 5% warmup)"
+        default_factory=default_schedule(kind="cosine", warmup_ratio=0.05), description="LR schedule (default cosine, 5% warmup)"
     )
     eval_batch_size: int = Field(16, ge=1, description="groups per forward when scoring held-out data")
     eval_before: bool = Field(True, description="also evaluate the starting model (its head is random: ~chance)")
@@ -106,76 +99,59 @@ def evaluation(model, groups, pad_id: int, batch_size: int, packing: Packing = "
     return {f"val/{k}": v for k, v in metrics.items()}
 
 
-def run(cfg: Config) -> dict:
-    from chatforge.engine import distributed as dist
-    from chatforge.rm.data import GroupBatches
-    from chatforge.rm.model import apply_rm_mode, check_packed_rewards, export_reward_model, load_reward_model
-    from chatforge.rm.objective import RMObjective
-    from chatforge.sft.modes import trainable_parameters
-    from chatforge.tokenizer.load import load_tokenizer
+class RewardModelStage(TrainingStage):
+    def check(self, cfg: Config) -> None:
+        if not cfg.data.sources:
+            raise ConfigError("data.sources is empty: give at least one file of preference pairs or rankings")
+        if cfg.margin_scale is not None and not cfg.data.gold_field:
+            raise ConfigError("margin_scale needs gold rewards: set data.gold_field")
 
-    if not cfg.data.sources:
-        raise ConfigError("data.sources is empty: give at least one file of preference pairs or rankings")
-    if cfg.margin_scale is not None and not cfg.data.gold_field:
-        raise ConfigError("margin_scale needs gold rewards: set data.gold_field")
-    info, _ = dist.init(cfg.train.device)
-    say = print if info.is_main else (lambda *_, **__: None)
-    if cfg.mode == "lora" and info.enabled and cfg.train.distributed == "fsdp2":
-        raise ConfigError("mode=lora with train.distributed=fsdp2 is not supported yet; use ddp")
-    run_dir = RunDir.create(cfg.out)
-    if info.is_main:
-        run_dir.write_config(cfg)
-    torch.manual_seed(cfg.train.seed)
-    with RejectLog(run_dir.rejected if info.is_main else None) as rejects:
+    def prepare(self, ctx: Context) -> Plan:
+        from chatforge.rm.data import GroupBatches
+        from chatforge.rm.model import check_packed_rewards, load_reward_model
+        from chatforge.rm.objective import RMObjective
+        from chatforge.tokenizer.load import load_tokenizer
+
+        cfg = ctx.cfg
         tokenizer = load_tokenizer(cfg.tokenizer or cfg.model)
         if not getattr(tokenizer, "chat_template", None):
             raise ConfigError(f"the tokenizer of {cfg.tokenizer or cfg.model} has no chat template to render pairs with")
-        groups, stats = load_groups(cfg, cfg.data.sources, tokenizer, rejects)
-        val_groups, val_stats = load_groups(cfg, cfg.data.val_sources, tokenizer, rejects) if cfg.data.val_sources else ([], {})
-        if rejects.total:
-            say(rejects.summary_line())
+        groups, stats = load_groups(cfg, cfg.data.sources, tokenizer, ctx.rejects)
+        val_groups, val_stats = load_groups(cfg, cfg.data.val_sources, tokenizer, ctx.rejects) if cfg.data.val_sources else ([], {})
         model = load_reward_model(cfg.model, tokenizer)
         pad, packing = tokenizer.pad_token_id, cfg.data.packing
         if packing != "pad":
             check_packed_rewards(model, pad, share_prefix=packing == "shared_prefix")
         evaluate = (lambda m: evaluation(m, val_groups, pad, cfg.eval_batch_size, packing)) if val_groups else None
-        before = (evaluation(model, val_groups, pad, cfg.eval_batch_size, packing)
-                  if val_groups and cfg.eval_before and info.is_main else None)
-        model = apply_rm_mode(model, cfg.mode, cfg.lora)
-        trainable, total = trainable_parameters(model)
-        batches = GroupBatches(groups, cfg.train.micro_batch_size, pad, cfg.train.seed, info.rank, info.world_size,
-                               packing)
-        say(
+        self.before = evaluate(model) if evaluate and cfg.eval_before and ctx.is_main else None
+        batches = GroupBatches(groups, cfg.train.micro_batch_size, pad, cfg.train.seed, ctx.info.rank,
+                               ctx.info.world_size, packing)
+        self.groups = len(groups)
+        describe = (
             f"rm ({cfg.mode}, loss={cfg.loss}, packing={packing}): {stats['pairs']} pairs + {stats['rankings']} rankings "
-            f"({stats['ordered_pairs']} ordered pairs, {stats['responses']} responses) | "
-            f"{cfg.train.micro_batch_size * cfg.train.grad_accum_steps * info.world_size} groups per step x "
-            f"{cfg.train.max_steps} steps (~{cfg.train.max_steps / batches.steps_per_epoch(cfg.train.grad_accum_steps):.2f} epochs) | "
-            f"{trainable:,} of {total:,} parameters trainable"
+            f"({stats['ordered_pairs']} ordered pairs, {stats['responses']} responses) | {ctx.rows_per_step} groups per "
+            f"step x {cfg.train.max_steps} steps (~{cfg.train.max_steps / batches.steps_per_epoch(cfg.train.grad_accum_steps):.2f}"
+            " epochs) | {trainable:,} of {total:,} parameters trainable"
         )
         objective = RMObjective(cfg.loss, cfg.margin_scale, cfg.center_coefficient)
-        engine = Engine(model, objective, batches, cfg.train, cfg.optim, cfg.schedule, run_dir, evaluate=evaluate,
-                        log_config=cfg.model_dump(mode="json"), name=run_dir.root.name)
-        result = engine.fit()
-        if cfg.mode == "lora":
-            if info.is_main:
-                export_reward_model(dist.unwrap(engine.model), "lora", run_dir.final, tokenizer)
-        else:
-            engine.export(run_dir.final, tokenizer)
-        dist.barrier(info)
-        summary = {
-            "mode": cfg.mode, "loss": cfg.loss, "packing": packing, "margin_scale": cfg.margin_scale,
-            "center_coefficient": cfg.center_coefficient, "steps": result.step,
-            "trainable_parameters": trainable, "parameters": total, "train": stats, "val": val_stats or None,
-            "rejected": dict(rejects.counts),
+        summary = {"loss": cfg.loss, "packing": packing, "margin_scale": cfg.margin_scale,
+                   "center_coefficient": cfg.center_coefficient, "train": stats, "val": val_stats or None}
+        return Plan(model, objective, batches, tokenizer, evaluate, describe, lora_task="SEQ_CLS", summary=summary)
+
+    def finish(self, ctx: Context, plan: Plan, trained: Trained) -> dict:
+        result = trained.result
+        return {
             "final_train": {k: v for k, v in result.last_metrics.items() if k in ("loss", "accuracy", "rewards/margin", "rewards/mean")},
-            "eval_before": before, "eval": result.eval_metrics or None, "peak_memory": result.peak_memory,
+            "eval_before": self.before, "eval": result.eval_metrics or None, "peak_memory": result.peak_memory,
         }
-    if info.is_main:
-        run_dir.write_summary(summary)
-        if result.eval_metrics:
-            say(format_eval(before, result.eval_metrics))
-        print(f"done: {run_dir.final} | {len(groups)} groups used, {rejects.total} rejected")
-    return summary
+
+    def closing(self, ctx: Context, summary: dict) -> str:
+        table = format_eval(self.before, summary["eval"]) + "\n" if summary["eval"] else ""
+        return f"{table}done: {ctx.run_dir.final} | {self.groups} groups used, {ctx.rejects.total} rejected"
+
+
+def run(cfg: Config) -> dict:
+    return train(cfg, RewardModelStage())
 
 
 def format_eval(before: dict[str, float] | None, after: dict[str, float]) -> str:
