@@ -13,8 +13,9 @@ A training row is a window of the token stream, where documents lie back to back
 `packing: concat` is the naive mode kept for comparison: one causal mask over the whole window, so
 a document sees the end of the previous one.
 
-Not every architecture honours packed position ids (e.g. Falcon's ALiBi builds its bias from the
-attention mask), so `check_isolation` proves it on the actual model before a run relies on it.
+Not every architecture honours packed position ids (Falcon's ALiBi did not before transformers 5.25,
+whose masks it built from the attention mask alone), so `check_isolation` proves it on the actual model
+before a run relies on it.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def check_isolation(model: torch.nn.Module, vocab_size: int, tolerance: float = 
         raise ConfigError(
             f"data.packing=isolated: {type(model).__name__} lets packed documents attend to each other "
             f"(logits of a packed document differ from the document alone by {gap:.3g}); its attention "
-            "ignores restarted position ids (ALiBi models such as Falcon do). Use a Llama-style model or "
+            "ignores restarted position ids (ALiBi Falcon did before transformers 5.25). Use a Llama-style model or "
             "data.packing=concat"
         )
     return gap

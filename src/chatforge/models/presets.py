@@ -29,6 +29,11 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # ~1.3M: unit tests; 2 kv heads for 4 query heads exercises GQA.
     "llama-1m": Preset("llama", 128, 4, 4, 2, 352, 512, note="tests"),
+    # The task world's tiny shapes (docs/world.md, "Presets"): a 1-2k vocabulary keeps the
+    # embeddings a small share, and 4 layers of width 192-256 train at several thousand tokens/s on
+    # 2 CPU cores. Head size 64 in both.
+    "llama-2m": Preset("llama", 192, 4, 3, 1, 512, 512, note="task world, fastest"),
+    "llama-3m": Preset("llama", 256, 4, 4, 2, 688, 512, note="task world default"),
     # ~10M: the CPU demo; trains at a few thousand tokens/s on 2 cores.
     "llama-10m": Preset("llama", 320, 6, 8, 4, 864, 1024, note="CPU demo"),
     # ~125M with a 32k vocabulary (GPT-2-small scale), untied embeddings.
@@ -43,13 +48,25 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def _override_fields(config_class) -> set[str]:
+    """The keys a config takes as input. transformers >= 5.2x configs are dataclasses whose `to_dict()`
+    also lists attributes derived in `__post_init__` (FalconConfig's `num_key_value_heads` is computed
+    from `num_kv_heads` and `multi_query`, so an override of it would be silently overwritten); only the
+    declared fields count. Older configs are plain classes: their `to_dict()` keys are the inputs."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(config_class):
+        return {field.name for field in dataclasses.fields(config_class)}
+    return set(config_class().to_dict())
+
+
 def _check_overrides(config_class, overrides: dict[str, Any]) -> None:
     """transformers configs keep unknown keys as attributes, so a typo would silently change nothing."""
     import difflib
 
     from chatforge.errors import ConfigError
 
-    known = set(config_class().to_dict())
+    known = _override_fields(config_class)
     for key, value in overrides.items():
         if key not in known:
             hint = difflib.get_close_matches(str(key), sorted(known), n=1)

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from chatforge.errors import ChatforgeError, ConfigError
+from chatforge.sampling.cache_arg import cache_kwargs
 from chatforge.sampling.config import SamplingConfig
 from chatforge.sampling.fast_decode import FastDecoder, unsupported_reason
 
@@ -390,7 +391,7 @@ class _TransformersSteps:
         self.cache, self.mask = DynamicCache(config=self.model.config), mask
         out = self.model(
             input_ids=input_ids, attention_mask=mask, position_ids=positions,
-            past_key_values=self.cache, use_cache=True, logits_to_keep=1,
+            **cache_kwargs(self.model, self.cache), use_cache=True, logits_to_keep=1,
         )
         return out.logits[:, -1, :]
 
@@ -406,7 +407,7 @@ class _TransformersSteps:
         self.mask = torch.cat([self.mask, self.mask.new_ones((len(token_ids), 1))], dim=1)
         out = self.model(
             input_ids=token_ids[:, None], attention_mask=self.mask, position_ids=positions,
-            past_key_values=self.cache, use_cache=True, logits_to_keep=1,
+            **cache_kwargs(self.model, self.cache), use_cache=True, logits_to_keep=1,
         )
         return out.logits[:, -1, :]
 

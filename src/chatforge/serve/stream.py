@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from chatforge.sampling import Completion, SamplingConfig, choose_tokens, find_stop, max_positions
+from chatforge.sampling.cache_arg import cache_kwargs
 from chatforge.sampling.sampler import default_stop_ids
 
 # (sample index, new text, finish reason or None); called from the decoding thread.
@@ -82,7 +83,7 @@ class IncrementalDecoder:
             cache = DynamicCache(config=self.model.config)
             out = self.model(
                 input_ids=input_ids, attention_mask=mask, position_ids=torch.arange(len(prompt_ids), device=device)[None],
-                past_key_values=cache, use_cache=True, logits_to_keep=1,
+                **cache_kwargs(self.model, cache), use_cache=True, logits_to_keep=1,
             )
             logits_BV = out.logits[:, -1, :].float()
             if cfg.n > 1:
@@ -107,7 +108,7 @@ class IncrementalDecoder:
                 out = self.model(
                     input_ids=next_B[:, None], attention_mask=mask,
                     position_ids=torch.full((cfg.n, 1), position, device=device),
-                    past_key_values=cache, use_cache=True, logits_to_keep=1,
+                    **cache_kwargs(self.model, cache), use_cache=True, logits_to_keep=1,
                 )
                 logits_BV = out.logits[:, -1, :].float()
                 position += 1
