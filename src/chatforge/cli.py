@@ -18,6 +18,7 @@ from chatforge.errors import ChatforgeError
 # name -> (module, one-line summary). Multi-word names are subcommands ("tokenizer extend").
 STAGES: dict[str, tuple[str, str]] = {
     "run": ("chatforge.stages.run", "run a recipe: stages in order into one directory, skip finished ones, resume, report card"),
+    "doctor": ("chatforge.doctor", "print versions, hardware and drift from requirements.lock, with the fix (for bug reports)"),
     "demo": ("chatforge.stages.demo", "run the main job on the built-in default (tokenizer, pretrain, eval)"),
     "tokenizer": ("chatforge.stages.tokenizer", "train a byte-level BPE or WordPiece tokenizer"),
     "tokenizer extend": ("chatforge.stages.tokenizer_extend", "add domain tokens to a BPE tokenizer (old text unchanged), resize a model"),
@@ -26,9 +27,6 @@ STAGES: dict[str, tuple[str, str]] = {
     "rm": ("chatforge.stages.rm", "reward model: scalar head on a causal LM, Bradley-Terry or K-wise ranking loss"),
     "dpo": ("chatforge.stages.dpo", "direct preference optimisation: DPO, conservative, hinge, IPO, reference-free, +NLL"),
     "rest": ("chatforge.stages.rest", "self-training on verified samples: ReST-EM or rejection-sampling fine-tuning"),
-    "ppo": ("chatforge.stages.ppo", "PPO with a critic: rollouts, scorers, per-token KL to a reference, GAE, PPO-ptx"),
-    "grpo": ("chatforge.stages.grpo", "critic-free RL: GRPO (Dr. GRPO options) or RLOO (loss.advantage=rloo), KL to a reference"),
-    "online-dpo": ("chatforge.stages.online_dpo", "online DPO: each round samples pairs from the policy, a scorer labels them"),
     "ppo": ("chatforge.stages.ppo", "PPO with a critic: rollouts, scorers, per-token KL to a reference, GAE, PPO-ptx"),
     "grpo": ("chatforge.stages.grpo", "critic-free RL: GRPO (Dr. GRPO options) or RLOO (loss.advantage=rloo), KL to a reference"),
     "online-dpo": ("chatforge.stages.online_dpo", "online DPO: each round samples pairs from the policy, a scorer labels them"),
