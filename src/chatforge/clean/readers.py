@@ -128,6 +128,10 @@ def _records_warc(path: Path) -> Iterator[tuple[str, Any]]:
                 if content_type and "html" not in content_type and "text" not in content_type:
                     continue
                 body = record.content_stream().read()
+                header_bytes = record.http_headers.total_len if record.http_headers else 0
+                if len(body) < record.length - header_bytes:  # the archive broke off inside this record
+                    raise Malformed("truncated_warc", body.decode("utf-8", "replace"),
+                                    f"{path.name} record {number}: {len(body)} of {record.length - header_bytes} bytes")
                 yield f"record {number}", {
                     "html": body,
                     "url": record.rec_headers.get_header("WARC-Target-URI"),
@@ -136,6 +140,8 @@ def _records_warc(path: Path) -> Iterator[tuple[str, Any]]:
                 }
             except StopIteration:
                 return
+            except Malformed:
+                raise
             except Exception as exc:  # a truncated or corrupt archive: what came before is kept
                 raise Malformed("truncated_warc", str(path), f"after record {number}: {type(exc).__name__}: {exc}") from None
 

@@ -51,7 +51,10 @@ def langid_checks(cfg: LangIdConfig) -> list[Check]:
     wanted = set(cfg.languages)
 
     def language(doc: Document) -> str | None:
-        lang, score = _identifier().classify(visible_text(doc)[:20_000])
+        text = visible_text(doc)[:20_000]
+        if not any(c.isalpha() for c in text):
+            return None  # nothing to identify: extraction or the filters decide about an empty page
+        lang, score = _identifier().classify(text)
         labels(doc).update(lang=lang, lang_score=round(float(score), 4))
         if lang not in wanted:
             return "wrong_language"

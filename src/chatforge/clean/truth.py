@@ -64,5 +64,5 @@ def score_drops(kept: list[dict], dropped: list[dict], truth_field: str, order: 
             "overall": {"precision": _ratio(tp, tp + fp), "recall": _ratio(tp, tp + fn), "true_drops": tp,
                         "false_drops": fp, "missed": fn, "true_keeps": tn},
             "by_true_reason": reasons, "by_step": steps_out,
-            "reached": {step: {reason: {**c, "dropped_share": _ratio(c["dropped"], c["reached"])} for reason, c in by.items()}
+            "reached": {step: {reason: {"reached": c["reached"], "dropped": c["dropped"], "dropped_share": _ratio(c["dropped"], c["reached"])} for reason, c in by.items()}
                         for step, by in reach.items()}}
