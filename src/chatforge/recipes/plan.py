@@ -95,7 +95,7 @@ def resolve(recipe: Recipe, path: str | Path, root: Path) -> list[Step]:
         if "out" in data:
             raise ConfigError(f"{where}: remove `out`: the recipe sets it ({root / name})")
         lookup = _lookup(steps, names[index + 1 :], root, name)
-        data = substitute(data, lookup, where)
+        data = _substitute(data, lookup, where)
         directory = root / name
         if "out" in module.Config.model_fields:
             data["out"] = _out_value(module.Config, directory)
@@ -106,7 +106,7 @@ def resolve(recipe: Recipe, path: str | Path, root: Path) -> list[Step]:
     out = list(steps.values())
     if recipe.card is not None:
         where = f"{path}: card"
-        data = substitute(recipe.card.model_dump(mode="json", exclude_unset=True), _lookup(steps, [], root, CARD), where)
+        data = _substitute(recipe.card.model_dump(mode="json", exclude_unset=True), _lookup(steps, [], root, CARD), where)
         from chatforge.recipes.card.config import CardConfig
 
         cfg = validate_config(CardConfig, data, source=where)
@@ -114,6 +114,13 @@ def resolve(recipe: Recipe, path: str | Path, root: Path) -> list[Step]:
         upstream = [r for r in _upstream(recipe.card.model_dump(mode="json"), {})]
         out.append(Step(CARD, CARD, root / CARD, cfg, config, upstream, input_paths(config, root)))
     return out
+
+
+def _substitute(data: dict, lookup, where: str) -> dict:
+    try:
+        return substitute(data, lookup)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def _entry_data(config: str | dict, overrides: dict[str, Any], where: str) -> dict[str, Any]:

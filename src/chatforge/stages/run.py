@@ -31,7 +31,10 @@ def main(argv: list[str]) -> int:
     from chatforge.errors import ConfigError
     from chatforge.recipes.runner import run_recipe
 
-    args = parser().parse_args(argv)
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error argparse has printed: an exit code, not an exception
+        return int(exc.code or 0)
     if args.first and args.only:
         raise ConfigError("give --from or --only, not both")
     run_recipe(args.recipe, out=args.out, first=args.first, only=args.only, dry_run=args.dry_run, report=not args.no_report)
