@@ -217,9 +217,9 @@ def test_decontamination_flags_documents_holding_eval_items(tmp_path):
                               decontam={"enabled": True, "eval_sets": [str(evals)], "summary": str(summary_path)}))
     decontam = json.loads(summary_path.read_text())
     assert decontam["documents_checked"] == 2 and decontam["documents_contaminated"] == 1
-    assert decontam["eval_sets"]["ceval"]["examples"][0]["id"] == "leak"
-    assert decontam["eval_sets"]["ceval"]["examples"][0]["ngram"] == "which company employs betty miller in the town"
-    assert decontam["by_source"] == {"docs": {"ceval": 1}}
+    assert decontam["eval_sets"][f"{tmp_path.name}/ceval"]["examples"][0]["id"] == "leak"
+    assert decontam["eval_sets"][f"{tmp_path.name}/ceval"]["examples"][0]["ngram"] == "which company employs betty miller in the town"
+    assert decontam["by_source"] == {"docs": {f"{tmp_path.name}/ceval": 1}}
     assert summary["documents_kept"] == 2  # label mode: flagged, not dropped
 
 

@@ -21,7 +21,9 @@ class InputConfig(StrictModel):
     content: Literal["auto", "html", "text"] = Field(
         "auto", description="what the text field holds: html is extracted (step 3), text is not; auto: html when it starts like HTML"
     )
-    text_field: str = Field("text", description="JSONL/Parquet/HF field with the document (e.g. html)")
+    text_field: str = Field(
+        "text", description="JSONL/Parquet/HF field with the document (e.g. html; a `messages` list is read as its turns' text)"
+    )
     url_field: str | None = Field("url", description="field with the page URL (absent: no URL rules for the record)")
     id_field: str | None = Field("id", description="field with the record id (absent: source:where)")
     timestamp_field: str | None = Field(None, description="field with a timestamp, copied into the labels")

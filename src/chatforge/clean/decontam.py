@@ -1,6 +1,6 @@
 """Decontamination: word n-grams shared between training documents and evaluation sets.
 
-Each evaluation path is one set (its file or directory stem). Its items are C-Eval rows (question
+Each evaluation path is one set, named `parent/stem` of the path. Its items are C-Eval rows (question
 and options), JSONL records (every string value, each a separate segment, so no n-gram spans two
 fields) or text lines. Text is lower-cased and split into words (`\\w+`). Segments under `min_words`
 words (one-word answer options) are ignored; a longer segment still shorter than `n` words counts as one n-gram of its own length (a five-word question is found whole), as in
@@ -130,7 +130,8 @@ def build_index(cfg: DecontamConfig) -> NgramIndex:
     for entry in cfg.eval_sets:
         path = Path(entry)
         items = [item for file in _files(path) for item in read_items(file)]
-        name = path.stem if path.is_file() else path.name
+        # parent/stem: "ceval/test" and "instructions/test" stay apart
+        name = f"{path.parent.name}/{path.stem if path.is_file() else path.name}".lstrip("/")
         if name in index.sets:
             name = f"{name}_{len(index.sets)}"
         index.add_set(name, items)

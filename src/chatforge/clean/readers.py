@@ -175,6 +175,8 @@ def to_document(raw: Any, fmt: str, cfg: InputConfig, source: str, where: str, o
         if cfg.text_field not in record:
             raise Malformed("missing_field", record, f"no field {cfg.text_field!r}")
         text = record[cfg.text_field]
+        if isinstance(text, list) and text and all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in text):
+            text = "\n".join(m["content"] for m in text)  # an OpenAI `messages` conversation: its turns' text
         if not isinstance(text, str):
             raise Malformed("field_not_text", record, f"field {cfg.text_field!r} is {type(text).__name__}")
         url = record.get(cfg.url_field) if cfg.url_field else None
