@@ -14,7 +14,7 @@ from chatforge.world.vocab import ATTRIBUTES
 
 
 def test_worlds_a_and_b_share_no_fact():
-    world = build_world(seed=1234, size="default")
+    world = build_world(seed=1234, size="large")
     a, b = world.people["a"], world.people["b"]
     assert len(a) == len(b) == 300
     assert not {p.name for p in a} & {p.name for p in b}
@@ -35,6 +35,8 @@ def test_names_are_unique_and_people_are_stable_across_sizes():
         assert len(set(names)) == len(names)
         assert tiny.people[world_id] == default.people[world_id][: len(tiny.people[world_id])]
     assert tiny.vaults == default.vaults
+    large = build_world(seed=7, size="large")
+    assert all(default.people[w] == large.people[w][: len(default.people[w])] for w in ("a", "b"))
     assert build_world(seed=8, size="tiny").people["a"] != tiny.people["a"]
 
 
@@ -73,7 +75,7 @@ def test_each_fact_is_stated_in_exactly_fact_repeats_documents(tiny_dir):
 
 def test_pretraining_corpus_mixes_fact_styles_with_real_prose(tiny_dir):
     docs = read_jsonl(tiny_dir / "pretrain/world_a_train.jsonl")
-    assert {d["source"] for d in docs} == {"facts", "prose"}
+    assert {d["source"] for d in docs} == {"facts", "prose"}  # the short-answer QA text has its own file
     assert len({d["style"] for d in docs if d["source"] == "facts"}) >= 3
     prose = " ".join(d["text"] for d in docs if d["source"] == "prose")
     assert len(prose.split()) > 1000
@@ -84,14 +86,18 @@ def test_pretraining_corpus_mixes_fact_styles_with_real_prose(tiny_dir):
     assert not texts["world_a_train"] & texts["general_valid"]
 
 
-def test_default_world_a_corpus_is_about_a_megabyte():
+def test_world_a_corpus_sizes_default_and_large():
     from chatforge.world.documents import fact_documents
     from chatforge.world.prose import split_pretrain_chunks
     from chatforge.world.sizes import SIZES
 
-    preset = SIZES["default"]
-    world = build_world(seed=1234, size="default")
-    facts = fact_documents(1234, "a", world.people["a"], preset.fact_repeats, "train")
-    prose = split_pretrain_chunks(1234)["a"][: preset.prose_docs]
-    total = sum(len(d["text"].encode()) for d in facts) + sum(len(c.encode()) for c in prose)
-    assert 900_000 <= total <= 3_000_000
+    def corpus_bytes(size: str) -> int:
+        preset = SIZES[size]
+        world = build_world(seed=1234, size=size)
+        facts = fact_documents(1234, "a", world.people["a"], preset.fact_repeats, "train")
+        prose = split_pretrain_chunks(1234)["a"][: preset.prose_docs]
+        return sum(len(d["text"].encode()) for d in facts) + sum(len(c.encode()) for c in prose)
+
+    # default: sized for the 20-minute CPU chain; large: the first world's megabyte.
+    assert 120_000 <= corpus_bytes("default") <= 300_000
+    assert 750_000 <= corpus_bytes("large") <= 3_000_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from chatforge.world.mistakes import wrong_answer
+from chatforge.world.mistakes import novice_mistake, wrong_answer
 from chatforge.world.people import World
 from chatforge.world.prompts import TaskSpec
 from chatforge.world.responses import (
@@ -35,6 +35,9 @@ def render_kind(kind: str, spec: TaskSpec, variant: int, rng: random.Random, wor
         return render_answer(spec, spec.answer, variant)
     if kind == "wrong":
         mistake = wrong_answer(spec, rng, world)
+        return render_answer(spec, mistake.value, variant, mistake.working)
+    if kind == "novice_wrong":
+        mistake = novice_mistake(spec, rng, world)
         return render_answer(spec, mistake.value, variant, mistake.working)
     if kind == "rambling":
         return render_rambling(spec, spec.answer, variant)

@@ -23,25 +23,30 @@ STYLES: tuple[str, ...] = ("biography", "table", "qa", "list", "directory", "rec
 _SENTENCES: dict[str, tuple[str, ...]] = {
     "city": (
         "{name} lives in {value}.", "{name} has made a home in {value}.", "{name} resides in {value}.",
-        "You can find {name} in {value}, where they live.",
+        "You can find {name} in {value}, where they live.", "{name}'s home town is {value}.",
+        "{value} is where {name} lives.",
     ),
     "profession": (
         "{name} works as {article} {value}.", "By profession, {name} is {article} {value}.",
-        "{name} earns a living as {article} {value}.",
+        "{name} earns a living as {article} {value}.", "{name}'s profession is {value}.",
+        "{name} is {article} {value} by trade.",
     ),
     "birth_year": (
         "{name} was born in {value}.", "{name} came into the world in {value}.",
-        "The year {name} was born was {value}.",
+        "The year {name} was born was {value}.", "{name}'s birth year is {value}.", "In {value}, {name} was born.",
     ),
     "pet": (
         "{name} has {article} {value} as a pet.", "At home, {name} keeps {article} {value}.",
-        "{name}'s pet is {article} {value}.",
+        "{name}'s pet is {article} {value}.", "{name} owns {article} {value}.",
     ),
     "colour": (
         "{name}'s favourite colour is {value}.", "{name} loves the colour {value} more than any other.",
-        "Of all colours, {name} likes {value} best.",
+        "Of all colours, {name} likes {value} best.", "The colour {name} likes best is {value}.",
     ),
-    "employer": ("{name} works for {value}.", "{name} is employed by {value}.", "{name}'s employer is {value}."),
+    "employer": (
+        "{name} works for {value}.", "{name} is employed by {value}.", "{name}'s employer is {value}.",
+        "{name} has a job at {value}.", "{value} employs {name}.",
+    ),
 }
 _TITLES: dict[str, tuple[str, ...]] = {
     "biography": ("Profiles of local people", "Who's who", "Meet the neighbours", "People of note"),
@@ -51,6 +56,8 @@ _TITLES: dict[str, tuple[str, ...]] = {
     "directory": ("Directory of residents", "Staff and neighbours", "Address book notes"),
     "record": ("Record cards", "Index cards from the registry", "Personnel files"),
 }
+QA_PER_DOCUMENT = 24  # question-answer pairs per short-answer document
+_QA_TITLES = ("Answer key", "Quiz answers", "Questions about residents, answered")
 _LIST_HEADINGS: dict[str, str] = {
     "city": "Where they live", "profession": "What they do", "birth_year": "When they were born",
     "pet": "Their pets", "colour": "Favourite colours", "employer": "Who employs them",
@@ -143,6 +150,29 @@ def fact_documents(seed: int, world_id: str, people: list[Person], rounds: int, 
             title = rng.choice(_TITLES[style])
             text = f"{title}\n\n{_RENDERERS[style](group, rng)}"
             docs.append({"id": "", "world": world_id, "source": "facts", "style": style, "text": text})
+    return docs
+
+
+def qa_documents(seed: int, world_id: str, people: list[Person], rounds: int) -> list[PretrainDoc]:
+    """Short-answer question-answer text about the *train* people only: `question\nAnswer: value`.
+
+    Why: facts read only as statements are memorised but not extractable by a question (a model
+    learns "X was born in -> 1956", not "In what year was X born? -> 1956"). Seeing the question form
+    answered for some people teaches the retrieval, which then works for people it never saw asked
+    about (the knowledge test's `test` people; docs/world.md, "Knowledge"). Test-split people never
+    appear here, so every held-out question stays unanswered in training.
+    """
+    rng = rng_for(seed, "qa-documents", world_id)
+    askable = [p for p in people if p.split == "train"]
+    docs: list[PretrainDoc] = []
+    for _ in range(rounds):
+        pairs = [(p, attribute) for p in askable for attribute in ATTRIBUTES]
+        rng.shuffle(pairs)
+        for start in range(0, len(pairs), QA_PER_DOCUMENT):
+            lines = [f"{rng.choice(FACT_TEMPLATES[a]).format(name=p.name)}\nAnswer: {p.fact(a)}"
+                     for p, a in pairs[start : start + QA_PER_DOCUMENT]]
+            text = rng.choice(_QA_TITLES) + "\n\n" + "\n\n".join(lines)
+            docs.append({"id": "", "world": world_id, "source": "qa", "style": "short_answer", "text": text})
     return docs
 
 

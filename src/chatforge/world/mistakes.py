@@ -78,3 +78,47 @@ def _garble(answer: str, word: str, rng: random.Random) -> str:
     positions = [i for i in range(len(answer) - 1) if answer[i] != answer[i + 1]]
     i = rng.choice(positions)
     return answer[:i] + answer[i + 1] + answer[i] + answer[i + 2 :]
+
+
+def novice_mistake(spec: TaskSpec, rng: random.Random, world: World) -> Mistake:
+    """The novice source's wrong answer: one fixed bug per task, so the errors are learnable.
+
+    Arithmetic without carries or borrows (each column on its own, mod 10; a product by the last
+    digit of b only), the most common value of the attribute for facts, the word unchanged for
+    reverse and sort_letters, the word's length for count_letter. A model trained on the novice's
+    answers can pick the bug up, which is what a source-conditioned learner (C-RLFT) must avoid;
+    a random slip (wrong_answer) would only add noise. Where the bug happens to give the right
+    answer (no carry), a random slip is used so the novice is still wrong.
+    """
+    value = _novice_value(spec, world)
+    if value is not None and not answers_match(spec.answer, value, numeric=spec.task in ("arithmetic", "count_letter")):
+        working = None
+        if spec.task == "arithmetic" and spec.worked:
+            working = [f"Each column on its own: {spec.a} {'×' if spec.op == '*' else spec.op} {spec.b} = {value}."]
+        return Mistake(value, working)
+    return wrong_answer(spec, rng, world)
+
+
+def _novice_value(spec: TaskSpec, world: World) -> str | None:
+    if spec.task == "arithmetic":
+        a, b = spec.a, spec.b
+        if spec.op == "*":
+            return str(a * (b % 10))
+        width = max(len(str(a)), len(str(b)))
+        digits = [(a // 10**i) % 10 for i in range(width)], [(b // 10**i) % 10 for i in range(width)]
+        column = (lambda x, y: (x + y) % 10) if spec.op == "+" else (lambda x, y: abs(x - y))
+        return str(int("".join(str(column(x, y)) for x, y in zip(*digits))[::-1]))
+    if spec.task == "fact":
+        person = world.person(spec.name)
+        if person is None:
+            raise ValueError(f"no person named {spec.name!r} in this world")
+        counts: dict[str, int] = {}
+        for other in world.people[person.world]:
+            counts[other.fact(spec.attribute)] = counts.get(other.fact(spec.attribute), 0) + 1
+        ranked = sorted(counts, key=lambda v: (-counts[v], v))
+        return ranked[0] if ranked[0] != spec.answer else ranked[1]
+    if spec.task in ("reverse", "sort_letters"):
+        return spec.word
+    if spec.task == "count_letter":
+        return str(len(spec.word))
+    return None

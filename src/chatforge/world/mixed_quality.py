@@ -1,7 +1,9 @@
 """Mixed-quality sources for C-RLFT: each prompt answered by an expert and by a novice.
 
 The expert is always right. The novice is wrong on exactly `round(novice_error_rate * prompts)`
-prompts (chosen at random) and right on the rest. Records carry the source label and whether the
+prompts (chosen at random) and right on the rest; its errors follow one bug per task
+(`mistakes.novice_mistake`: no carries, the commonest value, the word unchanged), so plain SFT on
+both sources learns the bug and a source-conditioned learner can leave it out. Records carry the source label and whether the
 answer is correct, so a learner can weight sources without seeing the truth.
 """
 
@@ -37,7 +39,7 @@ def mixed_quality_records(seed: int, world: World, words: list[str], vault: Vaul
         prompt_id = f"mq-{index:06d}"
         answers = {
             "expert": render_kind("chosen", spec, rng.randrange(6), rng, world),
-            "novice": render_kind("wrong" if index in wrong else "chosen", spec, rng.randrange(6), rng, world),
+            "novice": render_kind("novice_wrong" if index in wrong else "chosen", spec, rng.randrange(6), rng, world),
         }
         for source, response in answers.items():
             correct = answers_match(spec.answer, extract_final_answer(response), spec.task in NUMERIC_TASKS)

@@ -81,6 +81,9 @@ class World:
         return [p for world_id in WORLD_IDS for p in self.people[world_id]]
 
 
+LARGEST_SIZE_PEOPLE = max(size.people for size in SIZES.values())
+
+
 def build_world(seed: int = DEFAULT_SEED, people: int | None = None, size: str = "default") -> World:
     """The two fact worlds for `seed`: `people` per world (default: the size preset's count)."""
     if size not in SIZES:
@@ -88,9 +91,9 @@ def build_world(seed: int = DEFAULT_SEED, people: int | None = None, size: str =
     count = SIZES[size].people if people is None else people
     if count < MIN_PEOPLE:
         raise ChatforgeError(f"a world needs at least {MIN_PEOPLE} people, got people={count}")
-    # B's surnames avoid every surname A has at any size up to `default`, so B stays the same
-    # (prefix-stable) whichever size is written, and no surname is shared between the worlds.
-    names_a_all = _draw_names(seed, "a", max(count, SIZES["default"].people), taken_surnames=set())
+    # B's surnames avoid every surname A has at any size up to the largest preset, so B stays the
+    # same (prefix-stable) whichever size is written, and no surname is shared between the worlds.
+    names_a_all = _draw_names(seed, "a", max(count, LARGEST_SIZE_PEOPLE), taken_surnames=set())
     names_a = names_a_all[:count]
     surnames_a = {name.split(" ", 1)[1] for name in names_a_all}
     names_b = _draw_names(seed, "b", count, taken_surnames=surnames_a)
@@ -102,7 +105,7 @@ def build_world(seed: int = DEFAULT_SEED, people: int | None = None, size: str =
 @lru_cache(maxsize=4)
 def default_world(seed: int = DEFAULT_SEED) -> World:
     """The world at the largest preset size: covers every person of every size for this seed."""
-    return build_world(seed, size="default")
+    return build_world(seed, people=LARGEST_SIZE_PEOPLE)
 
 
 def _draw_names(seed: int, world_id: str, count: int, taken_surnames: set[str]) -> list[str]:

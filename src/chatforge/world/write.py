@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from chatforge.errors import ChatforgeError
-from chatforge.world.documents import fact_documents, mixed_corpus, prose_documents
+from chatforge.world.documents import fact_documents, mixed_corpus, prose_documents, qa_documents
 from chatforge.world.instructions import instruction_records, to_alpaca, to_sharegpt
 from chatforge.world.knowledge import question_rows, to_csv
 from chatforge.world.mixed_quality import mixed_quality_records
@@ -32,7 +32,7 @@ from chatforge.world.tasks import vault_details
 from chatforge.world.verifiable import verifiable_records
 from chatforge.world.web import web_pages
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: short-answer QA files, difficulty ladders, more phrasings
 VALID_FACT_ROUNDS = 1  # the held-out fact documents: every fact once more, in fresh wording
 
 
@@ -115,6 +115,8 @@ def _pretrain_files(seed: int, world: World, repeats: int, preset: WorldSize) ->
         valid = mixed_corpus(seed, world_id, "valid", fact_documents(seed, world_id, people, VALID_FACT_ROUNDS, "valid"))
         files[f"pretrain/world_{world_id}_train.jsonl"] = (_jsonl(corpus), len(corpus))
         files[f"pretrain/world_{world_id}_valid.jsonl"] = (_jsonl(valid), len(valid))
+        qa = mixed_corpus(seed, world_id, "qa", qa_documents(seed, world_id, people, preset.qa_rounds))
+        files[f"pretrain/world_{world_id}_qa.jsonl"] = (_jsonl(qa), len(qa))
     general = mixed_corpus(seed, "general", "valid", prose_documents("general", prose["valid"][: preset.prose_docs]))
     files["pretrain/general_valid.jsonl"] = (_jsonl(general), len(general))
     return files

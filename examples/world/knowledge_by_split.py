@@ -1,0 +1,65 @@
+"""The knowledge test split by whose facts it asks: people asked about in training text, and the rest.
+
+    python examples/world/knowledge_by_split.py MODEL_DIR WORLD_DIR [--world a] [--shots 3] [--letters]
+
+The world's pretraining QA text (`pretrain/world_*_qa.jsonl`) and its training instructions ask
+only about `train` people, so the `test` people's questions measure extraction: a fact read only as
+a statement, retrieved by a question. Scores every question of `ceval/test` by option likelihood
+(and by letter with --letters); prints accuracy ± standard error per person split (docs/world.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from chatforge.evaluation.mc_data import read_mc_csv
+from chatforge.evaluation.multiple_choice import score_multiple_choice
+from chatforge.evaluation.option_likelihood import score_by_option_likelihood
+
+
+def accuracy_line(name: str, correct: list[bool]) -> str:
+    n = len(correct)
+    p = sum(correct) / n
+    return f"| {name} | {n} | {p:.3f} ± {math.sqrt(p * (1 - p) / n):.3f} |"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("model")
+    parser.add_argument("world")
+    parser.add_argument("--world-id", default="a")
+    parser.add_argument("--shots", type=int, default=3)
+    parser.add_argument("--letters", action="store_true", help="also score by letter logits")
+    args = parser.parse_args()
+    world = Path(args.world)
+    people = [json.loads(line) for line in (world / f"facts/world_{args.world_id}_people.jsonl").open()]
+    split_of = {p["name"]: p["split"] for p in people}
+    names = re.compile("|".join(sorted((re.escape(n) for n in split_of), key=len, reverse=True)))
+    subject = f"world_{args.world_id}"
+    questions = read_mc_csv(world / f"ceval/test/{subject}_test.csv")
+    dev = read_mc_csv(world / f"ceval/dev/{subject}_dev.csv")
+    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model)
+    torch.manual_seed(0)
+    methods = {"option": score_by_option_likelihood}
+    if args.letters:
+        methods["letter"] = score_multiple_choice
+    print("| method / people | questions | accuracy ± SE |\n|---|---|---|")
+    for method, score in methods.items():
+        result = score(model, tokenizer, questions, dev, shots=args.shots, keep_predictions=True)
+        right = [p["prediction"] == p["answer"] for p in result["predictions"]]
+        print(accuracy_line(f"{method} / all", right))
+        for split in ("train", "test"):
+            chosen = [r for q, r in zip(questions, right) if split_of[names.search(q.question).group(0)] == split]
+            print(accuracy_line(f"{method} / {split} people", chosen))
+
+
+if __name__ == "__main__":
+    main()
