@@ -49,6 +49,7 @@ import torch
 
 from chatforge.models.build import ModelConfig, build_model, count_parameters, load_pretrained
 from chatforge.sampling import Sampler, SamplingConfig
+from chatforge.sampling.cache_arg import cache_kwargs
 
 SETTINGS = {
     "greedy": dict(temperature=0.0),
@@ -120,14 +121,14 @@ def run_floor(model, tokenizer, prompts, new_tokens: int):
     start = time.perf_counter()
     with torch.inference_mode():
         cache = DynamicCache(config=model.config)
-        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, logits_to_keep=1).logits
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, **cache_kwargs(model, cache), logits_to_keep=1).logits
         pos = pos[:, -1:]
         for _ in range(new_tokens - 1):
             pos = pos + 1
             mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=1)
             nxt = logits[:, -1].argmax(-1, keepdim=True)
             logits = model(
-                input_ids=nxt, attention_mask=mask, position_ids=pos, past_key_values=cache, logits_to_keep=1
+                input_ids=nxt, attention_mask=mask, position_ids=pos, **cache_kwargs(model, cache), logits_to_keep=1
             ).logits
     return time.perf_counter() - start
 

@@ -11,6 +11,7 @@ from transformers import DynamicCache
 
 from chatforge.errors import ConfigError
 from chatforge.sampling import Sampler, SamplingConfig
+from chatforge.sampling.cache_arg import cache_kwargs
 from chatforge.sampling.fast_decode import FastDecoder, available_kernel, unsupported_reason
 from chatforge.sampling.sampler import filter_logits, nucleus_threshold
 from tiny_models import make_tiny_model
@@ -76,7 +77,7 @@ def test_prefill_and_steps_match_the_transformers_forward(name, kernel, monkeypa
     decoder.prepare(len(PROMPTS))
     with torch.inference_mode():
         cache = DynamicCache(config=model.config)
-        ref = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache).logits[:, -1]
+        ref = model(input_ids=ids, attention_mask=mask, position_ids=positions, **cache_kwargs(model, cache)).logits[:, -1]
         state, logits = decoder.prefill(ids, mask, positions, capacity=ids.shape[1] + 6)
         torch.testing.assert_close(logits, ref, atol=2e-5, rtol=1e-5)
         for layer, k_buf, v_buf in zip(cache.layers, state.keys, state.values):
@@ -88,7 +89,7 @@ def test_prefill_and_steps_match_the_transformers_forward(name, kernel, monkeypa
         for _ in range(5):
             hf_mask = torch.cat([hf_mask, hf_mask.new_ones((len(PROMPTS), 1))], dim=1)
             ref = model(
-                input_ids=next_ids[:, None], attention_mask=hf_mask, position_ids=pos[:, None], past_key_values=cache,
+                input_ids=next_ids[:, None], attention_mask=hf_mask, position_ids=pos[:, None], **cache_kwargs(model, cache),
             ).logits[:, -1]
             torch.testing.assert_close(decoder.step(state, next_ids, pos), ref, atol=2e-5, rtol=1e-5)
             next_ids, pos = ref.argmax(-1), pos + 1
