@@ -183,10 +183,10 @@ def test_a_failing_generation_is_a_500_and_the_server_keeps_serving(client, serv
     original = engine.sampler.generate
     poison = engine.tokenizer("poison")["input_ids"]
 
-    def generate(prompts, cfg=None):
+    def generate(prompts, cfg=None, **kw):
         if any(p[-len(poison):] == poison for p in prompts):
             raise RuntimeError("boom")
-        return original(prompts, cfg)
+        return original(prompts, cfg, **kw)
 
     monkeypatch.setattr(engine.sampler, "generate", generate)
 
@@ -258,9 +258,9 @@ def test_engine_batches_compatible_waiting_jobs(served):
     calls: list[int] = []
     original = engine.sampler.generate
 
-    def generate(prompts, cfg=None):
+    def generate(prompts, cfg=None, **kw):
         calls.append(len(prompts))
-        return original(prompts, cfg)
+        return original(prompts, cfg, **kw)
 
     engine.sampler.generate = generate
     greedy = SamplingConfig(temperature=0, max_new_tokens=3)

@@ -22,6 +22,7 @@ log-prob under the processed distribution the token was drawn from.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -204,10 +205,13 @@ class Sampler:
     # -- public API -----------------------------------------------------------------------------
 
     def generate(
-        self, prompts: list[list[int]] | list[str], cfg: SamplingConfig | None = None
+        self, prompts: list[list[int]] | list[str], cfg: SamplingConfig | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[list[Completion]]:
         """`cfg.n` completions per prompt, in prompt order. String prompts are tokenized with the
-        tokenizer's special tokens (bos where it adds one); chat prompts come from `chat_prompt`."""
+        tokenizer's special tokens (bos where it adds one); chat prompts come from `chat_prompt`.
+        `should_stop()`, asked before each decoding step, ends every sample where it is (finish
+        reason "length") when it returns True: the server's callers have all gone."""
         cfg = cfg or SamplingConfig()
         if not prompts:
             return []
@@ -237,8 +241,10 @@ class Sampler:
         try:
             with torch.inference_mode():
                 for indices, repeats in _batches(len(prompt_ids), cfg.n, cfg.max_batch_size):
+                    if should_stop is not None and should_stop():
+                        break
                     batch = [prompt_ids[i] for i in indices]
-                    for completion in self._decode_batch(batch, indices, repeats, cfg, stop_ids, generator, limit):
+                    for completion in self._decode_batch(batch, indices, repeats, cfg, stop_ids, generator, limit, should_stop):
                         results[completion.prompt_index].append(completion)
         finally:
             self.model.train(was_training)
@@ -271,6 +277,7 @@ class Sampler:
         stop_ids: list[int],
         generator: torch.Generator | None,
         limit: int | None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[Completion]:
         device = self._device()
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -326,6 +333,11 @@ class Sampler:
                 else:
                     done[row] = finished
             if not keep:
+                break
+            if should_stop is not None and should_stop():
+                for b in keep:
+                    row = active[b]
+                    done[row] = self._completion(row_prompt[row], tokens[row], logps[row], "length", None)
                 break
             # 3) drop finished rows, then one forward over the new tokens of the rest
             if len(keep) < len(active):

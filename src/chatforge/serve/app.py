@@ -14,13 +14,16 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from chatforge.data.safe_json import JsonRejected, decode_json
 from chatforge.sampling import SamplingConfig, max_positions
+from chatforge.serve.chat_page import chat_page
 from chatforge.serve.config import ServeConfig
 from chatforge.serve.engine import Engine, Job
 from chatforge.serve.protocol import (
@@ -67,14 +70,20 @@ class Server:
         if declared.isdigit() and int(declared) > limit:
             raise APIError(413, f"request body of {declared} bytes is over the limit of {limit}", code="request_too_large")
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise APIError(413, f"request body is over the limit of {limit} bytes", code="request_too_large")
         try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise APIError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise APIError(413, f"request body is over the limit of {limit} bytes", code="request_too_large")
+        except ClientDisconnect:  # gone, or closed by the read deadline (serve/connections.py)
+            raise APIError(CLIENT_GONE, "the client closed the connection before the body ended",
+                           code="client_closed_request") from None
+        # Depth, number size and lone surrogates are checked here, once for every endpoint: a body
+        # of 200k `[` or a `\ud800` prompt is a 400, not a RecursionError or a tokenizer crash.
+        try:
+            return decode_json(bytes(body))
+        except JsonRejected as exc:
+            raise APIError(400, f"the request body is not valid JSON ({exc.reason}): {exc.detail}", code="invalid_json") from None
 
     def check_model(self, model: str) -> None:
         if model != self.model_name:
@@ -106,6 +115,14 @@ class Server:
             max_tokens = min(self.cfg.default_max_tokens, self.cfg.max_tokens)
             if self.limit is not None:
                 max_tokens = min(max_tokens, self.limit - longest)
+        try:
+            return self._sampling(req, max_tokens, n)
+        except ValidationError as exc:  # a combination the request model let through: still the client's
+            err = exc.errors()[0]
+            raise APIError(400, f"Invalid value for {'.'.join(map(str, err['loc']))!r}: {err['msg']}",
+                           param=".".join(map(str, err["loc"])) or None, code="invalid_value") from None
+
+    def _sampling(self, req, max_tokens: int, n: int) -> SamplingConfig:
         return SamplingConfig(
             temperature=1.0 if req.temperature is None else req.temperature,
             top_p=1.0 if req.top_p is None else req.top_p,
@@ -175,7 +192,7 @@ class Server:
         ids = self.chat_prompt_ids(req)
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         cfg = self.sampling_config(req, max_tokens, [len(ids)])
-        return await self._generate("chat", req, [ids], cfg)
+        return await self._generate(request, "chat", req, [ids], cfg)
 
     async def completions(self, request: Request) -> Response:
         self.check_auth(request)
@@ -183,9 +200,9 @@ class Server:
         self.check_model(req.model)
         prompts = self.completion_prompt_ids(req)
         cfg = self.sampling_config(req, req.max_tokens, [len(p) for p in prompts], "prompt")
-        return await self._generate("text", req, prompts, cfg)
+        return await self._generate(request, "text", req, prompts, cfg)
 
-    async def _generate(self, kind: str, req, prompts: list[list[int]], cfg: SamplingConfig) -> Response:
+    async def _generate(self, request: Request, kind: str, req, prompts: list[list[int]], cfg: SamplingConfig) -> Response:
         job = Job.create(prompts, cfg, stream=bool(req.stream))
         self.engine.submit(job)
         rid = new_id("chatcmpl" if kind == "chat" else "cmpl")
@@ -195,9 +212,11 @@ class Server:
             body = self._sse(kind, job, rid, prompt_tokens, include_usage)
             return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
-            results = await job.future
+            results = await _result_unless_client_leaves(request, job)
         except asyncio.CancelledError:
             job.cancelled.set()
+            raise
+        except APIError:
             raise
         except Exception as exc:
             raise generation_error(exc) from None
@@ -245,6 +264,30 @@ class Server:
             job.cancelled.set()  # the client went away (or we are done): stop decoding
 
 
+CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, the access log shows it
+
+
+async def _result_unless_client_leaves(request: Request, job: Job):
+    """The job's result; if the client disconnects first, the job is cancelled (the worker skips it,
+    or stops decoding it) and the handler ends with `CLIENT_GONE`."""
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({job.future, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not job.future.done():
+        job.cancelled.set()
+        job.future.cancel()
+        raise APIError(CLIENT_GONE, "the client closed the connection before the answer", code="client_closed_request")
+    return job.future.result()
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (the body is already read, so `receive` waits for that)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def generation_error(exc: BaseException) -> APIError:
     if isinstance(exc, APIError):
         return exc
@@ -254,7 +297,10 @@ def generation_error(exc: BaseException) -> APIError:
 async def _api_error(request: Request, exc: APIError) -> Response:
     if exc.status >= 500:
         logger.error("%s %s -> %d: %s", request.method, request.url.path, exc.status, exc.message)
-    return JSONResponse(exc.body(), status_code=exc.status)
+    headers = None
+    if exc.status in (429, 503):  # overload: tell the client when to come back
+        headers = {"Retry-After": str(request.app.state.server.cfg.retry_after_s)}
+    return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
@@ -277,6 +323,7 @@ def build_app(engine: Engine, cfg: ServeConfig, model_name: str) -> Starlette:
         return JSONResponse({"status": "ok", "model": model_name})
 
     routes = [
+        Route("/", chat_page, methods=["GET"]),  # the browser chat page (serve/chat_page.py)
         Route("/health", health, methods=["GET"]),
         Route("/v1/models", server.models, methods=["GET"]),
         Route("/v1/models/{model:path}", server.model, methods=["GET"]),

@@ -30,5 +30,12 @@ class ServeConfig(StrictModel):
     max_body_bytes: int = Field(1_000_000, ge=1024, description="request bodies larger than this get 413")
     max_batch: int = Field(16, ge=1, description="requests the worker takes from the queue for one round")
     max_batch_rows: int = Field(64, ge=1, description="rows (prompts x n) the sampler decodes together at most")
-    max_queue: int = Field(512, ge=1, description="requests waiting for the model at most; more get 429")
+    max_queue: int = Field(512, ge=1, le=1_000_000, description="requests waiting for the model at most; more get 429 with Retry-After")
+    max_connections: int = Field(
+        256, ge=1, le=100_000, description="open connections at most; more are answered 503 with Retry-After and closed"
+    )
+    read_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="a request's headers and body must arrive within this; slower ones get 408 and are closed"
+    )
+    retry_after_s: int = Field(1, ge=1, le=3600, description="the Retry-After of a 429 (queue full) or 503 (too many connections)")
     log_level: Literal["critical", "error", "warning", "info", "debug"] = Field("info", description="uvicorn log level")

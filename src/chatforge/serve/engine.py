@@ -160,7 +160,8 @@ class Engine:
     def _batch(self, jobs: list[Job]) -> None:
         prompts = [p for job in jobs for p in job.prompts]
         try:
-            results = self.sampler.generate(prompts, jobs[0].cfg)
+            # Stop decoding once every request of the call has gone (its handler saw the disconnect).
+            results = self.sampler.generate(prompts, jobs[0].cfg, should_stop=lambda: all(j.cancelled.is_set() for j in jobs))
         except Exception as exc:
             if len(jobs) == 1:
                 logger.exception("generation failed")

@@ -10,18 +10,25 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 256
+
+# Integers are strict (JSON `true` is not 1) and bounded, so no request reaches the sampler or torch
+# with a value they cannot hold: a seed is a signed 64-bit integer, as `SamplingConfig` stores it.
+Count = Annotated[int, Strict(), Field(ge=1, le=2**31 - 1)]
+TokenId = Annotated[int, Strict(), Field(ge=-(2**31), le=2**31 - 1)]  # checked against the vocabulary later
+Seed = Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)]
+Flag = Annotated[bool, Strict()]
 
 
 class APIError(Exception):
     """An error answered as OpenAI's `{"error": {"message", "type", "param", "code"}}` with `status`."""
 
-    TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error",
+    TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "invalid_request_error", 408: "timeout",
              405: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
              429: "rate_limit_error", 500: "server_error", 503: "server_error"}
 
@@ -42,7 +49,7 @@ class _Request(BaseModel):
 
 
 class StreamOptions(_Request):
-    include_usage: bool = False
+    include_usage: Flag = False
 
 
 class ContentPart(_Request):
@@ -65,14 +72,14 @@ class _Sampling(_Request):
     """Fields shared by both endpoints; None means "the default", as some clients send nulls."""
 
     model: str
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: Count | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    top_k: int | None = Field(None, ge=0)
-    n: int | None = Field(None, ge=1)
+    top_k: Annotated[int, Strict(), Field(ge=0, le=2**31 - 1)] | None = None
+    n: Count | None = None
     stop: str | list[str] | None = None
-    seed: int | None = None
-    stream: bool | None = False
+    seed: Seed | None = None
+    stream: Flag | None = False
     stream_options: StreamOptions | None = None
     # Accepted only with their neutral value: the sampler has no penalties or logit bias.
     presence_penalty: float | None = None
@@ -104,9 +111,9 @@ class _Sampling(_Request):
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(..., min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    logprobs: bool | None = None
-    top_logprobs: int | None = None
+    max_completion_tokens: Count | None = None
+    logprobs: Flag | None = None
+    top_logprobs: Annotated[int, Strict(), Field(ge=0, le=20)] | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
         if self.logprobs or self.top_logprobs:
@@ -115,11 +122,11 @@ class ChatCompletionRequest(_Sampling):
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str] | list[int] | list[list[int]]
-    echo: bool | None = False
+    prompt: str | list[str] | list[TokenId] | list[list[TokenId]]
+    echo: Flag | None = False
     suffix: str | None = None
-    best_of: int | None = None
-    logprobs: int | None = None
+    best_of: Count | None = None
+    logprobs: Annotated[int, Strict(), Field(ge=0, le=5)] | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
         if self.echo:

@@ -65,11 +65,16 @@ def build(cfg: ServeConfig, model=None, tokenizer=None):
     return build_app(engine, cfg, model_name(cfg))
 
 
-def _uvicorn_config(app, cfg: ServeConfig):
+def _uvicorn_config(app, cfg: ServeConfig, **kwargs):
+    """uvicorn's settings for `app`, with the connection limits of `cfg` (serve/connections.py)."""
     import uvicorn
 
-    return uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=cfg.log_level, lifespan="on",
-                          timeout_graceful_shutdown=5)
+    from chatforge.serve.connections import guarded_protocol
+
+    protocol = guarded_protocol(cfg.max_connections, cfg.read_timeout_s, cfg.retry_after_s)
+    settings = {"host": cfg.host, "port": cfg.port, "log_level": cfg.log_level, "lifespan": "on",
+                "timeout_graceful_shutdown": 5, "http": protocol, **kwargs}
+    return uvicorn.Config(app, **settings)
 
 
 def serve(cfg: ServeConfig) -> None:
@@ -90,7 +95,11 @@ class BackgroundServer:
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((host, port))
         self.host, self.port = self.sock.getsockname()[:2]
-        config = uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=2)
+        server = getattr(app.state, "server", None)  # an app from `build`: serve it with its limits
+        if server is not None:
+            config = _uvicorn_config(app, server.cfg, log_level=log_level, timeout_graceful_shutdown=2)
+        else:
+            config = uvicorn.Config(app, log_level=log_level, lifespan="on", timeout_graceful_shutdown=2)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
