@@ -258,3 +258,29 @@ def test_world_pages_against_ground_truth(tmp_path):
             assert reasons[bad]["dropped_share"] == 1.0, bad
     assert reasons["non_english"]["by_step"] == {"langid": reasons["non_english"]["total"]}
     assert truth["overall"]["recall"] >= 0.9 and truth["overall"]["precision"] >= 0.8
+
+
+def test_perplexity_labels_and_a_percentile_band(tmp_path, base_dir):
+    from transformers import AutoModelForCausalLM
+
+    from chatforge.stages.eval_lm import score_texts
+    from chatforge.tokenizer.load import load_tokenizer
+
+    docs = tmp_path / "docs.jsonl"
+    write_jsonl(docs, [json.dumps({"id": f"p{i}", "text": t}).encode() for i, t in enumerate(PROSE)])
+    cfg = base_config(tmp_path, [{"path": str(docs)}],
+                      perplexity={"enabled": True, "model": str(base_dir), "max_len": 64,
+                                  "low_percentile": 0.0, "high_percentile": 50.0})
+    summary = run(cfg)
+    out = tmp_path / "run"
+    kept = [json.loads(line) for line in next((out / "data").glob("*.jsonl")).read_text().splitlines()]
+    band_drops = [r for r in dropped(out) if r["dropped_at"] == "perplexity_band"]
+    scores = {r["id"]: r["labels"]["ppl"] for r in kept + band_drops}
+    # the same scorer by hand: [bos] + text + [eos] in windows of 64 tokens
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(base_dir).eval(), load_tokenizer(base_dir)
+    for i, text in enumerate(PROSE):
+        assert scores[f"p{i}"] == pytest.approx(score_texts(model, tokenizer, [text], 64, 32)["ppl"], rel=1e-3)
+    # numpy's median of 4 scores lies between the 2nd and 3rd: the two above it leave
+    assert sorted(r["id"] for r in band_drops) == sorted(scores, key=scores.get)[2:]
+    assert all(r["reason"] == "ppl_above_band" for r in band_drops)
+    assert summary["perplexity_band"][1] == pytest.approx(sorted(scores.values())[1] / 2 + sorted(scores.values())[2] / 2, rel=1e-3)

@@ -55,6 +55,9 @@ class UrlConfig(StrictModel):
 
 class ExtractConfig(StrictModel):
     enabled: bool = True
+    method: Literal["trafilatura", "tags"] = Field(
+        "trafilatura", description="trafilatura: main content only; tags: every visible text, tags removed (a raw baseline)"
+    )
     favor: Literal["precision", "recall", "balanced"] = Field(
         "precision", description="trafilatura's trade-off: precision drops more boilerplate"
     )

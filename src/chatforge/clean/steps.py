@@ -121,9 +121,13 @@ def extract_checks(cfg: ExtractConfig) -> list[Check]:
     def main_content(doc: Document) -> str | None:
         if doc.metadata.get("content") != "html":
             return None
-        text = trafilatura.extract(doc.text, url=doc.metadata.get("url"), include_comments=False,
-                                   include_tables=cfg.include_tables, favor_precision=precision, favor_recall=recall,
-                                   deduplicate=False)
+        if cfg.method == "tags":
+            lines = (" ".join(line.split()) for line in visible_text(doc).splitlines())
+            text = "\n".join(line for line in lines if line)
+        else:
+            text = trafilatura.extract(doc.text, url=doc.metadata.get("url"), include_comments=False,
+                                       include_tables=cfg.include_tables, favor_precision=precision,
+                                       favor_recall=recall, deduplicate=False)
         if not text or len(text.strip()) < cfg.min_chars:
             return "empty_extraction"
         doc.text = text.strip()
