@@ -14,6 +14,11 @@ loss) and not unk. When the tokenizer has no pad token, or its pad token is its 
 3. otherwise (`allow_new_pad=False`, the default) `ChatforgeError` says so, and the caller decides.
 
 Each change is logged as a warning on the `chatforge` logger.
+
+A tokenizer exported with a model (`chatforge.export`) has the chat template's end-of-turn token as
+its `eos_token`, for tools outside chatforge; `EXPORT_SIDECAR` beside it names the eos that
+pretraining appends to documents, and `load_tokenizer` sets `eos_token` back to that, so every stage
+reading an export ends documents (and pads, and stops) as the stage that wrote it did.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ TOKENIZER_MARKERS = (
     "tokenizer.model",
     "tekken.json",
 )
+EXPORT_SIDECAR = "chatforge_tokenizer.json"  # written by chatforge.export
 
 
 def load_tokenizer(path: str | Path, *, allow_new_pad: bool = False, pad_policy: bool = True) -> PreTrainedTokenizerBase:
@@ -69,9 +75,29 @@ def load_tokenizer(path: str | Path, *, allow_new_pad: bool = False, pad_policy:
     except Exception as exc:  # transformers raises OSError, ValueError, KeyError, json errors...
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ChatforgeError(f"cannot load the tokenizer in {path}: {first}") from None
+    restore_document_eos(tok, path)
     if pad_policy:
         ensure_pad_token(tok, where=str(path), allow_new_pad=allow_new_pad)
     return tok
+
+
+def restore_document_eos(tok: PreTrainedTokenizerBase, path: Path) -> bool:
+    """Set `tok.eos_token` back to the document eos an export recorded (see the module docstring)."""
+    import json
+
+    sidecar = path / EXPORT_SIDECAR
+    if not sidecar.is_file():
+        return False
+    try:
+        eos = json.loads(sidecar.read_text(encoding="utf-8")).get("document_eos_token")
+    except ValueError:
+        raise ChatforgeError(f"{sidecar} is not valid JSON; delete it to load the tokenizer as saved") from None
+    if not eos or eos == tok.eos_token:
+        return False
+    if eos not in tok.get_vocab():
+        raise ChatforgeError(f"{sidecar}: document_eos_token {eos!r} is not a token of the tokenizer in {path}")
+    tok.eos_token = eos
+    return True
 
 
 def ensure_pad_token(
