@@ -110,3 +110,48 @@ def test_the_write_is_durable_before_the_rename(tmp_path, monkeypatch):
         _write_model(tmp)
     # 2 files + marker + the directory, then the rename, then the parent directory
     assert order == ["fsync"] * 4 + ["rename", "fsync"]
+
+
+# -- the stages: final/ is written through atomic_dir, and loaders check it ------------------------
+
+def _pretrain(tmp_path, tokenizer_dir, out, *extra) -> int:
+    from chatforge.cli import main
+
+    return main([
+        "pretrain", f"out={out}", f"tokenizer={tokenizer_dir}", "model.preset=llama-1m", "data.seq_len=32",
+        f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=2", "train.micro_batch_size=2",
+        "train.eval_every=0", "train.progress=false", "final_eval_documents=2", "schedule.warmup_steps=0", *extra,
+    ])
+
+
+def test_a_stage_writes_final_with_its_marker_and_a_later_stage_checks_it(tmp_path, tiny_tokenizer_dir, capsys):
+    from chatforge.models.build import load_pretrained
+
+    out = tmp_path / "run"
+    assert _pretrain(tmp_path, tiny_tokenizer_dir, out) == 0
+    marker = json.loads((out / "final" / MARKER).read_text())
+    assert "model.safetensors" in marker["files"] and "config.json" in marker["files"]
+    assert not list(out.glob(".final.*"))
+    load_pretrained(out / "final")  # complete: loads
+    (out / "final" / MARKER).unlink()  # as a run killed before the rename would have left it, were it visible
+    with pytest.raises(DataError, match=r"run/final has no chatforge_complete\.json"):
+        load_pretrained(out / "final")
+
+
+def test_a_failing_export_leaves_the_previous_final(tmp_path, tiny_tokenizer_dir, monkeypatch):
+    from chatforge.engine.loop import Engine
+
+    out = tmp_path / "run"
+    assert _pretrain(tmp_path, tiny_tokenizer_dir, out) == 0
+    before = (out / "final" / "model.safetensors").read_bytes()
+
+    def dies_mid_write(self, out_dir, tokenizer=None):
+        (out_dir / "model.safetensors").write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Engine, "export", dies_mid_write)
+    with pytest.raises(OSError, match="disk full"):
+        _pretrain(tmp_path, tiny_tokenizer_dir, out, "train.max_steps=3", "train.resume=never")
+    assert (out / "final" / "model.safetensors").read_bytes() == before
+    assert not list(out.glob(".final.*"))
+    check_complete(out / "final")

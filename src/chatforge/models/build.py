@@ -9,6 +9,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, model_validator
 
+from chatforge.atomic_dir import check_complete
 from chatforge.config.base import StrictModel
 from chatforge.errors import ChatforgeError, ConfigError
 from chatforge.models.presets import PRESETS, hf_config
@@ -80,6 +81,7 @@ def load_pretrained(path: str | Path, cfg: ModelConfig | None = None) -> torch.n
     from transformers import AutoModelForCausalLM
 
     path = Path(path)
+    check_complete(path)  # a run's final/ must have been written to the end
     if not (path / "config.json").is_file():
         raise ChatforgeError(f"model directory {path} has no config.json (expected a Hugging Face model directory)")
     try:

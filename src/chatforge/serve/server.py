@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+from chatforge.atomic_dir import check_complete
 from chatforge.errors import ChatforgeError
 from chatforge.serve.config import ServeConfig
 
@@ -24,6 +25,7 @@ def load_model(model_dir: str | Path, device: str = "auto", dtype: str = "auto")
     path = Path(model_dir)
     if not path.is_dir():
         raise ChatforgeError(f"model directory not found: {path}")
+    check_complete(path)  # not a final/ whose run was killed while writing it
     if not (path / "config.json").is_file():
         raise ChatforgeError(f"{path} is not a Hugging Face model directory (no config.json)")
     if not any(path.glob("*.safetensors")):

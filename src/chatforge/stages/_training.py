@@ -22,6 +22,7 @@ The config must have `out`, `train` (TrainConfig), `optim` and `schedule`; `mode
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from typing import Any
 
 import torch
 
+from chatforge.atomic_dir import atomic_dir, check_complete
 from chatforge.engine import distributed as dist
 from chatforge.engine.loop import Batches, Engine, Evaluate, Objective, TrainResult
 from chatforge.errors import ConfigError
@@ -81,7 +83,9 @@ class Plan:
     batches: Batches
     tokenizer: Any  # saved into final/
     evaluate: Evaluate | None = None
-    describe: str = ""  # said once before training (after the mode is applied: it may quote `trainable`)
+    # said once before training, after the mode is applied: a string is .format()ted with `trainable` and
+    # `total` (parameter counts; double any other brace), a callable gets (trainable, total)
+    describe: str | Callable[[int, int], str] = ""
     # full / lora / freeze / full_then_lora (default: cfg.mode, else full); None: the stage set requires_grad itself
     mode: str | None = "auto"
     lora_task: str = "CAUSAL_LM"  # peft task type; SEQ_CLS for a reward model (its score head trained in full)
@@ -196,7 +200,8 @@ def _fit(ctx: Context, stage: TrainingStage, plan: Plan, probes) -> Trained:
             )
         trainable, total = trainable_parameters(model)
         if not built and plan.describe:
-            ctx.say(plan.describe.format(trainable=trainable, total=total))
+            said = plan.describe(trainable, total) if callable(plan.describe) else plan.describe.format(trainable=trainable, total=total)
+            ctx.say(said)
         if mode is not None:
             ctx.say(f"{mode}: {trainable:,} of {total:,} parameters trainable ({100 * trainable / total:.2f}%)")
         evaluate, train_cfg = plan.evaluate, cfg.train
@@ -244,13 +249,18 @@ def _export(ctx: Context, plan: Plan, engine: Engine) -> None:
     from chatforge.sft.modes import export_model
 
     tokenizer = plan.export_tokenizer if plan.export_tokenizer is not None else plan.tokenizer
-    if plan.mode in ADAPTER_MODES:
-        if ctx.is_main:
-            lora = getattr(ctx.cfg, "lora", None)
-            adapter = ctx.run_dir.root / "adapter" if lora is not None and lora.save_adapter else None
-            export_model(dist.unwrap(engine.model), plan.mode, ctx.run_dir.final, tokenizer, adapter)
-    else:
-        engine.export(ctx.run_dir.final, tokenizer)
+    # Written into a hidden temporary and renamed into place with a completeness marker, so a kill
+    # mid-export leaves no partial final/ for a later stage (atomic_dir.check_complete). Only the main
+    # process writes; the others take part in the engine's gather of sharded weights.
+    writing = atomic_dir(ctx.run_dir.final) if ctx.is_main else contextlib.nullcontext(ctx.run_dir.final)
+    with writing as out:
+        if plan.mode in ADAPTER_MODES:
+            if ctx.is_main:
+                lora = getattr(ctx.cfg, "lora", None)
+                adapter = ctx.run_dir.root / "adapter" if lora is not None and lora.save_adapter else None
+                export_model(dist.unwrap(engine.model), plan.mode, out, tokenizer, adapter)
+        else:
+            engine.export(out, tokenizer)
     dist.barrier(ctx.info)
 
 
@@ -269,6 +279,7 @@ def load_causal_lm(path, tokenizer=None, device: torch.device | None = None) -> 
     """A Hugging Face causal LM in float32 (on `device` when given), checked to cover `tokenizer`."""
     from transformers import AutoModelForCausalLM
 
+    check_complete(path)
     model = AutoModelForCausalLM.from_pretrained(path, trust_remote_code=False, dtype=torch.float32)
     vocab = model.get_input_embeddings().weight.shape[0]
     if tokenizer is not None and len(tokenizer) > vocab:
