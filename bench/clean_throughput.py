@@ -3,7 +3,7 @@ plain datatrove pipeline without chatforge's layer.
 
 Both run the same checks (py3langid, URL rules, trafilatura, datatrove's Gopher and C4 filters,
 sensitive rules) on the same pages with datatrove's LocalPipelineExecutor. The plain pipeline is
-datatrove's JsonlReader -> one LambdaFilter per check -> JsonlWriter. chatforge's layer adds its
+a reader function -> one LambdaFilter per check -> a writer function. chatforge's layer adds its
 reader (malformed-record handling, sharding by record), the Judge wrapper (counts, examples, labels),
 the side output of every dropped document, the shard writer and the second phase (ordering, report,
 output shards). Dedup is off in both (plain datatrove has no single-pass equivalent).
@@ -39,10 +39,9 @@ def chatforge_run(pages: Path, out: Path, workers: int, blocklist: Path | None) 
 
 
 def plain_datatrove_run(pages: Path, out: Path, workers: int, blocklist: Path | None) -> tuple[float, int]:
+    from datatrove.data import Document
     from datatrove.executor.local import LocalPipelineExecutor
     from datatrove.pipeline.filters import LambdaFilter
-    from datatrove.pipeline.readers import JsonlReader
-    from datatrove.pipeline.writers import JsonlWriter
 
     from chatforge.clean.config import (
         DocFilterConfig,
@@ -59,8 +58,23 @@ def plain_datatrove_run(pages: Path, out: Path, workers: int, blocklist: Path | 
         url_checks,
     )
 
-    def adapter(self, data: dict, path: str, id_in_file: int | str) -> dict:
-        return {"text": data["html"], "id": f"{path}/{id_in_file}", "metadata": {"url": data.get("url"), "content": "html"}}
+    # datatrove's JsonlReader/JsonlWriter need orjson, which chatforge does not ship; plain function
+    # steps (datatrove's own contract) read and write the same lines with the json module.
+    def read(data, rank: int = 0, world_size: int = 1):
+        with pages.open(encoding="utf-8") as fh:
+            for number, line in enumerate(fh):
+                if number % world_size == rank:
+                    record = json.loads(line)
+                    yield Document(text=record["html"], id=str(number),
+                                   metadata={"url": record.get("url"), "content": "html"})
+
+    def write(data, rank: int = 0, world_size: int = 1):
+        (out / "data").mkdir(parents=True, exist_ok=True)
+        with (out / "data" / f"{rank:05d}.jsonl").open("w", encoding="utf-8") as fh:
+            for doc in data:
+                fh.write(json.dumps({"id": doc.id, "text": doc.text, "metadata": doc.metadata}) + "\n")
+        return
+        yield
 
     checks = [
         *langid_checks(LangIdConfig()),
@@ -69,9 +83,7 @@ def plain_datatrove_run(pages: Path, out: Path, workers: int, blocklist: Path | 
         *doc_filter_checks(DocFilterConfig()),
         *line_filter_checks(LineFilterConfig(min_sentences=1)),
     ]
-    pipeline = [JsonlReader(str(pages.parent), glob_pattern=pages.name, adapter=adapter)]
-    pipeline += [LambdaFilter(lambda doc, check=check: check(doc) is None) for check in checks]
-    pipeline.append(JsonlWriter(str(out / "data")))
+    pipeline = [read, *(LambdaFilter(lambda doc, check=check: check(doc) is None) for check in checks), write]
     executor = LocalPipelineExecutor(pipeline=pipeline, tasks=workers, workers=workers, logging_dir=str(out / "logs"),
                                      start_method="fork")
     started = time.perf_counter()
