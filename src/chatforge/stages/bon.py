@@ -154,36 +154,6 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict[str, Any]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ns = [r["n"] for r in rows]
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    ax.plot(ns, [r["gold"] for r in rows], "o-", label="gold reward")
-    ax.plot(ns, [r["proxy"] for r in rows], "s--", label="proxy reward")
-    if all(r["accuracy"] is not None for r in rows):
-        ax.plot(ns, [r["accuracy"] for r in rows], "^:", label="accuracy")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(ns, [str(n) for n in ns])
-    ax.set_xlabel("N (best of N)")
-    ax.set_ylabel("mean over prompts")
-    top = ax.secondary_xaxis("top")  # same positions, labelled with the analytic KL
-    top.set_xticks(ns, [f"{r['kl']:.2f}" for r in rows])
-    top.set_xlabel("KL(best-of-N || base), nats")
-    for axis in (ax.xaxis, top.xaxis):
-        axis.set_minor_locator(matplotlib.ticker.NullLocator())
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _sample(cfg: Config, records: list[dict], rejects: RejectLog, say) -> tuple[list[dict], list[list[str]]]:
     """n_max responses per usable record (prompts the model cannot hold are rejected)."""
     from transformers import AutoModelForCausalLM
@@ -328,6 +298,7 @@ def _write_outputs(run_dir: RunDir, results: list[dict], write_best: bool) -> No
 
 
 def run(cfg: Config) -> dict:
+    from chatforge.engine.plots import plot_best_of_n
     from chatforge.scoring.best_of_n import n_grid
 
     run_dir = RunDir.create(cfg.out)
@@ -368,8 +339,8 @@ def run(cfg: Config) -> dict:
         }
     (run_dir.root / "bon.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     _write_outputs(run_dir, results, cfg.write_best)
-    title = f"best-of-N: proxy {cfg.scorer.kind}, gold {cfg.gold.kind}, {len(results)} prompts, T={cfg.sampling.temperature}"
-    plot(rows, run_dir.report / "bon.png", title)
+    title = f"best-of-N: {len(results)} prompts, T={cfg.sampling.temperature}"
+    plot_best_of_n(rows, run_dir.report / "bon.png", cfg.scorer.kind, cfg.gold.kind, title)
     run_dir.write_summary({"prompts": len(results), "n_max": cfg.n_max, "rejected": dict(rejects.counts),
                            "best_of_n": rows, "pairs": pairs_report})
     print(format_table(rows))
