@@ -39,7 +39,9 @@ test-latest:
 	$(PY) -m venv .venv-latest
 	.venv-latest/bin/python -m pip install --quiet --upgrade pip
 	.venv-latest/bin/python -m pip install --quiet $(TORCH)
-	.venv-latest/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[dev]"
+	# torch held at the pin by a constraint: an eager upgrade would otherwise swap in a newer CUDA build
+	echo "$(TORCH)" > .venv-latest/torch-pin.txt
+	.venv-latest/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -c .venv-latest/torch-pin.txt -e ".[dev]"
 	.venv-latest/bin/chatforge doctor || true
 	.venv-latest/bin/python -m pytest $(PYTEST_ARGS)
 
