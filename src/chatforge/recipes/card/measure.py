@@ -185,7 +185,7 @@ def _reward_model_column(cfg: CardConfig, device: str, rejects: RejectLog) -> di
 
 def _bits_per_byte(cfg: CardConfig, ctx, rejects: RejectLog) -> dict:
     from chatforge.data.corpus import SourceConfig, read_documents
-    from chatforge.stages.eval_lm import score_texts
+    from chatforge.models.logprobs import score_texts
 
     out = {}
     max_len = min(512, getattr(ctx.model.config, "max_position_embeddings", 512) or 512)

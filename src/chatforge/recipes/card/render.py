@@ -139,9 +139,11 @@ pre{background:#f6f7fb;padding:.8rem;overflow-x:auto;font-size:.8rem} code{font-
 
 
 def _cell_class(text: str, gain: bool) -> str:
+    """Green for a gain above zero, red below, nothing for zero, a missing cell or a non-gain column."""
     if not gain or text == "-":
         return ""
-    return ' class="gain-pos"' if text.startswith("+") else ' class="gain-neg"' if text.startswith("-") else ""
+    value = float(text.split()[0])
+    return ' class="gain-pos"' if value > 0 else ' class="gain-neg"' if value < 0 else ""
 
 
 def _html_table(header: list[str], rows: list[list[str]], table_id: str | None = None, gains_from: int | None = None) -> str:

@@ -1,0 +1,146 @@
+"""The report card: standard errors by hand, the decontamination check, gains over each model's
+parent stage, a self-contained report.html, and that page rendered in headless Chromium.
+
+    CHATFORGE_SCREENSHOTS=docs/img pytest tests/test_report_card.py   # also writes docs/img/report_card_test.png
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import struct
+from pathlib import Path
+
+import pytest
+
+from chatforge.recipes.card.collect import _card_table, lineage
+from chatforge.recipes.card.decontam import contaminated, ngram_overlap, training_index
+from chatforge.recipes.card.provenance import parse_lock
+from chatforge.recipes.card.render import card_rows, fmt_figure, to_html, to_markdown
+from chatforge.recipes.card.stats import mean_sem, proportion_sem, ratio_sem, sem
+from chatforge.recipes.plan import Step
+from headless_chromium import Chromium, chromium_path
+
+
+def test_standard_errors_by_hand():
+    # values 1, 2, 3, 4: sample variance 5/3, sem = sqrt(5/3 / 4) = 0.6455
+    assert sem([1, 2, 3, 4]) == pytest.approx(math.sqrt(5 / 3 / 4))
+    assert math.isnan(sem([1.0]))
+    # 0/1 values with mean 0.6: the proportion formula equals the plain one
+    assert proportion_sem(0.6, 5) == pytest.approx(sem([1, 1, 1, 0, 0])) == pytest.approx(math.sqrt(0.24 / 4))
+    # ratio of sums a = (2, 4, 6), b = (1, 1, 2): R = 3, residuals (-1, 1, 0), sem = sqrt(2 / 6) / (4 / 3)
+    ratio, err = ratio_sem([2, 4, 6], [1, 1, 2])
+    assert ratio == 3 and err == pytest.approx(math.sqrt(2 / 6) / (4 / 3))
+    assert mean_sem([0.5, 0.5]) == (0.5, 0.0, 2)
+
+
+def test_ngram_overlap_flags_shared_13_grams_and_whole_short_items(tmp_path):
+    train_text = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
+    grams, joined = training_index([train_text])
+    assert contaminated("zero one two three four five six seven eight nine ten eleven twelve thirteen", grams, joined)
+    assert not contaminated("one two three four five six seven eight nine ten eleven twelve FOURTEEN", grams, joined)
+    assert contaminated("Five six seven!", grams, joined)  # shorter than 13 words: found whole (case, punctuation aside)
+    assert not contaminated("six five", grams, joined)
+    train = tmp_path / "train.jsonl"
+    messages = [{"role": "system", "content": "shared system prompt"}, {"role": "user", "content": train_text}]
+    train.write_text(json.dumps({"messages": messages}) + "\n")
+    held = tmp_path / "test.jsonl"
+    held.write_text('{"id": "a", "text": "five six seven"}\n{"id": "b", "text": "shared system prompt"}\n{"id": "c", "text": "unrelated"}\n')
+    result = ngram_overlap([train], {"test": held})
+    # the system prompt is not training content: only item a overlaps
+    assert result["sets"]["test"] == {"path": str(held), "items": 3, "overlapping": 1, "share": pytest.approx(1 / 3)}
+
+
+def test_parse_lock_reads_pinned_lines():
+    text = "accelerate==1.16.0 \\\n    --hash=sha256:abc\n    # via peft\nPyYAML==6.0.2 ; python_version >= '3.8'\n"
+    assert parse_lock(text) == {"accelerate": "1.16.0", "pyyaml": "6.0.2"}
+
+
+def fake_steps(root: Path) -> list[Step]:
+    def step(name, kind, config):
+        return Step(name, kind, root / name, None, config, [], [])
+
+    return [
+        step("pretrain", "pretrain", {"init_from": None}),
+        step("sft", "sft", {"model": str(root / "pretrain" / "final")}),
+        step("dpo", "dpo", {"model": str(root / "sft" / "final")}),
+    ]
+
+
+MEASURES = {
+    "models": {"base": "R/pretrain/final", "sft": "R/sft/final", "dpo": "R/dpo/final"},
+    "reference": "sft",
+    "measures": {
+        "base": {"exact match (all)": {"value": 0.0, "sem": 0.0, "n": 60}},
+        "sft": {"exact match (all)": {"value": 0.25, "sem": 0.03, "n": 60}},
+        "dpo": {"exact match (all)": {"value": 0.3, "sem": 0.04, "n": 60}, "KL to sft": {"value": 1.5, "sem": 0.2, "n": 16}},
+    },
+}
+
+
+def test_gains_are_over_the_model_each_stage_started_from(tmp_path):
+    steps = fake_steps(Path("R"))
+    assert lineage(MEASURES["models"], steps) == {"base": None, "sft": "base", "dpo": "sft"}
+    card = _card_table(MEASURES, steps)
+    header, rows = card_rows(card)
+    assert header == ["measure", "base", "sft", "dpo", "sft − base", "dpo − sft"]
+    assert rows[0] == ["exact match (all)", "0.000 ± 0.000", "0.250 ± 0.030", "0.300 ± 0.040", "+0.250 ± 0.030", "+0.050 ± 0.050"]
+    assert rows[1] == ["KL to sft", "-", "-", "1.500 ± 0.200", "-", "-"]
+    assert fmt_figure({"value": float("nan"), "sem": 0.1}) == "-"
+
+
+def report_data(tmp_path: Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plot = tmp_path / "loss.png"
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([1, 2, 3], [3, 2, 1])
+    fig.savefig(plot)
+    plt.close(fig)
+    stage = {"name": "sft", "kind": "sft", "dir": "R/sft", "state": "done", "seconds": 75.0, "attempts": 2,
+             "peak_rss_bytes": 600 * 2**20, "peak_cuda_bytes": None, "tokens_per_s": 1234.0, "steps": 10,
+             "headline": [("final train loss", "1.23")], "plots": [str(plot)], "table": None}
+    return {
+        "name": "t", "description": "a test", "root": str(tmp_path), "recipe_text": "stages: {}\n",
+        "card": _card_table(MEASURES, fake_steps(Path("R"))), "stages": [stage], "card_step": None,
+        "provenance": {"git": {"commit": "abc", "dirty": True},
+                       "packages": {"lock": None, "key": {"torch": "2.13.0"}, "differ": [], "missing": [], "matching": 0},
+                       "hardware": {"cpu": "cpu", "cpu_cores": 2, "usable_cores": 2, "torch_threads": 1, "memory_gib": 8,
+                                    "gpus": [], "platform": "linux", "python": "3.11", "torch": "2.13.0"},
+                       "inputs": [{"file": "recipe.yaml", "sha256": "f" * 64, "used_by": "the recipe"}]},
+        "decontamination": {"provisional": True, "method": "word 13-gram overlap (provisional)", "train_files": ["a.jsonl"],
+                            "sets": {"instructions": {"items": 10, "overlapping": 1, "share": 0.1}}},
+    }
+
+
+def test_report_html_is_self_contained_and_markdown_has_the_table(tmp_path):
+    data = report_data(tmp_path)
+    page = to_html(data)
+    assert '<table id="card">' in page and "data:image/png;base64," in page
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page) and "<link" not in page and "<script" not in page
+    assert "uncommitted changes" in page and "provisional" in page
+    md = to_markdown(data)
+    assert "| exact match (all) | 0.000 ± 0.000 | 0.250 ± 0.030 | 0.300 ± 0.040 | +0.250 ± 0.030 | +0.050 ± 0.050 |" in md
+    assert "| sft | sft | done (2 attempts) | 1 min 15 s | 1,234 | 600 MiB | - | 10 | final train loss 1.23 |" in md
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed (apt-get install chromium)")
+def test_report_renders_in_chromium_with_its_table(tmp_path):
+    html_file = tmp_path / "report.html"
+    html_file.write_text(to_html(report_data(tmp_path)), encoding="utf-8")
+    with Chromium(width=1200, height=900) as browser:
+        browser.open(html_file.as_uri())
+        rows = browser.evaluate("[...document.querySelectorAll('#card tbody tr')].map(r => [...r.cells].map(c => c.textContent))")
+        assert rows[0][:2] == ["exact match (all)", "0.000 ± 0.000"]
+        assert browser.evaluate("document.querySelector('#card').getBoundingClientRect().height") > 40
+        # the embedded plot decoded: an image with its real size
+        assert browser.evaluate("document.querySelector('img').naturalWidth") == 300
+        shots = os.environ.get("CHATFORGE_SCREENSHOTS")
+        png = browser.screenshot(Path(shots) / "report_card_test.png" if shots else tmp_path / "report.png")
+    width, height = struct.unpack(">II", png.read_bytes()[16:24])
+    assert width > 1000 and height >= 900  # the page, less a scrollbar
