@@ -42,7 +42,7 @@ from chatforge.scoring.combined import RunningMoments, whiten
 PER_TOKEN = ("old_logp", "ref_logp", "old_values", "advantages", "returns", "action_mask")
 PER_ROW = ("score", "gold", "kl", "length", "entropy")
 # per-rollout numbers every step of the rollout reports (metrics.jsonl): rollout/<name>
-ROLLOUT_METRICS = ("beta", "gen_tokens_per_s", "explained_variance", "groups_without_signal")
+ROLLOUT_METRICS = ("beta", "gen_tokens_per_s", "explained_variance", "groups_without_signal", "sampler_logp_gap")
 
 
 class PromptStream:
@@ -114,7 +114,6 @@ class RolloutBatches:
         self.log = RolloutLog(out_dir, diagnostics, say, write)
         self.say = say
         self.model: torch.nn.Module | None = None
-        self._sampler = None
         self.index = 0  # rollout batches made so far
         self.buffer: dict[str, torch.Tensor] | None = None
         self.order: list[int] = []
@@ -126,10 +125,7 @@ class RolloutBatches:
     # ---- the engine's protocol -----------------------------------------------------------------
     def attach(self, model: torch.nn.Module) -> None:
         """The model the engine trains (unwrapped: an `ActorCritic`, a causal LM or its peft wrapper)."""
-        from chatforge.sampling.sampler import Sampler
-
         self.model = model
-        self._sampler = Sampler(self.generator_model(), self.tokenizer)
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         if self.buffer is None or self.cursor >= len(self.order):
@@ -180,7 +176,7 @@ class RolloutBatches:
 
     # ---- making a rollout --------------------------------------------------------------------
     def _new_rollout(self) -> None:
-        from chatforge.sampling.sampler import chat_prompt
+        from chatforge.sampling.sampler import Sampler, chat_prompt
 
         if self.model is None:
             raise ChatforgeError("RolloutBatches.attach(model) was not called before training")
@@ -189,7 +185,9 @@ class RolloutBatches:
         prompt_ids = [self._prompt(i, chat_prompt) for i in picked]
         n = self.rollout.samples_per_prompt
         sampling = self.rollout.sampling.model_copy(update={"n": n, "seed": (self.rollout.sampling.seed or 0) + self.index})
-        completions = self._sampler.generate(prompt_ids, sampling)
+        # A new sampler per rollout batch: its fast decoder packs the weights as they are now. Its own
+        # change check (parameter `_version`) misses fused AdamW, which updates in place without a bump.
+        completions = Sampler(self.generator_model(), self.tokenizer).generate(prompt_ids, sampling)
         gen_seconds = time.perf_counter() - started
         rows = [(p, c) for p, group in zip(picked, completions) for c in group]
         prompt_records = [self.records[p] for p, _ in rows]
@@ -203,12 +201,17 @@ class RolloutBatches:
         input_ids = torch.full((len(ids), width), self.pad, dtype=torch.long)
         attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
         action_mask = torch.zeros((len(ids), width - 1), dtype=torch.float32)
-        for r, ((p, _), seq) in enumerate(zip(rows, ids)):
+        sampler_logp = torch.zeros_like(action_mask)
+        for r, ((p, c), seq) in enumerate(zip(rows, ids)):
             input_ids[r, : len(seq)] = torch.tensor(seq)
             attention_mask[r, : len(seq)] = 1
             start = len(prompt_ids[picked.index(p)])
             action_mask[r, start - 1 : len(seq) - 1] = 1.0  # position t predicts token t + 1
+            sampler_logp[r, start - 1 : len(seq) - 1] = torch.tensor(c.logprobs)
         old_logp, entropy, values, ref_logp = self._score_tokens(input_ids, attention_mask, action_mask)
+        # The sampler's raw log-probs against the training forward's: a gap means the samples did not come
+        # from the weights being trained (stale decoder weights, another backend, another precision).
+        sampler_gap = float(((sampler_logp - old_logp).abs() * action_mask).sum() / action_mask.sum().clamp(min=1))
         kl_tokens = kl_estimate(old_logp, ref_logp, self.kl_cfg.estimator) * action_mask
         score = self._normalize(raw)
         beta = self.kl.value
@@ -230,6 +233,7 @@ class RolloutBatches:
             "rollout": self.index, "beta": beta, "proxy": float(raw.mean()), "gold": float(gold.mean()),
             "kl": float(kl_seq.mean()), "entropy": mean_entropy, "length": float(lengths.float().mean()),
             "gen_tokens_per_s": generated / max(gen_seconds, 1e-9), "gen_seconds": gen_seconds,
+            "sampler_logp_gap": sampler_gap if (self.rollout.sampling.temperature or 1.0) == 1.0 else float("nan"),
             **extra, **{f"component/{k}": float(v.mean()) for k, v in components.items()},
         }
         self.stats = {k: v for k, v in stats.items() if k in ROLLOUT_METRICS}
