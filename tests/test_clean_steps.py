@@ -257,3 +257,26 @@ def test_truth_scoring_by_hand():
     assert scored["by_true_reason"]["spam"]["dropped_share"] == round(2 / 3, 4)
     assert scored["reached"]["near_dedup"]["ok"] == {"reached": 2, "dropped": 0, "dropped_share": 0.0}
     assert scored["without_truth"] == 1
+
+
+def test_quality_classifier_learns_the_labels_and_scores_as_a_step(tmp_path):
+    from chatforge.clean.quality import load, quality_checks, save, train
+
+    good = [PROSE, PROSE.replace("river", "canal"), PROSE.replace("mill", "bakery"), PROSE.replace("town", "village")]
+    bad = ["BUY cheap watches NOW!!! best price click here", "cheap cheap cheap free casino bonus click now",
+           "click here for free pills best deals online", "WINNER claim your free prize now click"]
+    model = train(good, bad, epochs=40)
+    assert all(s > 0.5 for s in model.score(good)) and all(s < 0.5 for s in model.score(bad))
+    save(model, tmp_path / "q.pt")
+    assert load(tmp_path / "q.pt").score(["free casino bonus click here now"]) == model.score(["free casino bonus click here now"])
+    checks = quality_checks(str(tmp_path / "q.pt"), min_score=0.5)
+    spam = doc("Click here: cheap pills, free bonus, best price, buy now!")
+    assert first_reason(checks, spam) == "low_quality" and spam.metadata["labels"]["quality"] < 0.5
+    assert first_reason(checks, doc(PROSE.replace("children", "families"))) is None
+
+
+def test_quality_classifier_needs_both_classes():
+    from chatforge.clean.quality import train
+
+    with pytest.raises(ValueError, match="both classes"):
+        train([PROSE], [])

@@ -13,9 +13,5 @@ for side in clean raw; do
   chatforge eval-lm model=runs/clean_vs_raw/pretrain_$side/final \
     "data=[{path: runs/world/pretrain/general_valid.jsonl}]" out=runs/clean_vs_raw/heldout_$side.json
 done
-python - <<'PY'
-import json
-for side in ("clean", "raw"):
-    r = json.load(open(f"runs/clean_vs_raw/heldout_{side}.json"))
-    print(side, json.dumps(r))
-PY
+python examples/clean/clean_vs_raw/compare.py runs/clean_vs_raw/pretrain_clean/final \
+  runs/clean_vs_raw/pretrain_raw/final runs/world/pretrain/general_valid.jsonl

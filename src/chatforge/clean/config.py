@@ -115,6 +115,12 @@ class PerplexityConfig(StrictModel):
         return self
 
 
+class QualityConfig(StrictModel):
+    model: str | None = Field(None, description="classifier from `python -m chatforge.clean.quality RUN OUT` (unset: off)")
+    mode: Mode = Field("label", description=MODE_HELP)
+    min_score: float = Field(0.5, ge=0.0, le=1.0, description="P(kept) under which a document fails (reason low_quality)")
+
+
 class SensitiveConfig(StrictModel):
     enabled: bool = True
     mode: Mode = Field("drop", description=MODE_HELP)
@@ -183,6 +189,7 @@ class Config(StrictModel):
     doc_filters: DocFilterConfig = Field(default_factory=DocFilterConfig)
     line_filters: LineFilterConfig = Field(default_factory=LineFilterConfig)
     perplexity: PerplexityConfig = Field(default_factory=PerplexityConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     sensitive: SensitiveConfig = Field(default_factory=SensitiveConfig)
     decontam: DecontamConfig = Field(default_factory=DecontamConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)

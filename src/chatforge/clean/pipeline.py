@@ -2,8 +2,8 @@
 
 Phase 1, per shard, on datatrove's executor (N local worker processes, or Slurm): read → language
 ID → URL rules → main-content extraction → document filters → line filters → perplexity scores →
-sensitive content → decontamination → `work/kept/<shard>.jsonl`. datatrove's completion markers
-(`work/logs/completions/`) make a rerun skip finished shards.
+quality classifier → sensitive content → decontamination → `work/kept/<shard>.jsonl`. datatrove's
+completion markers (`work/logs/completions/`) make a rerun skip finished shards.
 
 Phase 2, once over the whole corpus in input order (it needs every document): exact and near
 dedup, the perplexity percentile band, label selection, rebalancing, the length-bucket label, then
@@ -25,6 +25,7 @@ from chatforge.clean.decontam import decontam_checks
 from chatforge.clean.judge import Judge
 from chatforge.clean.ledger import Ledger, doc_record, json_line
 from chatforge.clean.perplexity import perplexity_checks
+from chatforge.clean.quality import quality_checks
 from chatforge.clean.readers import Reader
 from chatforge.clean.steps import (
     doc_filter_checks,
@@ -36,7 +37,8 @@ from chatforge.clean.steps import (
 )
 
 # The step names in order; the report lists them so.
-PHASE1_STEPS = ("read", "langid", "url", "extract", "doc_filters", "line_filters", "perplexity", "sensitive", "decontam")
+PHASE1_STEPS = ("read", "langid", "url", "extract", "doc_filters", "line_filters", "perplexity", "quality", "sensitive",
+                "decontam")
 PHASE2_STEPS = ("exact_dedup", "near_dedup", "perplexity_band", "select", "rebalance")
 
 
@@ -75,6 +77,7 @@ def phase1_steps(cfg: Config, root: Path) -> list[PipelineStep]:
         ("doc_filters", cfg.doc_filters.enabled, lambda: doc_filter_checks(cfg.doc_filters), cfg.doc_filters.mode),
         ("line_filters", cfg.line_filters.enabled, lambda: line_filter_checks(cfg.line_filters), cfg.line_filters.mode),
         ("perplexity", cfg.perplexity.enabled, lambda: perplexity_checks(cfg.perplexity), "drop"),
+        ("quality", bool(cfg.quality.model), lambda: quality_checks(cfg.quality.model, cfg.quality.min_score), cfg.quality.mode),
         ("sensitive", cfg.sensitive.enabled, lambda: sensitive_checks(cfg.sensitive), cfg.sensitive.mode),
         ("decontam", cfg.decontam.enabled, lambda: decontam_checks(cfg.decontam), cfg.decontam.mode),
     ]
