@@ -179,9 +179,11 @@ def run_engine(base, batches, timed, device, train, optim, schedule, fpt) -> tup
 
 
 # ---- (b) the bare loop ----------------------------------------------------------------------------
-def run_bare(base, batches, timed, device, lrs, optim, bf16) -> tuple[list[float], list[float]]:
-    """Seconds of each timed step, and the loss of every step."""
+def run_bare(base, batches, timed, device, lrs, optim, bf16, compile=False) -> tuple[list[float], list[float]]:
+    """Seconds of each timed step, and the loss of every step (`compile`: as the engine's train.compile)."""
     model = copy.deepcopy(base).to(device)
+    if compile:
+        model.compile()
     model.train()
     optimizer = torch.optim.AdamW(
         parameter_groups(model, optim.weight_decay), lr=optim.lr, betas=(optim.beta1, optim.beta2), eps=optim.eps,
@@ -196,8 +198,12 @@ def run_bare(base, batches, timed, device, lrs, optim, bf16) -> tuple[list[float
             group["lr"] = lrs[step]
         input_ids = batches[step]["input_ids"].to(device, non_blocking=True)
         labels = batches[step]["labels"].to(device, non_blocking=True)
+        # packed rows (bench/gpu_mfu.py) carry restarting position ids; use_cache=False so that
+        # transformers builds the block-diagonal mask from them, as the engine's forward does
+        packed = {"position_ids": batches[step]["position_ids"].to(device, non_blocking=True), "use_cache": False} \
+            if "position_ids" in batches[step] else {}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = model(input_ids=input_ids).logits
+            logits = model(input_ids=input_ids, **packed).logits
             loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
