@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,7 @@ def resolve(recipe: Recipe, path: str | Path, root: Path) -> list[Step]:
     steps: dict[str, Step] = {}
     for index, (name, entry) in enumerate(recipe.stages.items()):
         where = f"{path}: stage {name!r}"
-        if name == CARD or name == "recipe" or "." in name or "/" in name:
+        if name in (CARD, "recipe", "env") or "." in name or "/" in name:
             raise ConfigError(f"{where}: {name!r} cannot name a stage (reserved, or has '.' or '/')")
         kind = entry.stage or name
         if kind not in STAGES or kind in NOT_RECIPE_STAGES:
@@ -141,7 +142,7 @@ def _upstream(config: Any, overrides: Any) -> list[str]:
     names: list[str] = []
     for ref in references_in(config) + references_in(overrides):
         stage = ref.split(".", 1)[0]
-        if stage != "recipe" and stage not in names:
+        if stage not in ("recipe", "env") and stage not in names:
             names.append(stage)
     return names
 
@@ -162,6 +163,11 @@ def _lookup(done: dict[str, Step], later: list[str], root: Path, current: str):
             if keys == ["dir"]:
                 return str(root)
             raise ConfigError(f"reference ${{{ref}}}: the recipe has only ${{recipe.dir}}")
+        if stage == "env":  # ${env.NAME}: a setting the user gives per machine (a local model directory)
+            value = os.environ.get(".".join(keys))
+            if not value:
+                raise ConfigError(f"reference ${{{ref}}}: environment variable {'.'.join(keys)} is not set")
+            return value
         if stage == current:
             raise ConfigError(f"reference ${{{ref}}}: a stage cannot refer to itself")
         if stage not in done:

@@ -8,6 +8,8 @@ A recipe names an earlier stage's outputs instead of spelling out paths:
     ${pretrain.config.data.seq_len}   a value of an earlier stage's resolved config (keeps its type
                                       when it is the whole string)
     ${recipe.dir}                the recipe directory itself
+    ${env.NAME}                  the environment variable NAME (an error when unset), for what
+                                 differs per machine, such as a local model directory
 
 Everything here is pure: the runner supplies what each name resolves to.
 """

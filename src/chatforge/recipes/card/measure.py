@@ -107,7 +107,12 @@ def _knowledge(cfg: CardConfig, ctx) -> dict:
     result = multiple_choice.run(ctx, task)
     n = result["details"]["total"]
     p = result["metrics"]["accuracy"]
-    return {"knowledge accuracy": _figure(p, proportion_sem(p, n), n)}
+    out = {"knowledge accuracy": _figure(p, proportion_sem(p, n), n)}
+    subjects = result["details"]["per_subject"]
+    if len(subjects) > 1:  # e.g. world A and world B: forgetting shows on one, learning on the other
+        for subject, row in subjects.items():
+            out[f"knowledge accuracy / {subject}"] = _figure(row["accuracy"], proportion_sem(row["accuracy"], row["total"]), row["total"])
+    return out
 
 
 def _instructions(cfg: CardConfig, ctx, rejects: RejectLog) -> dict:
