@@ -186,3 +186,24 @@ def test_rollout_rows_must_fill_whole_steps(tmp_path, world, base_dir):
     cfg = _config(grpo, world, base_dir, tmp_path / "bad", **{"train.micro_batch_size": 3})
     with pytest.raises(ConfigError, match="does not split into optimizer steps"):
         grpo.run(cfg)
+
+
+def test_online_dpo_rounds_pairs_and_probes(tmp_path, world, base_dir):
+    """Each round's pairs are the best and worst sample of a prompt by the proxy (chosen score above
+    rejected by at least min_margin); the DPO metrics and the dynamics probes are written."""
+    from chatforge.stages import online_dpo
+
+    out = tmp_path / "odpo"
+    cfg = _config(online_dpo, world, base_dir, out, **{
+        "train.max_steps": 4, "prompts.test": None, "min_margin": 0.2,
+        "dynamics": {"probes": str(world / "probes/probes.jsonl"), "max_probes": 2, "every": 2, "greedy_max_new_tokens": 4},
+    })
+    summary = online_dpo.run(cfg)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in rows if "loss" in r]
+    assert len(steps) == 4
+    for r in steps:
+        assert r["pairs/chosen_score"] - r["pairs/rejected_score"] >= 0.2 - 1e-6
+        assert "rewards/margin" in r
+    assert summary["rollouts"] == 2 and summary["dynamics"]["steps"] == [0, 2, 4]
+    assert (out / "dynamics.jsonl").is_file()

@@ -96,7 +96,7 @@ def finish_summary(ctx, batches, evaluate, trained, title: str) -> dict:
     from chatforge.rl.evaluate import paired_gain
 
     summary: dict = {
-        "final_train": trained.result.last_metrics, "rollouts": batches.index, "kl_coef": batches.kl.value,
+        "final_train": trained.result.last_metrics, "rollouts": batches.index, "kl_coef": batches.kl.value if batches.kl is not None else None,
         "warnings": batches.log.warnings,
     }
     if evaluate is not None and evaluate.history:
