@@ -160,6 +160,18 @@ def test_a_directory_the_runner_did_not_write_is_not_cleared(tmp_path):
         plan_of(write(tmp_path, two_worlds()), root)
 
 
+def test_a_second_run_in_the_same_directory_is_refused(tmp_path):
+    from chatforge.errors import ChatforgeError
+    from chatforge.recipes.runner import DirectoryLock
+
+    root = tmp_path / "out"
+    root.mkdir()
+    with DirectoryLock(root):  # as if another `chatforge run` were running there
+        with pytest.raises(ChatforgeError, match=r"another `chatforge run` \(pid \d+\) is running in"):
+            run_recipe(write(tmp_path, two_worlds()), out=str(root), say=lambda *_: None)
+    assert not (root / "a").exists()
+
+
 def test_only_needs_its_inputs_finished(tmp_path):
     with pytest.raises(ConfigError, match=r"--only b: stage 'a' before it has not finished"):
         plan_of(write(tmp_path, two_worlds()), tmp_path / "out", only="b")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import shutil
 import sys
 import threading
@@ -19,6 +20,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from chatforge.errors import ChatforgeError
 from chatforge.recipes.hashing import FileHasher, fingerprint
 from chatforge.recipes.plan import (
     CARD,
@@ -54,12 +56,14 @@ def run_recipe(path: str | Path, out: str | None = None, first: str | None = Non
     if dry_run:
         return RecipeResult(root, steps, None, chat)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "recipe.yaml").write_text(Path(path).read_text(encoding="utf-8"), encoding="utf-8")
-    todo = [s for s in steps if s.action in ("run", "rerun", "resume")]
-    started = time.perf_counter()
-    for number, step in enumerate(todo, 1):
-        run_step(step, steps, hasher, f"[{number}/{len(todo)}]", say)
-    hasher.save()
+    with DirectoryLock(root):
+        (root / "recipe.yaml").write_text(Path(path).read_text(encoding="utf-8"), encoding="utf-8")
+        decide(steps, root, hasher, first, only)  # again under the lock: another run may have finished a stage
+        todo = [s for s in steps if s.action in ("run", "rerun", "resume")]
+        started = time.perf_counter()
+        for number, step in enumerate(todo, 1):
+            run_step(step, steps, hasher, f"[{number}/{len(todo)}]", say)
+        hasher.save()
     say(f"recipe {name}: {len(todo)} of {len(steps)} steps ran in {_duration(time.perf_counter() - started)}")
     report_path = None
     if report:
@@ -71,6 +75,17 @@ def run_recipe(path: str | Path, out: str | None = None, first: str | None = Non
         say(f"chat with the final model: chatforge serve {chat}   (then open http://127.0.0.1:8000/ in a browser)")
         say(f"  or in the terminal:       chatforge chat model={chat}")
     return RecipeResult(root, steps, report_path, chat)
+
+
+def report_only(path: str | Path, out: str | None = None, say=print) -> Path:
+    """Write the report card of the recipe directory as it is (stages not run yet show as such)."""
+    from chatforge.recipes.card.report import write_report
+
+    recipe, _ = load_recipe(path)
+    root = recipe_dir(recipe, path, out)
+    report_path = write_report(root, Path(path), recipe, resolve(recipe, path, root))
+    say(f"report card: {report_path} (and {report_path.with_suffix('.md')})")
+    return report_path
 
 
 def chat_model(recipe, steps: list[Step]) -> str | None:
@@ -132,6 +147,36 @@ def _duration(seconds: float) -> str:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes}m{secs:02d}s"
+
+
+class DirectoryLock:
+    """One `chatforge run` per recipe directory: two would write the same checkpoints and markers."""
+
+    def __init__(self, root: Path):
+        self.path = root / ".chatforge-run.lock"
+
+    def __enter__(self) -> DirectoryLock:
+        import fcntl
+
+        self.file = self.path.open("a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "?"
+            self.file.close()
+            raise ChatforgeError(f"another `chatforge run` (pid {holder}) is running in {self.path.parent}; wait for it or stop it") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        fcntl.flock(self.file, fcntl.LOCK_UN)
+        self.file.close()
 
 
 class PeakMemory:

@@ -5,6 +5,7 @@
     chatforge run recipes/demo.yaml --from dpo      # rerun dpo and every stage after it
     chatforge run recipes/demo.yaml --only card     # rerun one stage (earlier ones must be finished)
     chatforge run recipes/smoke.yaml --out /tmp/smoke
+    chatforge run recipes/demo.yaml --report-only   # the report card of what has run so far
 
 A finished stage whose resolved config, input files and input stages are unchanged is skipped; an
 interrupted one (Ctrl-C, SIGKILL) resumes from its checkpoints. Every stage's config is validated,
@@ -24,6 +25,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--only", metavar="STAGE", help="rerun only STAGE (the stages it reads must be finished)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     p.add_argument("--no-report", action="store_true", help="do not write report.html / report.md")
+    p.add_argument("--report-only", action="store_true",
+                   help="run nothing: write report.html / report.md from what the recipe directory holds now")
     return p
 
 
@@ -37,5 +40,10 @@ def main(argv: list[str]) -> int:
         return int(exc.code or 0)
     if args.first and args.only:
         raise ConfigError("give --from or --only, not both")
+    if args.report_only:
+        from chatforge.recipes.runner import report_only
+
+        report_only(args.recipe, out=args.out)
+        return 0
     run_recipe(args.recipe, out=args.out, first=args.first, only=args.only, dry_run=args.dry_run, report=not args.no_report)
     return 0
