@@ -27,6 +27,7 @@ from chatforge.config.base import StrictModel
 from chatforge.data.lm_data import DataConfig, LanguageModelling, prepare_lm_data
 from chatforge.data.packing import check_isolation
 from chatforge.engine.config import OptimConfig, TrainConfig
+from chatforge.engine.ewc import EWCConfig, with_ewc
 from chatforge.engine.loop import Engine
 from chatforge.engine.schedules import ScheduleConfig, phases
 from chatforge.errors import ChatforgeError, ConfigError
@@ -65,6 +66,9 @@ class Config(StrictModel):
     domains_before: bool = Field(True, description="also score the domains before training (needed for deltas)")
     new_rows: NewRowsConfig | None = Field(
         None, description="train only the embedding rows `chatforge tokenizer extend` added (old rows bit-identical)"
+    )
+    ewc: EWCConfig | None = Field(
+        None, description="elastic weight consolidation: a Fisher-weighted pull towards the starting weights (docs/science.md)"
     )
 
     @model_validator(mode="after")
@@ -140,8 +144,9 @@ class PretrainStage(TrainingStage):
         if cfg.data.packing == "isolated":
             check_isolation(model, len(tokenizer))
         stream = data.stream(cfg.train.micro_batch_size, ctx.rows_per_step, cfg.train.seed, ctx.info.rank, ctx.info.world_size)
+        objective = with_ewc(cfg.ewc, LanguageModelling(data.names), model, tokenizer, ctx, cfg.data.seq_len)
         return Plan(
-            model, LanguageModelling(data.names), stream, tokenizer,
+            model, objective, stream, tokenizer,
             evaluate=(lambda m: data.evaluate(m, cfg.train.micro_batch_size)) if data.has_val() else None,
             mode=None, flops_per_token=flops_per_token(model, cfg.data.seq_len),
             param_groups=self.frozen.param_groups if self.frozen else None,

@@ -20,6 +20,7 @@ from pydantic import Field
 from chatforge.config.base import StrictModel
 from chatforge.dynamics.config import DynamicsConfig
 from chatforge.engine.config import OptimConfig, TrainConfig
+from chatforge.engine.ewc import EWCConfig, with_ewc
 from chatforge.engine.schedules import ScheduleConfig
 from chatforge.errors import ConfigError
 from chatforge.evaluation.instructions import InstructionEval, exact_match, format_exact_match_table
@@ -91,6 +92,9 @@ class Config(StrictModel):
     )
     dynamics: DynamicsConfig | None = Field(
         None, description="learning-dynamics probes every N steps -> OUT/dynamics.jsonl (docs/dynamics.md)"
+    )
+    ewc: EWCConfig | None = Field(
+        None, description="elastic weight consolidation: a Fisher-weighted pull towards the base model's weights (docs/science.md)"
     )
 
 
@@ -209,8 +213,9 @@ class SFTStage(TrainingStage):
         )
         if cfg.data.pretrain_mix is not None:
             batches = _with_pretraining(cfg, batches, tokenizer, rejects, ctx.say)
+        objective = with_ewc(cfg.ewc, SFTObjective(), model, tokenizer, ctx, cfg.data.seq_len)
         return Plan(
-            model, SFTObjective(), batches, tokenizer, evaluate, export_tokenizer=_export_tokenizer(cfg, tokenizer),
+            model, objective, batches, tokenizer, evaluate, export_tokenizer=_export_tokenizer(cfg, tokenizer),
             summary={"train": stats, "val": val_stats or None},
         )
 
