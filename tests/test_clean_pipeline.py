@@ -134,8 +134,9 @@ def test_warc_and_a_truncated_warc(tmp_path):
     (tmp_path / "b.warc.gz").write_bytes(cut[: len(cut) - 200])  # the second record breaks off
     run(base_config(tmp_path, [{"path": str(tmp_path / "a.warc.gz")}, {"path": str(tmp_path / "b.warc.gz")}]))
     out = tmp_path / "run"
-    urls = [json.loads(line)["url"] for line in next((out / "data").glob("*.jsonl")).read_text().splitlines()]
-    assert urls == ["https://ok.org/0", "https://ok.org/1", "https://ok.org/c0"]
+    kept = [json.loads(line) for line in next((out / "data").glob("*.jsonl")).read_text().splitlines()]
+    assert [r["url"] for r in kept] == ["https://ok.org/0", "https://ok.org/1", "https://ok.org/c0"]
+    assert all(r["labels"]["timestamp"].startswith("20") for r in kept)  # WARC-Date
     truncated = [r for r in dropped(out) if r["reason"] == "truncated_warc"]
     assert len(truncated) == 1 and "record 2" in truncated[0]["detail"] and "Bees collect" in truncated[0]["text"]
     assert gzip.decompress(whole)  # the fixture itself is a valid archive

@@ -32,7 +32,7 @@ def main() -> None:
     parser.add_argument("a")
     parser.add_argument("b")
     parser.add_argument("heldout")
-    parser.add_argument("--max-len", type=int, default=256)
+    parser.add_argument("--max-len", type=int, default=128)
     args = parser.parse_args()
     texts = [json.loads(line)["text"] for line in open(args.heldout, encoding="utf-8") if line.strip()]
     a, b = per_document(args.a, texts, args.max_len), per_document(args.b, texts, args.max_len)
