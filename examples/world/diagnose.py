@@ -84,9 +84,14 @@ def exposure(world: Path, tok) -> dict[str, str]:
         "lines naming person and value, per fact (first 30 people)":
             f"mean {statistics.mean(counts):.1f}, min {min(counts)}",
         "distinct line shapes per fact": f"mean {statistics.mean(len(s) for s in shapes.values()):.1f}",
-        "short-answer QA lines ('Answer: value') in pretraining": str(
-            sum(d["text"].count("\nAnswer: ") for d in fact_docs)),
+        "short-answer QA pairs ('question / Answer: value', train people only)": str(
+            sum(d["text"].count("\nAnswer: ") for d in _qa_docs(world))),
     }
+
+
+def _qa_docs(world: Path) -> list[dict]:
+    path = world / "pretrain/world_a_qa.jsonl"  # format 2 worlds only
+    return read_jsonl(path) if path.exists() else []
 
 
 def lengths(world: Path, tok) -> dict[str, str]:

@@ -30,6 +30,20 @@ def accuracy_line(name: str, correct: list[bool]) -> str:
     return f"| {name} | {n} | {p:.3f} ± {math.sqrt(p * (1 - p) / n):.3f} |"
 
 
+def load(model_dir: str, tokenizer, preset: str | None):
+    if preset is None:
+        return AutoModelForCausalLM.from_pretrained(model_dir)
+    from safetensors.torch import load_file
+
+    from chatforge.models.presets import hf_config
+
+    ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+           "eos_token_id": tokenizer.eos_token_id}
+    model = AutoModelForCausalLM.from_config(hf_config(preset, len(tokenizer), ids, {}))
+    model.load_state_dict(load_file(str(Path(model_dir) / "model.safetensors")), strict=False)
+    return model
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("model")
@@ -37,6 +51,8 @@ def main() -> None:
     parser.add_argument("--world-id", default="a")
     parser.add_argument("--shots", type=int, default=3)
     parser.add_argument("--letters", action="store_true", help="also score by letter logits")
+    parser.add_argument("--tokenizer", help="for a training checkpoint dir (model.safetensors, no config.json)")
+    parser.add_argument("--preset", help="the checkpoint's preset, with --tokenizer")
     args = parser.parse_args()
     world = Path(args.world)
     people = [json.loads(line) for line in (world / f"facts/world_{args.world_id}_people.jsonl").open()]
@@ -45,8 +61,8 @@ def main() -> None:
     subject = f"world_{args.world_id}"
     questions = read_mc_csv(world / f"ceval/test/{subject}_test.csv")
     dev = read_mc_csv(world / f"ceval/dev/{subject}_dev.csv")
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
+    model = load(args.model, tokenizer, args.preset)
     torch.manual_seed(0)
     methods = {"option": score_by_option_likelihood}
     if args.letters:
