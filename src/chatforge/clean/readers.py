@@ -158,7 +158,7 @@ def _looks_like_html(text: str) -> bool:
 def to_document(raw: Any, fmt: str, cfg: InputConfig, source: str, where: str, order: int) -> Document:
     """One raw record as a Document, or `Malformed` with the reason."""
     if fmt == "jsonl":
-        text_line = _decode(raw, where)
+        text_line = _decode(raw, where).lstrip("\ufeff")  # a byte-order mark before the first record
         if not text_line.strip():
             raise Malformed("empty", text_line, "blank line")
         try:
