@@ -73,7 +73,7 @@ def run_recipe(path: str | Path, out: str | None = None, first: str | None = Non
         say(f"report card: {report_path} (and {report_path.with_suffix('.md')})")
     if chat:
         say(f"chat with the final model: chatforge serve {chat}   (then open http://127.0.0.1:8000/ in a browser)")
-        say(f"  or in the terminal:       chatforge chat model={chat}")
+        say(f"  or in the terminal:       chatforge chat {chat}")
     return RecipeResult(root, steps, report_path, chat)
 
 

@@ -138,6 +138,13 @@ def headline(step: Step, summary: dict) -> list[tuple[str, str]]:
     add("val loss", summary.get("val_loss"))
     add("parameters", summary.get("parameters"), "{:,}")
     add("tokens seen", summary.get("train_tokens_seen"), "{:,}")
+    bon = summary.get("best_of_n")
+    if isinstance(bon, list) and bon:
+        out.append(("gold reward", f"N=1 {bon[0]['gold']:.3f} -> N={bon[-1]['n']} {bon[-1]['gold']:.3f}"))
+    iterations = [row for row in summary.get("iterations") or [] if "eval" in row]
+    if iterations:
+        first, last = iterations[0]["eval"]["test"]["all"], iterations[-1]["eval"]["test"]["all"]
+        out.append(("held-out pass@1", f"{first['pass@1']:.3f} -> {last['pass@1']:.3f}"))
     for key, label in (("eval", "held-out"), ("eval_before", "before training")):
         block = summary.get(key)
         if isinstance(block, dict):

@@ -90,7 +90,8 @@ def _card_note(card: dict) -> str:
     ref = f" KL is measured against `{card['reference']}`." if card.get("reference") else ""
     return ("Each cell is the mean over held-out items ± its standard error; a gain column is a model minus the model "
             "its stage started from, ± the two standard errors combined as if independent (conservative: the items are "
-            f"the same).{ref}")
+            "the same). In report.html a gain is green (better) or red (worse) only when it exceeds two standard errors; "
+            f"lower bits-per-byte is better.{ref}")
 
 
 def _decontam_md(dec: dict | None) -> str:
@@ -126,11 +127,13 @@ def _packages_line(pk: dict) -> str:
 # ------------------------------------------------------------------------------------------------ HTML
 
 CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1200px;padding:0 1rem;color:#1d2330}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1500px;padding:0 1rem;color:#1d2330}
+.scroll{overflow-x:auto}
 h1{margin-bottom:.2rem} h2{margin-top:2.2rem;border-bottom:1px solid #dde;padding-bottom:.2rem}
-table{border-collapse:collapse;margin:.6rem 0;font-size:.9rem} th,td{border:1px solid #ccd;padding:.3rem .55rem;text-align:right}
+table{border-collapse:collapse;margin:.6rem 0;font-size:.85rem} th,td{border:1px solid #ccd;padding:.25rem .45rem;text-align:right}
 th{background:#f0f2f8} td:first-child,th:first-child{text-align:left} tr:nth-child(even) td{background:#fafbfd}
-td.gain-pos{color:#0a6b2e} td.gain-neg{color:#a4161a} .note{color:#556;font-size:.88rem;max-width:60rem}
+td{white-space:nowrap} td.gain-pos{color:#0a6b2e;font-weight:600} td.gain-neg{color:#a4161a;font-weight:600} td.gain-noise{color:#8a90a0}
+#stages td:last-child,#stages th:last-child{text-align:left;white-space:normal} #stages td:nth-child(2),#stages th:nth-child(2){text-align:left} .note{color:#556;font-size:.88rem;max-width:60rem}
 .plots{display:flex;flex-wrap:wrap;gap:.6rem} .plots img{max-width:380px;border:1px solid #dde}
 pre{background:#f6f7fb;padding:.8rem;overflow-x:auto;font-size:.8rem} code{font-size:.85rem}
 .badge{display:inline-block;padding:.05rem .4rem;border-radius:.3rem;background:#eef;font-size:.8rem}
@@ -138,23 +141,31 @@ pre{background:#f6f7fb;padding:.8rem;overflow-x:auto;font-size:.8rem} code{font-
 """
 
 
-def _cell_class(text: str, gain: bool) -> str:
-    """Green for a gain above zero, red below, nothing for zero, a missing cell or a non-gain column."""
-    if not gain or text == "-":
+def _cell_class(text: str, measure: str) -> str:
+    """A gain cell's colour: green when the change is an improvement by more than two standard errors,
+    red when it is a loss by more than two, grey otherwise. Lower is better for bits-per-byte; KL has
+    no better direction, so it stays uncoloured."""
+    parts = text.replace("±", " ").split()
+    if text == "-" or measure.startswith("KL"):
         return ""
-    value = float(text.split()[0])
-    return ' class="gain-pos"' if value > 0 else ' class="gain-neg"' if value < 0 else ""
+    value = float(parts[0])
+    sem = float(parts[1]) if len(parts) > 1 else float("nan")
+    if not sem > 0 or abs(value) <= 2 * sem:
+        return ' class="gain-noise"'
+    better = value < 0 if measure.startswith("bits-per-byte") else value > 0
+    return ' class="gain-pos"' if better else ' class="gain-neg"'
 
 
 def _html_table(header: list[str], rows: list[list[str]], table_id: str | None = None, gains_from: int | None = None) -> str:
     ident = f' id="{table_id}"' if table_id else ""
-    out = [f"<table{ident}><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+    out = [f"<div class=scroll><table{ident}><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>"]
     for row in rows:
         cells = "".join(
-            f"<td{_cell_class(c, gains_from is not None and i >= gains_from)}>{html.escape(str(c))}</td>" for i, c in enumerate(row)
+            f"<td{_cell_class(c, row[0]) if gains_from is not None and i >= gains_from else ''}>{html.escape(str(c))}</td>"
+            for i, c in enumerate(row)
         )
         out.append(f"<tr>{cells}</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "\n".join(out)
 
 
