@@ -1,4 +1,4 @@
-# Two entry points (see README): `make demo` runs the main job on the built-in default,
+# Two entry points (see README): `make demo` runs the main job (recipes/demo.yaml) on the built-in default,
 # `make test` runs the test suite. Both create .venv on first use, from requirements.lock.
 PY ?= python3
 VENV ?= .venv
@@ -26,7 +26,7 @@ $(BIN)/chatforge: pyproject.toml requirements.lock
 setup: $(BIN)/chatforge
 
 demo: setup
-	$(BIN)/chatforge demo
+	$(BIN)/chatforge run recipes/demo.yaml
 
 test: setup
 	$(BIN)/ruff check .
