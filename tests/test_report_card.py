@@ -144,3 +144,19 @@ def test_report_renders_in_chromium_with_its_table(tmp_path):
         png = browser.screenshot(Path(shots) / "report_card_test.png" if shots else tmp_path / "report.png")
     width, height = struct.unpack(">II", png.read_bytes()[16:24])
     assert width > 1000 and height >= 900  # the page, less a scrollbar
+
+
+def test_a_clean_stage_decontamination_summary_replaces_the_provisional_check(tmp_path):
+    from chatforge.recipes.card.collect import decontamination
+
+    clean = Step("clean", "clean", tmp_path / "clean", None, {}, [], [])
+    (clean.dir / "report").mkdir(parents=True)
+    summary = {"n": 8, "mode": "label", "documents_checked": 146,
+               "eval_sets": {"world/ceval": {"documents_contaminated": 3}, "world/test": {"documents_contaminated": 0}}}
+    (clean.dir / "report" / "decontamination.json").write_text(json.dumps(summary))
+    pointer = {"path": str(clean.dir / "report" / "decontamination.json"), "documents_contaminated": 3}
+    (clean.dir / "report" / "summary.json").write_text(json.dumps({"decontamination": pointer}))
+    found = decontamination([clean], None)
+    assert found["provisional"] is False and found["unit"] == "training documents"
+    assert found["sets"]["world/ceval"] == {"items": 146, "overlapping": 3, "share": pytest.approx(3 / 146)}
+    assert "| world/ceval | 146 | 3 | 2.1% |" in to_markdown({**report_data(tmp_path), "decontamination": found})

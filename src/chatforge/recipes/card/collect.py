@@ -196,8 +196,10 @@ def decontamination(steps: list[Step], card_step: Step | None) -> dict | None:
     """A cleaning stage's own decontamination summary when the recipe has one, else the provisional check."""
     for step in steps:
         summary = _read_json(step.dir / "report" / "summary.json") or {}
-        if step.kind == "clean" and "decontamination" in summary:
-            return {"source": step.name, "provisional": False, **summary["decontamination"]}
+        if step.kind == "clean" and isinstance(summary.get("decontamination"), dict):
+            found = from_clean(step, summary["decontamination"])
+            if found is not None:
+                return found
     if card_step is None:
         return None
     card = card_step.config
@@ -208,6 +210,24 @@ def decontamination(steps: list[Step], card_step: Step | None) -> dict | None:
     if not eval_sets or not train_files:
         return None
     return {"source": "card", "provisional": True, **ngram_overlap(train_files, eval_sets)}
+
+
+def from_clean(step: Step, pointer: dict) -> dict | None:
+    """`chatforge clean`'s decontamination summary (its report/decontamination.json): per eval set, the
+    training documents that share an n-gram with it, out of all documents checked."""
+    path = Path(pointer.get("path") or step.dir / "report" / "decontamination.json")
+    data = _read_json(path if path.is_absolute() or path.exists() else step.dir / path)
+    if not data:
+        return None
+    checked = data.get("documents_checked", 0)
+    sets = {
+        name: {"items": checked, "overlapping": entry.get("documents_contaminated", 0),
+               "share": entry.get("documents_contaminated", 0) / checked if checked else 0.0}
+        for name, entry in (data.get("eval_sets") or {}).items()
+    }
+    return {"source": step.name, "provisional": False, "unit": "training documents",
+            "method": f"word {data.get('n')}-gram overlap by `chatforge clean` ({step.name}, mode {data.get('mode')})",
+            "train_files": [str(step.dir)], "sets": sets}
 
 
 def training_files(steps: list[Step]) -> list[Path]:

@@ -100,7 +100,13 @@ def _decontam_md(dec: dict | None) -> str:
     head = ("Provisional: " if dec.get("provisional") else "") + f"{dec.get('method', '')}; training files: " + \
         ", ".join(f"`{f}`" for f in dec.get("train_files", []))
     rows = [[name, str(s["items"]), str(s["overlapping"]), f"{s['share']:.1%}"] for name, s in dec.get("sets", {}).items()]
-    return head + "\n\n" + _md_table(["eval set", "items", "overlapping", "share"], rows)
+    return head + "\n\n" + _md_table(_decontam_header(dec), rows)
+
+
+def _decontam_header(dec: dict) -> list[str]:
+    """The provisional check counts eval items; `chatforge clean` counts training documents."""
+    unit = dec.get("unit", "eval items")
+    return ["eval set", f"{unit} checked", f"{unit} overlapping", "share"]
 
 
 def _provenance_md(p: dict) -> str:
@@ -205,7 +211,7 @@ def to_html(data: dict) -> str:
         parts.append(f"<p class=note>{kind}{e(dec.get('method', ''))}; training files: "
                      + ", ".join(f"<code>{e(f)}</code>" for f in dec.get("train_files", [])) + "</p>")
         rows = [[n, str(s["items"]), str(s["overlapping"]), f"{s['share']:.1%}"] for n, s in dec.get("sets", {}).items()]
-        parts.append(_html_table(["eval set", "items", "overlapping", "share"], rows, "decontamination"))
+        parts.append(_html_table(_decontam_header(dec), rows, "decontamination"))
     else:
         parts.append("<p class=note>No training data or eval sets to compare.</p>")
     p = data["provenance"]
