@@ -34,3 +34,30 @@ def test_best_of_n_with_gold_as_proxy_draws_the_gold_line_once():
     other = [r | {"proxy": r["proxy"] + 1} for r in rows]
     assert [label for label, _, _ in best_of_n_lines(other, "reward_model", "gold")] == [
         "gold reward (gold)", "proxy reward (reward_model)", "accuracy"]
+
+
+def test_eval_suite_shows_a_progress_bar_on_a_terminal(tmp_path, tiny_tokenizer, monkeypatch):
+    """`chatforge eval`: one tick per (model, task) on stderr when it is a terminal; no bar otherwise."""
+    import io
+    import json
+    import sys
+
+    from chatforge.evaluation.suite import SuiteConfig, run_suite
+    from tiny_models import make_tiny_model
+
+    model_dir = tmp_path / "model"
+    make_tiny_model(vocab_size=384).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    (tmp_path / "text.jsonl").write_text("".join(json.dumps({"text": f"The cat sat on mat {i}."}) + "\n" for i in range(3)))
+    task = {"kind": "lm", "data": [{"path": str(tmp_path / "text.jsonl")}]}
+    cfg = SuiteConfig(models=[str(model_dir)], out=str(tmp_path / "e.json"), plot=False, tasks=[task, task | {"name": "again"}])
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, ticks in ((Terminal(), "2/2"), (io.StringIO(), None)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        run_suite(cfg, progress=lambda line: None)
+        shown = stream.getvalue()
+        assert (ticks in shown and "] again" in shown) if ticks else "eval [" not in shown, shown[-300:]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -83,6 +84,7 @@ class SuiteConfig(StrictModel):
 def run_suite(cfg: SuiteConfig, progress=print) -> dict:
     """Run every task on every model; write eval.json (and the plot); return the results."""
     import torch
+    from tqdm import tqdm
 
     from chatforge.engine.distributed import init
 
@@ -91,7 +93,10 @@ def run_suite(cfg: SuiteConfig, progress=print) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     labels, names = cfg.model_labels(), cfg.task_names()
     results: dict[str, dict] = {}
-    with RejectLog(out.with_suffix(".rejected.jsonl")) as rejects:
+    # one tick per (model, task); on a terminal only, so logs and captured output stay clean
+    bar = tqdm(total=len(cfg.models) * len(cfg.tasks), desc="eval", unit="task", file=sys.stderr,
+               disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
+    with bar, RejectLog(out.with_suffix(".rejected.jsonl")) as rejects:
         for path, label in zip(cfg.models, labels):
             if not Path(path).is_dir():
                 raise ConfigError(f"models: model directory not found: {path}")
@@ -99,9 +104,11 @@ def run_suite(cfg: SuiteConfig, progress=print) -> dict:
             results[label] = {}
             for name, task in zip(names, cfg.tasks):
                 torch.manual_seed(cfg.seed)
+                bar.set_description(f"eval [{label}] {name}")
                 start = time.perf_counter()
                 outcome = TASKS[task.kind][1](ctx, task)
                 outcome["seconds"] = round(time.perf_counter() - start, 2)
+                bar.update(1)
                 results[label][name] = outcome
                 shown = ", ".join(f"{k}={v:.4g}" for k, v in list(outcome["metrics"].items())[:4])
                 progress(f"[{label}] {name}: {shown} ({outcome['seconds']:.1f} s)")
