@@ -93,6 +93,15 @@ def test_env_references_read_the_environment(tmp_path, monkeypatch):
     assert resolve_file(path, tmp_path / "out")[1].cfg.model == "/models/m"
 
 
+def test_a_config_file_is_read_with_overrides_and_its_own_out_ignored(tmp_path):
+    stage_file = tmp_path / "sft.yaml"
+    stage_file.write_text("out: runs/elsewhere\nmodel: m\ntrain: {max_steps: 7, micro_batch_size: 2}\n")
+    path = write(tmp_path, {"stages": {"world": {"stage": "world write"},
+                                       "sft": {"config": str(stage_file), "overrides": {"train.max_steps": 9}}}})
+    sft = resolve_file(path, tmp_path / "out")[1].cfg
+    assert (sft.out, sft.model, sft.train.max_steps, sft.train.micro_batch_size) == (str(tmp_path / "out" / "sft"), "m", 9, 2)
+
+
 def test_a_reference_to_a_later_stage_or_an_unknown_stage_kind_is_named(tmp_path):
     path = write(tmp_path, {"stages": {"sft": {"config": {"model": "${world.dir}"}}, "world": {"stage": "world write"}}})
     with pytest.raises(ConfigError, match=r"stage 'world' runs later"):

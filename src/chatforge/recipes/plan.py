@@ -93,6 +93,8 @@ def resolve(recipe: Recipe, path: str | Path, root: Path) -> list[Step]:
         if not hasattr(module, "Config"):
             raise ConfigError(f"{where}: stage {kind!r} has no config to run from a recipe")
         data = _entry_data(entry.config, entry.overrides, where)
+        if isinstance(entry.config, str):
+            data.pop("out", None)  # a config file made for `chatforge <stage>` names its own run directory
         if "out" in data:
             raise ConfigError(f"{where}: remove `out`: the recipe sets it ({root / name})")
         lookup = _lookup(steps, names[index + 1 :], root, name)

@@ -14,7 +14,8 @@
     card: {...}                      # the report card's measurements (recipes/card/config.py)
 
 A stage's `out` is always the recipe's: `<out>/<stage name>` (or a file in it, for a stage whose
-output is one file such as `chatforge eval`'s eval.json); a recipe that sets it is an error.
+output is one file such as `chatforge eval`'s eval.json). A config file's own `out` is ignored; an
+inline config or an override that sets it is an error.
 """
 
 from __future__ import annotations
