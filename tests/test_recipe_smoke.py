@@ -16,10 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4
-STAGES = ("world", "tokenizer", "pretrain", "sft", "rm", "dpo", "bon", "rest", "eval", "card")
+RECIPE = yaml.safe_load((REPO / "recipes" / "smoke.yaml").read_text())
+STEPS = [*RECIPE["stages"], "card"]
 pytestmark = pytest.mark.slow
 
 
@@ -63,8 +65,8 @@ def measures(root: Path) -> dict:
 
 def test_smoke_runs_to_the_end_with_plan_progress_report_and_chat_command(runs):
     root, lines = runs["a"], runs["clean"].splitlines()
-    assert lines[0] == f"recipe smoke -> {root}/ (10 steps)"
-    for name in STAGES:
+    assert lines[0] == f"recipe smoke -> {root}/ ({len(STEPS)} steps)"
+    for name in STEPS:
         assert any(line.startswith("[") and f"] {name}: done in " in line for line in lines), name
         assert json.loads((root / name / "recipe_stage.json").read_text())["state"] == "done"
     assert f"report card: {root}/report.html (and {root}/report.md)" in lines
@@ -72,14 +74,14 @@ def test_smoke_runs_to_the_end_with_plan_progress_report_and_chat_command(runs):
     page = (root / "report.html").read_text()
     assert '<table id="card">' in page and "data:image/png;base64," in page
     card = measures(root)
-    assert set(card) == {"base", "sft", "dpo", "rest", "reward model"}
+    assert set(card) == {*RECIPE["card"]["models"], "reward model"}
     assert {"knowledge accuracy", "gold reward", "pass@1", "pass@2", "KL to sft"} <= set(card["dpo"])
 
 
 def test_sigkill_mid_stage_then_rerun_skips_finished_stages_and_matches(runs):
     root = runs["b"]
     assert runs["killed_marker"]["state"] == "running" and not runs["final_existed"]
-    plan = runs["rerun"].splitlines()[1:11]
+    plan = runs["rerun"].splitlines()[1 : 1 + len(STEPS)]
     assert "world write  skip    finished; config and inputs unchanged" in plan[0]
     assert "tokenizer    skip    finished; config and inputs unchanged" in plan[1]
     assert "pretrain     resume  interrupted: resumes from its checkpoints" in plan[2]
@@ -95,4 +97,4 @@ def test_sigkill_mid_stage_then_rerun_skips_finished_stages_and_matches(runs):
 
     # and a third start has nothing left to do
     again = finish(chatforge_run(root, "--dry-run"))
-    assert all(" skip " in line for line in again.splitlines()[1:11]), again
+    assert all(" skip " in line for line in again.splitlines()[1 : 1 + len(STEPS)]), again
