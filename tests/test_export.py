@@ -42,6 +42,9 @@ OUTSIDE = textwrap.dedent(
         seen[final] = {
             "prompt": prompt, "new": out[len(prompt):], "stops": stops if isinstance(stops, list) else [stops],
             "eos": tok.eos_token, "plain": tok("Tom lives in Paris.")["input_ids"], "bos_id": tok.bos_token_id,
+            "inputs": sorted(tok("Tom")), "generate_kwargs": model.generate(**tok.apply_chat_template(
+                [{"role": "user", "content": question}], add_generation_prompt=True, return_tensors="pt",
+                return_dict=True), max_new_tokens=2).shape[1] - len(prompt),
         }
     seen["chatforge_imported"] = any(m.split(".")[0] == "chatforge" for m in sys.modules)
     print(json.dumps(seen))
@@ -104,6 +107,8 @@ def test_generation_outside_chatforge_stops_at_the_end_of_the_turn(chain, seen):
     answer = tokenizer(ANSWER, add_special_tokens=False)["input_ids"]
     for stage in STAGES:
         assert seen[stage]["stops"] == [im_end, eos] and seen[stage]["eos"] == "<|im_end|>", stage
+        # generate(**apply_chat_template(..., return_dict=True)) works: no token_type_ids for a causal LM
+        assert seen[stage]["inputs"] == ["attention_mask", "input_ids"] and seen[stage]["generate_kwargs"] <= 2
     # The SFT model learnt the answer and closes it; generate stops right there (max_new_tokens is 40).
     # DPO (2 steps at lr 1e-6) kept that. The pretrained model never saw a chat: it only gets the stops.
     assert seen["sft"]["new"] == answer + [im_end]

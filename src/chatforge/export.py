@@ -126,6 +126,8 @@ def save_tokenizer_for_export(tokenizer, out_dir: Path, stops: list[int]) -> Non
     document_eos = tokenizer.eos_token
     end_of_turn = tokenizer.convert_ids_to_tokens(stops[0]) if stops else document_eos
     config["eos_token"] = end_of_turn
+    # 4.x's generic fast tokenizer also returns token_type_ids, which generate(**inputs) rejects for a causal LM
+    config.setdefault("model_input_names", ["input_ids", "attention_mask"])
     for key in ("is_local", "local_files_only"):  # how this copy was loaded, not a property of the tokenizer
         config.pop(key, None)
     if config.get("tokenizer_class") == _V5_ONLY_TOKENIZER_CLASS:
