@@ -44,13 +44,23 @@ def _weights(run_dir):
     return load_file(str(run_dir / "final" / "model.safetensors"))
 
 
-@pytest.mark.parametrize("stage,extra", [("ppo", {}), ("grpo", {"loss.loss_aggregation": "token"}), ("grpo", {"loss.advantage": "rloo"})])
+PTX = {"sources": [{"path": "WORLD/pretrain/world_a_train.jsonl"}], "coef": 0.5, "rows_per_step": 4, "seq_len": 16}
+
+
+@pytest.mark.parametrize("stage,extra", [
+    ("ppo", {}), ("ppo", {"ptx": PTX, "critic": "separate"}), ("grpo", {"loss.loss_aggregation": "token"}),
+    ("grpo", {"loss.advantage": "rloo"}),
+])
 def test_splitting_a_step_does_not_change_the_update(tmp_path, world, base_dir, stage, extra):
     """One optimizer step of 4 rows as 1 x 4, 2 x 2 and 4 x 1 micro-batches gives the same weights:
     the token losses are summed and divided by the step's global count of valid tokens."""
     import importlib
 
     module = importlib.import_module(f"chatforge.stages.{stage}")
+    if "ptx" in extra:
+        ptx = dict(extra["ptx"], cache_dir=str(tmp_path / "cache"))
+        ptx["sources"] = [{"path": ptx["sources"][0]["path"].replace("WORLD", str(world))}]
+        extra = {**extra, "ptx": ptx}
     results = []
     for micro, accum in ((4, 1), (2, 2), (1, 4)):
         out = tmp_path / f"{micro}x{accum}"
@@ -58,6 +68,11 @@ def test_splitting_a_step_does_not_change_the_update(tmp_path, world, base_dir, 
                                                        "train.grad_accum_steps": accum, "prompts.test": None, **extra})
         module.run(cfg)
         results.append(_weights(out))
+    if "ptx" in extra:  # the step's loss is the PPO token mean + γ × the pretraining windows' mean NLL
+        row = [json.loads(line) for line in (tmp_path / "4x1" / "metrics.jsonl").read_text().splitlines() if '"loss"' in line][0]
+        assert row["loss/ptx"] > 1.0
+        expected = row["loss/policy"] + 0.5 * row["loss/value"] + 0.5 * row["loss/ptx"]
+        assert row["loss"] == pytest.approx(expected, rel=1e-5)
     start = load_file(str(base_dir / "model.safetensors"))
     moved = max(float((results[0][k] - start[k]).abs().max()) for k in start)
     assert moved > 1e-5  # the step did something

@@ -55,7 +55,7 @@ class RewardConfig(StrictModel):
 class PtxConfig(StrictModel):
     sources: list[SourceConfig] = Field(description="pretraining text (the token caches of chatforge pretrain)")
     coef: float = Field(1.0, ge=0, description="γ: weight of the pretraining next-token loss against the RL loss")
-    rows_per_micro_batch: int = Field(1, ge=1, description="pretraining windows added to each micro-batch")
+    rows_per_step: int = Field(4, ge=1, description="pretraining windows per optimizer step (split evenly over its micro-batches)")
     seq_len: int = Field(128, ge=8, description="tokens per pretraining window")
     cache_dir: str = Field("runs/.cache/tokens", description="token caches, shared with chatforge pretrain")
 

@@ -333,7 +333,7 @@ class RolloutBatches:
             window = self.ptx_stream.next_batch()
             out["ptx_input_ids"], out["ptx_labels"] = window["input_ids"], window["labels"]
             step_tokens = float(self.buffer["action_mask"][torch.tensor(step_rows)].sum())
-            ptx_tokens = float(self.ptx.rows_per_micro_batch * self.ptx.seq_len * (len(step_rows) // self.micro_batch_size))
+            ptx_tokens = float(self.ptx.rows_per_step * self.ptx.seq_len)  # concat windows: every label counts
             # the engine divides every sum by the step's RL token count; this makes the ptx part γ × its own mean
             out["ptx_scale"] = torch.tensor(self.ptx.coef * step_tokens / max(ptx_tokens, 1.0))
         return out
