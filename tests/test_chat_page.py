@@ -4,7 +4,8 @@ Chromium: type a message, press Enter, see the reply stream in, ask again with t
     CHATFORGE_SCREENSHOTS=docs/img pytest tests/test_chat_page.py   # also writes docs/img/chat_page.png
 
 CHATFORGE_CHAT_MODEL=DIR serves that model directory instead of the random tiny one (for a screenshot
-with real answers); the assertions hold for any model.
+with real answers), CHATFORGE_CHAT_SYSTEM sets the page's system prompt and CHATFORGE_CHAT_PROMPTS
+("first|second") the two messages typed; the assertions hold for any model and messages.
 """
 
 from __future__ import annotations
@@ -70,19 +71,22 @@ true
 
 @pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed (apt-get install chromium)")
 def test_typing_a_message_streams_the_reply_in_chromium(served, tmp_path):
+    first_prompt, second_prompt = os.environ.get("CHATFORGE_CHAT_PROMPTS", "What is the capital of Ruritania?|And of Freedonia?").split("|")
+    system = os.environ.get("CHATFORGE_CHAT_SYSTEM", "")
     with Chromium(width=1100, height=700) as browser:
         browser.open(served + "/")
         assert browser.evaluate("document.getElementById('model-name').textContent") == "tiny-chat"
         # greedy and short, so the page's answer can be compared with the API's
         browser.evaluate("document.getElementById('temperature').value = '0'; document.getElementById('max-tokens').value = '24'; true")
+        browser.evaluate(f"document.getElementById('system').value = {json.dumps(system)}; true")
         browser.evaluate(WATCH)
         browser.evaluate("document.getElementById('prompt').focus(); true")
-        browser.type_text("What is the capital of Ruritania?")
+        browser.type_text(first_prompt)
         browser.press_enter()
         browser.wait_for("document.querySelector('.msg.assistant[data-done]') !== null")
         first = browser.evaluate("document.querySelector('.msg.assistant .text').textContent")
         seen = browser.evaluate("window.__seen")
-        user = [{"role": "user", "content": "What is the capital of Ruritania?"}]
+        user = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": first_prompt}]
         assert first == greedy_reply(served, user, 24)
         assert first, "the reply is empty"
         partial = {s for s in seen if s and s != first}
@@ -90,11 +94,11 @@ def test_typing_a_message_streams_the_reply_in_chromium(served, tmp_path):
         assert all(first.startswith(s) for s in partial)  # each piece a prefix of the final answer
 
         # multi-turn: the second request carries the first exchange
-        browser.type_text("And of Freedonia?")
+        browser.type_text(second_prompt)
         browser.press_enter()
         browser.wait_for("document.querySelectorAll('.msg.assistant[data-done]').length === 2")
         second = browser.evaluate("[...document.querySelectorAll('.msg.assistant .text')][1].textContent")
-        history = [*user, {"role": "assistant", "content": first}, {"role": "user", "content": "And of Freedonia?"}]
+        history = [*user, {"role": "assistant", "content": first}, {"role": "user", "content": second_prompt}]
         assert second == greedy_reply(served, history, 24)
         assert browser.evaluate("document.body.dataset.state") == "idle"
         shots = os.environ.get("CHATFORGE_SCREENSHOTS")
