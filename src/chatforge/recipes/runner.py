@@ -126,6 +126,7 @@ def run_step(step: Step, steps: list[Step], hasher: FileHasher, counter: str, sa
         else:
             module.run(step.cfg)
     seconds = time.perf_counter() - start
+    _release_memory()  # what the stage left behind does not count against the next one
     marker.update(
         state="done", run_id=uuid.uuid4().hex, seconds=round(seconds, 2), finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         peak_rss_bytes=memory.peak_rss, peak_cuda_bytes=memory.peak_cuda,
@@ -134,6 +135,16 @@ def run_step(step: Step, steps: list[Step], hasher: FileHasher, counter: str, sa
     _write_marker(step.dir, marker)
     mem = f", peak RSS {memory.peak_rss / 2**20:.0f} MiB" if memory.peak_rss else ""
     say(f"{counter} {step.name}: done in {_duration(seconds)}{mem}")
+
+
+def _release_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _write_marker(directory: Path, marker: dict) -> None:
@@ -251,6 +262,9 @@ class Tee:
 
     def fileno(self) -> int:
         return self.stdout.fileno()
+
+    def __getattr__(self, name: str):  # encoding, errors, buffer...: the terminal's
+        return getattr(self.stdout, name)
 
     def __exit__(self, *exc) -> None:
         sys.stdout = self.stdout
