@@ -108,3 +108,24 @@ def test_novice_mistakes_follow_one_bug_per_task_by_hand():
     assert novice_mistake(spec, rng, world).value == expected
     # Where the bug gives the right answer (no carry), the novice is still wrong.
     assert novice_mistake(TaskSpec("arithmetic", "22", a=12, b=10, op="+"), rng, world).value != "22"
+
+
+def test_arithmetic_text_never_shows_a_problem_any_task_file_asks(tiny_dir):
+    from chatforge.world.arithmetic_drill import record_problems
+    from chatforge.world.solutions import compute
+
+    docs = read_jsonl(tiny_dir / "pretrain/arithmetic_train.jsonl")
+    shown = set()
+    for doc in docs:
+        # One-line problems ("47 + 25 = 72") and the last line of worked ones ("So 47 + 25 = 72.").
+        for a, op, b, c in re.findall(r"(?m)^(?:So )?(\d+) ([+×-]) (\d+) = (\d+)\.?$", doc["text"]):
+            op = "*" if op == "×" else op
+            assert compute(int(a), op, int(b)) == int(c)
+            shown.add((int(a), op, int(b)))
+    assert len(shown) == 160  # tiny's arithmetic_text, each problem once
+    asked = set()
+    for name in ("instructions/train", "instructions/test", "verifiable/train", "verifiable/test",
+                 "preferences/pairs_train", "preferences/pairs_test", "preferences/rankings_train",
+                 "preferences/rankings_test", "mixed_quality/train"):
+        asked |= record_problems(read_jsonl(tiny_dir / f"{name}.jsonl"))
+    assert asked and not shown & asked

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from chatforge.errors import ChatforgeError
+from chatforge.world.arithmetic_drill import record_problems
+from chatforge.world.arithmetic_text import arithmetic_documents
 from chatforge.world.documents import fact_documents, mixed_corpus, prose_documents, qa_documents
 from chatforge.world.instructions import instruction_records, to_alpaca, to_sharegpt
 from chatforge.world.knowledge import question_rows, to_csv
@@ -145,8 +147,14 @@ def _task_files(seed: int, world: World, preset: WorldSize, novice_error_rate: f
         files[f"preferences/{name}.jsonl"] = (_jsonl(records), len(records))
     mixed = mixed_quality_records(seed, world, words["train"], vault, preset.mixed_quality_prompts, novice_error_rate)
     files["mixed_quality/train.jsonl"] = (_jsonl(mixed), len(mixed))
-    for split, records in verifiable_records(seed, words, vault, preset.verifiable).items():
+    verifiable = verifiable_records(seed, words, vault, preset.verifiable)
+    for split, records in verifiable.items():
         files[f"verifiable/{split}.jsonl"] = (_jsonl(records), len(records))
     probes = probe_records(seed, world, preferences["pairs_train"], preferences["pairs_test"], preset.probes)
     files["probes/probes.jsonl"] = (_jsonl(probes), len(probes))
+    asked = record_problems([*instructions["train"], *instructions["test"], *mixed,
+                             *(r for records in preferences.values() for r in records),
+                             *(r for split in ("train", "test") for r in verifiable[split])])
+    arithmetic = arithmetic_documents(seed, preset.arithmetic_text, asked)
+    files["pretrain/arithmetic_train.jsonl"] = (_jsonl(arithmetic), len(arithmetic))
     return files
