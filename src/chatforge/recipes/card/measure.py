@@ -169,7 +169,9 @@ def _preferences(cfg: CardConfig, ctx, ref_path: str | None) -> dict:
     n = result["details"]["pairs"]
     logp = result["metrics"]["logp_accuracy"]
     out = {"log-prob preference accuracy": _figure(logp, proportion_sem(logp, n), n)}
-    if ref_path is not None:
+    # A model identical to its reference (e.g. RL that saw no reward signal) has every implicit reward
+    # 0: all ties, which the task counts as wrong; "-" says more than an accuracy of 0.
+    if ref_path is not None and result["details"]["ties"] < n:
         p = result["metrics"]["accuracy"]
         out["reward accuracy"] = _figure(p, proportion_sem(p, n), n)
     return out
