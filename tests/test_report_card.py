@@ -83,6 +83,9 @@ MEASURES = {
 def test_gains_are_over_the_model_each_stage_started_from(tmp_path):
     steps = fake_steps(Path("R"))
     assert lineage(MEASURES["models"], steps) == {"base": None, "sft": "base", "dpo": "sft"}
+    # models from outside the recipe: each against the column before it
+    outside = {"a": "/models/a", "b": "/models/b", "dpo": "R/dpo/final"}
+    assert lineage(outside, steps) == {"a": None, "b": "a", "dpo": None}
     card = _card_table(MEASURES, steps)
     header, rows = card_rows(card)
     assert header == ["measure", "base", "sft", "dpo", "sft − base", "dpo − sft"]

@@ -50,17 +50,23 @@ def _read_json(path: Path) -> Any:
 
 def lineage(models: dict[str, str], steps: list[Step]) -> dict[str, str | None]:
     """For each card column, the column of the model its stage started from (sft <- base, dpo <- sft),
-    found through the stages' `model` / `init_from` keys; None for a model no column precedes."""
+    found through the stages' `model` / `init_from` keys; None for a model no column precedes. A model
+    no stage of the recipe wrote (a directory from elsewhere) is compared with the column before it."""
     by_path = {str(Path(p)): label for label, p in models.items()}
+    labels = list(models)
     parents: dict[str, str | None] = {}
-    for label, path in models.items():
+    for index, (label, path) in enumerate(models.items()):
         parent = None
+        made_here = False
         for step in steps:
             if step.kind != CARD and Path(path).resolve().is_relative_to(step.dir.resolve()):
+                made_here = True
                 start = step.config.get("model") or step.config.get("init_from")
                 if isinstance(start, str):
                     parent = by_path.get(str(Path(start)))
                 break
+        if not made_here and index > 0:
+            parent = labels[index - 1]
         parents[label] = parent if parent != label else None
     return parents
 
