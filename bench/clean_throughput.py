@@ -8,7 +8,7 @@ reader (malformed-record handling, sharding by record), the Judge wrapper (count
 the side output of every dropped document, the shard writer and the second phase (ordering, report,
 output shards). Dedup is off in both (plain datatrove has no single-pass equivalent).
 
-    python bench/clean_throughput.py --pages runs/world/web/pages.jsonl --copies 3 --repeats 2
+    python bench/clean_throughput.py --pages runs/clean/world/web/pages.jsonl --copies 3 --repeats 2
 
 Each configuration runs `--repeats` times; the best (least disturbed) wall time counts.
 """
@@ -94,7 +94,7 @@ def plain_datatrove_run(pages: Path, out: Path, workers: int, blocklist: Path | 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--pages", type=Path, default=Path("runs/world/web/pages.jsonl"))
+    parser.add_argument("--pages", type=Path, default=Path("runs/clean/world/web/pages.jsonl"))
     parser.add_argument("--blocklist", type=Path, default=None, help="default: blocklist.txt beside the pages")
     parser.add_argument("--copies", type=int, default=3, help="the pages repeated this many times (as separate shards' worth)")
     parser.add_argument("--repeats", type=int, default=2)

@@ -9,4 +9,4 @@ python -m chatforge.clean.quality runs/clean_vs_raw/clean runs/loop/quality.pt
 chatforge clean examples/clean/loop/reclean.yaml
 test -f runs/loop/pretrain1/final/config.json || chatforge pretrain examples/clean/loop/pretrain1.yaml
 python examples/clean/clean_vs_raw/compare.py runs/clean_vs_raw/pretrain_clean/final runs/loop/pretrain1/final \
-  runs/world/pretrain/general_valid.jsonl
+  runs/clean/world/pretrain/general_valid.jsonl
