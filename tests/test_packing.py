@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from chatforge.data.packing import check_isolation, lm_forward, window_tensors
+from chatforge.data.packing import window_tensors
 from chatforge.errors import ConfigError
 from chatforge.losses.lm import IGNORE_INDEX
+from chatforge.models.logprobs import check_isolation, lm_forward
 from tiny_models import make_tiny_model
 
 # Three documents back to back, as the token cache stores them: starts at 0, 5 and 12.

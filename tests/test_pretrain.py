@@ -10,7 +10,7 @@ import torch
 
 from chatforge.cli import main
 from chatforge.losses.lm import bits_per_byte, perplexity, token_nll_sum
-from chatforge.stages.eval_lm import _windows, score_texts
+from chatforge.models.logprobs import score_texts, text_windows
 from tiny_models import make_tiny_model
 
 
@@ -30,7 +30,7 @@ def test_bits_per_byte_and_perplexity_by_hand():
 def test_windows_cover_every_target_exactly_once():
     ids = list(range(23))
     covered = []
-    for window, n_new in _windows(ids, max_len=8, stride=3):
+    for window, n_new in text_windows(ids, max_len=8, stride=3):
         assert len(window) <= 8
         covered += window[len(window) - n_new :]
     assert covered == ids[1:]

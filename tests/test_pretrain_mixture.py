@@ -133,8 +133,8 @@ def test_chat_templates_that_add_bos_do_not_get_a_second_one(tmp_path):
 def test_language_modelling_reports_each_sources_own_loss():
     import torch
 
-    from chatforge.data.lm_data import LanguageModelling
     from chatforge.losses.lm import token_nll_sum
+    from chatforge.stages.pretrain import LanguageModelling
     from tiny_models import make_tiny_model
 
     model = make_tiny_model()

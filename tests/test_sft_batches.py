@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from chatforge.data.packing import lm_forward
 from chatforge.errors import DataError
 from chatforge.losses.lm import IGNORE_INDEX
+from chatforge.models.logprobs import lm_forward
 from chatforge.sft.batches import Example, SFTBatches, pack_rows
 from tiny_models import make_tiny_model
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from chatforge.data.packing import lm_forward
 from chatforge.losses.lm import IGNORE_INDEX, weighted_token_nll_sum
+from chatforge.models.logprobs import lm_forward, separable_head
 from chatforge.sft.batches import Example, SFTBatches
-from chatforge.sft.objective import SFTObjective, separable_head
+from chatforge.sft.objective import SFTObjective
 from tiny_models import make_tiny_model
 
 VOCAB = 96

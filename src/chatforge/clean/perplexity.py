@@ -35,7 +35,7 @@ class PerplexityScorer:
         self._model = AutoModelForCausalLM.from_pretrained(self.cfg.model).eval()
 
     def __call__(self, doc: Document) -> None:
-        from chatforge.stages.eval_lm import score_texts
+        from chatforge.models.logprobs import score_texts
 
         if self._model is None:
             self._load()

@@ -6,7 +6,6 @@ empty text) is skipped with its file, line and reason into the `RejectLog`; noth
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from pydantic import Field
 
 from chatforge.config.base import StrictModel
 from chatforge.data.builtin import builtin_documents
+from chatforge.data.records import jsonl_records
 from chatforge.errors import DataError
 from chatforge.run_dir import RejectLog
 
@@ -122,22 +122,6 @@ def _read_text(path: Path, source: SourceConfig, rejects: RejectLog) -> Iterator
                     block_start = lineno
                 block.append(line)
     yield from flush()
-
-
-def jsonl_records(path: Path, rejects: RejectLog) -> Iterator[tuple[str, object]]:
-    """("line N", record) of a JSONL file; undecodable and bad-JSON lines go to `rejects`, blank ones are skipped."""
-    name = str(path)
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            where = f"line {lineno}"
-            if not raw.strip():
-                continue
-            try:
-                yield where, json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError as exc:
-                rejects.add(name, where, "not_utf8", f"invalid byte at column {exc.start + 1}", raw[:200].hex())
-            except json.JSONDecodeError as exc:
-                rejects.add(name, where, "bad_json", exc.msg, raw[:200].decode("utf-8", "replace"))
 
 
 def _read_jsonl(path: Path, source: SourceConfig, rejects: RejectLog) -> Iterator[Document]:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from chatforge.config.base import StrictModel
@@ -26,10 +25,9 @@ from chatforge.data.mixture import (
     plan_mixture,
     source_name,
 )
-from chatforge.data.packing import Packing, lm_forward
+from chatforge.data.packing import Packing
 from chatforge.data.token_cache import TokenCache, build_token_cache
 from chatforge.errors import ConfigError, DataError
-from chatforge.losses.lm import perplexity, token_nll_sum
 from chatforge.run_dir import RejectLog
 
 
@@ -91,28 +89,13 @@ class LMData:
     def has_val(self) -> bool:
         return any(len(c.tokens("val")) >= self.cfg.seq_len + 1 for c in self.caches) or bool(self.extra_eval)
 
-    @torch.no_grad()
-    def evaluate(self, model: torch.nn.Module, batch_size: int) -> dict[str, float]:
-        """val/loss over every source's held-out windows, plus val/<source>/loss for each."""
-        device = next(model.parameters()).device
-        out: dict[str, float] = {}
-        total, count = 0.0, 0
+    def validation_sets(self, batch_size: int):
+        """(name, held-out batches, whether it is a training source) of every source with held-out windows
+        (the training sources' count in val/loss; `eval_sources` are reported on their own)."""
         streams = [(n, c.tokens("val"), c.doc_offsets("val")) for n, c in zip(self.names, self.caches)]
         for index, (name, tokens, starts) in enumerate(streams + self.extra_eval):
-            s_total, s_count = 0.0, 0
-            for batch in eval_batches(tokens, starts, self.cfg.seq_len, batch_size, self.cfg.packing, self.cfg.eval_batches):
-                batch = {k: v.to(device) for k, v in batch.items()}
-                loss_sum, n = token_nll_sum(lm_forward(model, batch), batch["labels"])
-                s_total, s_count = s_total + loss_sum.item(), s_count + int(n)
-            if not s_count:
-                continue
-            if len(self.names) > 1 or index >= len(streams):
-                out[f"val/{name}/loss"] = s_total / s_count
-            if index < len(streams):  # val/loss covers the training sources only
-                total, count = total + s_total, count + s_count
-        if count:
-            out = {"val/loss": total / count, "val/ppl": perplexity(total, count)} | out
-        return out
+            batches = eval_batches(tokens, starts, self.cfg.seq_len, batch_size, self.cfg.packing, self.cfg.eval_batches)
+            yield name, batches, index < len(streams)
 
     def unigram_counts(self, vocab_size: int) -> np.ndarray:
         counts = np.zeros(vocab_size, dtype=np.int64)
@@ -163,34 +146,3 @@ def _tokenize_eval_source(source: SourceConfig, tokenizer, rejects: RejectLog) -
     ids = [with_bos_eos(x, bos, eos) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
     starts = np.cumsum([0] + [len(x) for x in ids]).astype(np.int64)
     return np.concatenate([np.asarray(x, dtype=np.int64) for x in ids]), starts
-
-
-class LanguageModelling:
-    """Next-token objective: summed cross-entropy over every label that is not ignored.
-
-    With several sources it also reports each source's share of the step's target tokens
-    (`share/<source>`), i.e. the mixture actually trained on.
-    """
-
-    def __init__(self, source_names: list[str] | None = None):
-        self.source_names = source_names or []
-
-    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]):
-        from chatforge.engine.loop import StepOutput
-        from chatforge.losses.lm import IGNORE_INDEX
-
-        logits = lm_forward(model, batch)
-        if len(self.source_names) < 2 or "source" not in batch:
-            loss_sum, n_tokens = token_nll_sum(logits, batch["labels"])
-            return StepOutput(loss_sum, n_tokens)
-        labels = batch["labels"]
-        per_token = torch.nn.functional.cross_entropy(
-            logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
-        )
-        row_loss, row_tokens = per_token.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
-        sums, ratios = {}, {}
-        for index, name in enumerate(self.source_names):  # every name every step: ranks all-reduce the same keys
-            mine = batch["source"] == index
-            sums[f"share/{name}"] = row_tokens[mine].sum()
-            ratios[f"loss/{name}"] = (row_loss[mine].detach().sum(), row_tokens[mine].sum())
-        return StepOutput(row_loss.sum(), row_tokens.sum(), sums, ratios=ratios)

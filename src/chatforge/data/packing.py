@@ -14,7 +14,7 @@ A training row is a window of the token stream, where documents lie back to back
 a document sees the end of the previous one.
 
 Not every architecture honours packed position ids (Falcon's ALiBi did not before transformers 5.25,
-whose masks it built from the attention mask alone), so `check_isolation` proves it on the actual model
+whose masks it built from the attention mask alone), so `models.logprobs.check_isolation` proves it on the actual model
 before a run relies on it.
 """
 
@@ -23,9 +23,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import torch
 
-from chatforge.errors import ConfigError
 from chatforge.losses.lm import IGNORE_INDEX
 
 Packing = Literal["isolated", "concat"]
@@ -53,61 +51,3 @@ def window_tensors(window: np.ndarray, doc_starts: np.ndarray, start: int, packi
     segment_start = np.concatenate([[0], inside])[segment]
     positions = np.arange(length, dtype=np.int64) - segment_start
     return {"input_ids": inputs, "labels": labels, "position_ids": positions}
-
-
-def attention_kind(model: torch.nn.Module) -> str:
-    config = getattr(getattr(model, "module", model), "config", None)
-    return str(getattr(config, "_attn_implementation", "") or "")
-
-
-def lm_forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Logits for a language-modelling batch, packed (position_ids present) or not."""
-    if "position_ids" not in batch:
-        mask = batch.get("attention_mask")  # padded rows (SFT's pad mode)
-        return model(input_ids=batch["input_ids"], attention_mask=mask, use_cache=False).logits
-    if attention_kind(model).startswith("flash_attention") and batch["input_ids"].shape[0] > 1:
-        # FlashAttention detects packed documents only in a batch of one row; every row starts
-        # at position 0, so the rows laid end to end stay apart as variable-length segments.
-        rows, length = batch["input_ids"].shape
-        flat = model(input_ids=batch["input_ids"].reshape(1, -1), position_ids=batch["position_ids"].reshape(1, -1), use_cache=False)
-        return flat.logits.reshape(rows, length, -1)
-    # use_cache=False: with a cache, transformers skips the packed-sequence mask.
-    return model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
-
-
-@torch.no_grad()
-def check_isolation(model: torch.nn.Module, vocab_size: int, tolerance: float = 1e-3) -> float:
-    """Raise ConfigError unless a document packed after another gets the logits it gets alone.
-
-    Runs two short random documents through the model in float32 on its device; returns the largest
-    absolute logit difference seen (a few 1e-7 when isolation holds).
-    """
-    params = next(model.parameters())
-    if attention_kind(model).startswith("flash_attention") and params.device.type == "cpu":
-        return float("nan")  # FlashAttention runs on GPUs only; transformers' varlen path isolates by position ids
-    generator = torch.Generator().manual_seed(0)
-    first = torch.randint(4, max(vocab_size, 5), (1, 5), generator=generator)
-    second = torch.randint(4, max(vocab_size, 5), (1, 7), generator=generator)
-    packed = torch.cat([first, second], dim=1).to(params.device)
-    positions = torch.cat([torch.arange(5), torch.arange(7)]).unsqueeze(0).to(params.device)
-    was_training = model.training
-    model.eval()
-    try:
-        together = lm_forward(model, {"input_ids": packed, "position_ids": positions})[:, 5:].float()
-        alone = lm_forward(model, {"input_ids": second.to(params.device)}).float()
-    except (TypeError, ValueError, RuntimeError) as exc:
-        raise ConfigError(
-            f"data.packing=isolated: {type(model).__name__} failed on packed position ids ({exc}); "
-            "use data.packing=concat"
-        ) from None
-    finally:
-        model.train(was_training)
-    gap = (together - alone).abs().max().item()
-    if not gap <= tolerance * max(1.0, alone.abs().max().item()):
-        raise ConfigError(
-            f"data.packing=isolated: {type(model).__name__} lets packed documents attend to each other "
-            f"(logits of a packed document differ from the document alone by {gap:.3g}); its attention "
-            "ignores restarted position ids (ALiBi Falcon did before transformers 5.25). Use a Llama-style model or "
-            "data.packing=concat"
-        )
-    return gap

@@ -98,7 +98,7 @@ def generation_eval(model, tokenizer, pairs: Sequence[Pair], cfg: GenerationEval
     from chatforge.errors import ChatforgeError
     from chatforge.sampling.config import SamplingConfig
     from chatforge.sampling.sampler import Sampler, chat_prompt
-    from chatforge.world.reward import gold_reward_parts
+    from chatforge.scoring.world import gold_parts
 
     prompts = distinct_prompts(pairs, cfg.max_prompts)
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=cfg.max_new_tokens, max_batch_size=cfg.batch_size)
@@ -106,7 +106,7 @@ def generation_eval(model, tokenizer, pairs: Sequence[Pair], cfg: GenerationEval
     rows, examples = [], []
     for pair, (completion,) in zip(prompts, completions):
         try:
-            parts = gold_reward_parts(pair.prompt, completion.text)
+            parts = gold_parts(pair.prompt, completion.text)
         except ChatforgeError as exc:
             raise ConfigError(
                 f"eval_generation scores answers with the task world's gold reward, but the prompt of "

@@ -1,10 +1,9 @@
 """Sequence log-probs of answers in one forward pass, the reference log-probs, and the DPO objective.
 
-`sequence_logps(model, batch)` scores a `collate_pairs` batch (B chosen rows, then B rejected rows,
-right padded): one forward over all 2B rows, and, where the head is separable
-(`sft.objective.separable_head`), the LM head applied only at the supervised (answer) positions, so
-the (2B, length, vocab) logits are never built. It returns the summed answer log-prob and the answer
-token count of each row.
+`models.logprobs.sequence_logps(model, batch)` scores a `collate_pairs` batch (B chosen rows, then B
+rejected rows, right padded): one forward over all 2B rows, the LM head applied only at the answer
+positions where the head is separable, so the (2B, length, vocab) logits are never built. It returns
+the summed answer log-prob and the answer token count of each row.
 
 The reference's log-probs are either computed once before training (`reference_logps`, cached in
 the run directory under a hash of the reference weights and the encoded pairs, so a rerun reuses
@@ -19,31 +18,12 @@ from pathlib import Path
 
 import torch
 
-from chatforge.data.packing import lm_forward
 from chatforge.dpo.data import EncodedPair, collate_pairs
 from chatforge.engine.loop import StepOutput
 from chatforge.losses.dpo import PreferenceLoss, preference_loss
-from chatforge.losses.lm import IGNORE_INDEX, token_nll
-from chatforge.sft.objective import decoder_hidden_states, separable_head
+from chatforge.models.logprobs import sequence_logps
 
 CACHE_VERSION = 1
-
-
-def sequence_logps(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(Σ log p(answer tokens), answer token count) per row, both (rows,), log-probs in float32."""
-    labels = batch["labels"]
-    supervised = labels != IGNORE_INDEX
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    parts = separable_head(model)
-    if parts is None:
-        logits = lm_forward(model, inputs)[supervised]
-    else:
-        decoder, head = parts
-        logits = head(decoder_hidden_states(model, decoder, inputs)[supervised])  # (answer tokens, vocab)
-    nll, _ = token_nll(logits, labels[supervised])
-    rows = supervised.nonzero(as_tuple=True)[0]
-    logps = torch.zeros(labels.shape[0], dtype=nll.dtype, device=nll.device).index_add(0, rows, -nll)
-    return logps, supervised.sum(dim=1)
 
 
 @torch.no_grad()

@@ -9,7 +9,7 @@ scored the same way; `greedy/gold_reward` is its task-world gold reward where th
 max_v π(v | x, y_<t), the probability the model puts on its own top token while reading the chosen
 answer; squeezing concentrates mass there (Ren & Sutherland, arXiv:2407.10490, §3.3).
 
-The summed log-probs come from `dpo.objective.sequence_logps` (one forward, LM head at the answer
+The summed log-probs come from `models.logprobs.sequence_logps` (one forward, LM head at the answer
 positions only); the argmax mass applies the same head to the chosen rows once more.
 """
 
@@ -36,7 +36,7 @@ def collate(rows: Sequence[tuple[list[int], list[int]]], pad_id: int) -> dict[st
 @torch.no_grad()
 def score_rows(model, rows: Sequence[tuple[list[int], list[int]]], pad_id: int, batch_size: int) -> tuple[list[float], list[int]]:
     """Summed answer log-prob and answer token count of each (ids, labels) row, in order."""
-    from chatforge.dpo.objective import sequence_logps
+    from chatforge.models.logprobs import sequence_logps
 
     device = next(model.parameters()).device
     logps, counts = [0.0] * len(rows), [0] * len(rows)
@@ -53,22 +53,14 @@ def score_rows(model, rows: Sequence[tuple[list[int], list[int]]], pad_id: int, 
 @torch.no_grad()
 def argmax_mass(model, rows: Sequence[tuple[list[int], list[int]]], pad_id: int, batch_size: int) -> list[float]:
     """Per row: mean over the answer positions of max_v p(v | prefix)."""
-    from chatforge.data.packing import lm_forward
-    from chatforge.sft.objective import decoder_hidden_states, separable_head
+    from chatforge.models.logprobs import answer_logits
 
     device = next(model.parameters()).device
     out = [0.0] * len(rows)
     for start in range(0, len(rows), batch_size):
         part = rows[start : start + batch_size]
         batch = {k: v.to(device) for k, v in collate(part, pad_id).items()}
-        supervised = batch["labels"] != IGNORE_INDEX
-        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-        parts = separable_head(model)
-        if parts is None:
-            logits = lm_forward(model, inputs)[supervised]
-        else:
-            decoder, head = parts
-            logits = head(decoder_hidden_states(model, decoder, inputs)[supervised])  # (answer tokens, vocab)
+        logits, supervised = answer_logits(model, batch)  # (answer tokens, vocab)
         top = logits.float().softmax(-1).max(-1).values
         which = supervised.nonzero(as_tuple=True)[0]
         sums = torch.zeros(len(part), device=top.device).index_add(0, which, top)
@@ -97,10 +89,10 @@ def greedy_answers(model, tokenizer, prompts: Sequence[list[dict]], max_new_toke
 
 def _gold(prompt, text) -> float | None:
     from chatforge.errors import ChatforgeError
-    from chatforge.world.reward import gold_reward
+    from chatforge.scoring.world import gold_parts
 
     try:
-        return gold_reward(prompt, text)
+        return gold_parts(prompt, text).total
     except ChatforgeError:
         return None  # not a task-world prompt
 

@@ -21,7 +21,6 @@ measurement (`chatforge.dynamics.measure`).
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,15 +58,19 @@ class ProbeSet:
 
 
 def _read_jsonl(path: Path) -> list[dict]:
+    """Every record of a probe file; a probe set is written by a program, so a bad line is an error."""
+    from chatforge.data.records import RecordError, decode_record
+
     if not path.exists():
         raise DataError(f"probe file not found: {path}")
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{n}: not JSON ({exc})") from None
+    with path.open("rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if raw.strip():
+                try:
+                    rows.append(decode_record(raw))
+                except RecordError as exc:
+                    raise DataError(f"{path}:{n}: not JSON ({exc.reason}: {exc.detail})") from None
     return rows
 
 

@@ -89,7 +89,7 @@ def evaluate_domains(model, tokenizer, domains: list[DomainEval], max_len: int, 
     """{domain: {"bpb": ..., "knowledge_acc": ...}} for the model as it is now (every rank must call it)."""
     from chatforge.evaluation.multiple_choice import score_multiple_choice
     from chatforge.evaluation.option_likelihood import score_by_option_likelihood
-    from chatforge.stages.eval_lm import score_texts
+    from chatforge.models.logprobs import score_texts
 
     results: dict[str, dict] = {}
     for domain in domains:

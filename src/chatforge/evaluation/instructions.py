@@ -3,7 +3,7 @@
 Each record is a conversation whose last message is the reference answer; the model answers the
 conversation without it (rendered with the tokenizer's chat template and its generation prompt),
 greedily, stopping at the template's end-of-turn token. The answer is checked by the task world's
-checker (`chatforge.world.check_answer`: the final answer, numbers compared as numbers, refusals for
+checker (`scoring.world.instruction_correct`: the final answer, numbers compared as numbers, refusals for
 the safety slice) or, for other data, by exact match against the record's `answers` list.
 
 Generation goes through the project's one sampler (`chatforge.sampling.Sampler`, temperature 0:
@@ -13,7 +13,6 @@ argmax decoding with a KV cache, the same tokens as `transformers`' greedy `gene
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
@@ -36,28 +35,19 @@ class InstructionEval(StrictModel):
 def load_records(cfg: InstructionEval, rejects: RejectLog) -> list[dict]:
     """The first `max_examples` usable records, each with its line in `_where`; unreadable lines and records without a reference
     answer (or, for checker=answers, without `answers`) go to `rejects`."""
-    from chatforge.data.corpus import jsonl_records
+    from chatforge.data.records import RecordError, jsonl_objects
 
-    path = Path(cfg.path)
-    if not path.is_file():
-        raise DataError(f"instruction eval: file not found: {path}")
-    records = []
-    for where, record in jsonl_records(path, rejects):
-        if not isinstance(record, dict):
-            rejects.add(str(path), where, "not_an_object", f"expected a JSON object, got {type(record).__name__}", record)
-            continue
+    def parse(record: dict, source: str, where: str) -> dict:
         messages = record.get("messages")
         if not isinstance(messages, list) or not messages or not isinstance(messages[-1], dict) or messages[-1].get("role") != "assistant":
-            rejects.add(str(path), where, "bad_field", "field 'messages' must end with the reference assistant answer", record)
-            continue
+            raise RecordError("bad_field", "field 'messages' must end with the reference assistant answer")
         if cfg.checker == "answers" and not isinstance(record.get("answers"), list):
-            rejects.add(str(path), where, "bad_field", "checker=answers needs a list field 'answers'", record)
-            continue
-        records.append({**record, "_where": where})
-        if cfg.max_examples is not None and len(records) >= cfg.max_examples:
-            break
+            raise RecordError("bad_field", "checker=answers needs a list field 'answers'")
+        return {**record, "_where": where}
+
+    records = jsonl_objects(cfg.path, parse, rejects, "instruction eval: file", cfg.max_examples)
     if not records:
-        raise DataError(f"instruction eval: {path}: no usable records ({rejects.summary_line()})")
+        raise DataError(f"instruction eval: {cfg.path}: no usable records ({rejects.summary_line()})")
     return records
 
 
@@ -77,9 +67,9 @@ def greedy_answers(model, tokenizer, prompts: list[list[dict]], max_new_tokens: 
 
 def _correct(record: dict, answer: str, checker: Checker) -> bool:
     if checker == "world":
-        from chatforge.world import check_answer
+        from chatforge.scoring.world import instruction_correct
 
-        return check_answer(record["messages"][:-1], answer)
+        return instruction_correct(record["messages"][:-1], answer)
     return answer.strip() in [str(a).strip() for a in record["answers"]]
 
 

@@ -5,9 +5,10 @@ n >= k samples of which c are correct (Chen et al. 2021, "Evaluating Large Langu
 on Code"): pass@k = 1 - C(n-c, k) / C(n, k), computed as a product so it never overflows, averaged
 over prompts. pass@1 is then the mean share of correct samples.
 
-Majority vote (maj@n, "self-consistency"): the final answers of the n samples (`answer_key`: the
-text after the last "The answer is", numbers as integers) are counted and the most frequent one is
-checked; a sample without a final answer does not vote, a prompt where none does counts as wrong.
+Majority vote (maj@n, "self-consistency"): the samples' answer keys (`key(record, response)`; by
+default `scoring.world.final_answer_key`: the text after the last "The answer is", numbers as
+integers) are counted and the first sample holding the most frequent one is checked; a sample
+without a final answer does not vote, a prompt where none does counts as wrong.
 Ties go to the answer reached first among the samples, so the result is deterministic.
 """
 
@@ -36,20 +37,6 @@ def majority_answer(keys: Sequence[str | None]) -> str | None:
     return next(k for k in keys if k is not None and counts[k] == best)
 
 
-def answer_key(task: str, response: str) -> str | None:
-    """What majority vote compares: the world's final answer, normalised (numbers as integers)."""
-    from chatforge.world.answers import extract_final_answer, normalise, parse_number
-    from chatforge.world.prompts import NUMERIC_TASKS
-
-    answer = extract_final_answer(response)
-    if answer is None or not answer.strip():
-        return None
-    if task in NUMERIC_TASKS:
-        number = parse_number(answer)
-        return None if number is None else str(number)
-    return normalise(answer)
-
-
 def sampled_metrics(
     records: Sequence[dict],
     samples: Sequence[Sequence[str]],
@@ -57,11 +44,14 @@ def sampled_metrics(
     ks: Sequence[int],
     greedy: Sequence[str] | None = None,
     group_field: str = "task",
+    key: Callable[[dict, str], str | None] | None = None,
 ) -> dict:
     """pass@k for each k <= n, maj@n and (given greedy answers) greedy accuracy, overall and per group.
 
     `samples[i]` are the n sampled responses to `records[i]`; `check(record, response)` says whether
-    one is correct; the majority answer is checked by `check(record, "The answer is <key>.")`."""
+    one is correct; the first sample with the majority key is checked for maj@n."""
+    if key is None:
+        from chatforge.scoring.world import final_answer_key as key
     groups: dict[str, list[int]] = defaultdict(list)
     for i, record in enumerate(records):
         groups[str(record.get(group_field, "all"))].append(i)
@@ -69,12 +59,12 @@ def sampled_metrics(
     for i, (record, responses) in enumerate(zip(records, samples)):
         n = len(responses)
         correct = sum(bool(check(record, r)) for r in responses)
-        keys = [answer_key(str(record.get("task", "")), r) for r in responses]
+        keys = [key(record, r) for r in responses]
         vote = majority_answer(keys)
         row = {
             "n": n, "correct": correct,
             **{f"pass@{k}": pass_at_k(n, correct, k) for k in ks if k <= n},
-            f"maj@{n}": float(vote is not None and bool(check(record, f"The answer is {vote}."))),
+            f"maj@{n}": float(vote is not None and bool(check(record, responses[keys.index(vote)]))),
         }
         if greedy is not None:
             row["greedy"] = float(bool(check(record, greedy[i])))

@@ -20,8 +20,8 @@ from typing import Literal
 
 import torch
 
-from chatforge.data.packing import attention_kind
 from chatforge.errors import ConfigError
+from chatforge.models.logprobs import attention_kind
 from chatforge.sft.modes import LoraSettings, apply_mode, export_model
 
 RMMode = Literal["full", "lora"]

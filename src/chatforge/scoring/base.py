@@ -13,6 +13,8 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from chatforge.data import parsers
+from chatforge.data.records import RecordError
 from chatforge.errors import ChatforgeError
 
 Prompt = list[dict[str, Any]] | Mapping[str, Any]
@@ -26,20 +28,11 @@ class Scorer(Protocol):
 
 def prompt_messages(prompt: Prompt) -> list[dict[str, Any]]:
     """The chat messages of a prompt (messages list, or a record's `prompt` / `messages` without a
-    trailing assistant turn)."""
-    if isinstance(prompt, Mapping):
-        if "prompt" in prompt:
-            inner = prompt["prompt"]
-            if isinstance(inner, str):
-                return [{"role": "user", "content": inner}]
-            return prompt_messages(inner)
-        if "messages" in prompt:
-            messages = prompt_messages(prompt["messages"])
-            return messages[:-1] if messages and messages[-1].get("role") == "assistant" else messages
-        raise ChatforgeError(f"record {prompt.get('id', '?')}: needs a 'prompt' or 'messages' field")
-    if not isinstance(prompt, list) or not prompt or not all(isinstance(m, Mapping) for m in prompt):
-        raise ChatforgeError(f"a prompt must be a non-empty list of messages or a record, got {type(prompt).__name__}")
-    return [dict(m) for m in prompt]
+    trailing assistant turn; `data.parsers.prompt_messages`), or a ChatforgeError."""
+    try:
+        return parsers.prompt_messages(prompt)
+    except RecordError as exc:
+        raise ChatforgeError(exc.detail) from None
 
 
 def check_pairs(prompts: Sequence[Prompt], responses: Sequence[str]) -> None:

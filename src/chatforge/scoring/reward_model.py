@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from chatforge.data.padding import pad_sequences
 from chatforge.errors import ConfigError
 from chatforge.scoring.base import Prompt, check_pairs, prompt_messages
 from chatforge.scoring.config import RewardModelScorerConfig
@@ -68,13 +69,7 @@ class RewardModelScorer:
         pad = self.model.config.pad_token_id
         out: list[float] = []
         for begin in range(0, len(encoded), self.batch_size):
-            rows = encoded[begin : begin + self.batch_size]
-            width = max(len(r) for r in rows)
-            input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for i, ids in enumerate(rows):
-                input_ids[i, : len(ids)] = torch.tensor(ids)
-                mask[i, : len(ids)] = 1
+            input_ids, mask = pad_sequences(encoded[begin : begin + self.batch_size], pad, "right")
             logits = self.model(input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)).logits
             out += logits[:, 0].float().tolist()
         return out

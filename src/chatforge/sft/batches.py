@@ -8,7 +8,7 @@ position never predicts the next example's first token.
 - `pack`: each epoch shuffles the examples (seeded by (seed, epoch)) and lays them into rows of
   `seq_len` tokens first-fit in that order, starting a row when the next example does not fit; the
   rest of a row is padding. Position ids restart at 0 for every example, so with the foundation's
-  packing (`data.packing.lm_forward`) no example attends to another.
+  packing (`models.logprobs.lm_forward`) no example attends to another.
 - `pad`: one example per row, right-padded to the longest row of the micro-batch (with an attention
   mask). `group_by_length` sorts examples by length within windows of `group_window` steps (then
   shuffles the steps), so a micro-batch holds similar lengths and pads little.

@@ -11,20 +11,17 @@ in the head's gradient changes (tests/test_sft_objective.py compares both paths)
 
 Models whose head is not separable this way (logit scaling or soft-capping in the config, no
 `get_output_embeddings()`), and models under a wrapper whose own forward must run (DDP, FSDP2,
-`torch.compile`), take the full path through `data.packing.lm_forward`.
+`torch.compile`), take the full path through `lm_forward`. Both forwards live in `models.logprobs`.
 """
 
 from __future__ import annotations
 
 import torch
 
-from chatforge.data.packing import attention_kind, lm_forward
 from chatforge.engine.loop import StepOutput
 from chatforge.losses.lm import IGNORE_INDEX, token_nll
+from chatforge.models.logprobs import decoder_hidden_states, lm_forward, separable_head
 from chatforge.sft.mixing import PRETRAIN_ROW, SFT_ROW
-
-# Config fields through which a `transformers` model changes its logits after the LM head.
-_LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier", "lm_head_multiplier")
 
 
 class SFTObjective:
@@ -55,37 +52,3 @@ class SFTObjective:
                 mine = counted & (kinds == kind)
                 out.ratios[f"loss/{name}"] = ((nll.detach() * mine).sum(), mine.sum())
         return out
-
-
-def separable_head(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module] | None:
-    """(decoder, lm_head) of a causal LM whose logits are exactly `lm_head(decoder(...)[0])`, else None."""
-    if isinstance(model, torch.nn.parallel.DistributedDataParallel) or type(model).__name__.startswith("FSDP"):
-        return None  # their forward hooks (gradient sync, unsharding) must run
-    if getattr(model, "_compiled_call_impl", None) is not None:
-        return None  # model.compile() compiles the whole forward; calling its parts would bypass it
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # peft wrappers
-    config = getattr(base, "config", None)
-    if config is None or not hasattr(base, "get_output_embeddings"):
-        return None
-    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    if any(getattr(text_config, name, None) not in (None, 1, 1.0) for name in _LOGIT_TRANSFORMS):
-        return None
-    decoder = getattr(base, getattr(base, "base_model_prefix", "") or "", None)
-    head = base.get_output_embeddings()
-    if not isinstance(decoder, torch.nn.Module) or decoder is base or not isinstance(head, torch.nn.Module):
-        return None
-    return decoder, head
-
-
-def decoder_hidden_states(model: torch.nn.Module, decoder: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(rows, length, hidden) final hidden states, with `lm_forward`'s packed/padded semantics."""
-    if "position_ids" not in batch:
-        mask = batch.get("attention_mask")  # padded rows (SFT's pad mode)
-        return decoder(input_ids=batch["input_ids"], attention_mask=mask, use_cache=False)[0]
-    if attention_kind(model).startswith("flash_attention") and batch["input_ids"].shape[0] > 1:
-        # as in lm_forward: FlashAttention separates packed documents only in a batch of one row
-        rows, length = batch["input_ids"].shape
-        flat = decoder(input_ids=batch["input_ids"].reshape(1, -1), position_ids=batch["position_ids"].reshape(1, -1), use_cache=False)[0]
-        return flat.reshape(rows, length, -1)
-    # use_cache=False: with a cache, transformers skips the packed-sequence mask.
-    return decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False)[0]

@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,38 +83,20 @@ class Config(StrictModel):
 def read_prompts(path: str | Path, limit: int | None, rejects: RejectLog) -> list[dict[str, Any]]:
     """Records of `path` with their prompt messages in `prompt` (other fields kept, `messages` removed)
     and their line in `_where`; unreadable lines and records without a prompt go to `rejects`."""
-    from chatforge.data.corpus import jsonl_records
-    from chatforge.scoring.base import prompt_messages
+    from chatforge.data.parsers import prompt_messages
+    from chatforge.data.records import RecordError, jsonl_objects
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"bon: prompts file not found: {path}")
-    records = []
-    for where, record in jsonl_records(path, rejects):
-        if not isinstance(record, dict):
-            rejects.add(str(path), where, "not_an_object", f"expected a JSON object, got {type(record).__name__}", record)
-            continue
-        try:
-            messages = prompt_messages(record)
-            if not messages or not all(isinstance(m.get("content"), str) and m.get("role") for m in messages):
-                raise ChatforgeError("every message needs a role and text content")
-        except ChatforgeError as exc:
-            rejects.add(str(path), where, "bad_field", str(exc), record)
-            continue
+    def parse(record: dict, source: str, where: str) -> dict:
+        messages = prompt_messages(record)
+        if not all(isinstance(m.get("content"), str) and m.get("role") for m in messages):
+            raise RecordError("bad_field", "every message needs a role and text content")
         out = {k: v for k, v in record.items() if k != "messages"}
         out["prompt"] = messages
-        out.setdefault("id", f"{path.stem}:{where.removeprefix('line ')}")
+        out.setdefault("id", f"{Path(path).stem}:{where.removeprefix('line ')}")
         out["_where"] = where
-        records.append(out)
-        if limit is not None and len(records) >= limit:
-            break
-    return records
+        return out
 
-
-def _verifiable(record: Mapping[str, Any]) -> bool:
-    from chatforge.world.verifiable import VERIFIABLE_TASKS
-
-    return record.get("task") in VERIFIABLE_TASKS and "answer" in record
+    return jsonl_objects(path, parse, rejects, "bon: prompts file", limit)
 
 
 def best_of_n_table(per_prompt: list[dict[str, list[float]]], grid: list[int]) -> list[dict[str, Any]]:
@@ -217,7 +198,7 @@ def _earlier_samples(cfg: Config, records: list[dict], rejects: RejectLog) -> tu
 def _score(cfg: Config, records: list[dict], texts: list[list[str]], rejects: RejectLog) -> list[dict]:
     """Per usable prompt: its record, responses, and the proxy, gold and check scores of each."""
     from chatforge.scoring import build_scorer
-    from chatforge.world.verifiable import check
+    from chatforge.scoring.world import is_verifiable, world_correct
 
     proxy_scorer = build_scorer(cfg.scorer)
     same = cfg.gold.model_dump() == cfg.scorer.model_dump() and cfg.scorer.kind != "combined"
@@ -231,7 +212,7 @@ def _score(cfg: Config, records: list[dict], texts: list[list[str]], rejects: Re
         except ChatforgeError as exc:
             rejects.add(cfg.prompts, record["_where"], "unscorable", str(exc), record)
             continue
-        checked = [1.0 if check(record, r) else 0.0 for r in responses] if _verifiable(record) else None
+        checked = [1.0 if world_correct(record, r) else 0.0 for r in responses] if is_verifiable(record) else None
         results.append({"record": record, "responses": responses, "proxy": proxy, "gold": gold, "check": checked})
     return results
 

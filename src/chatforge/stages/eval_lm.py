@@ -1,4 +1,4 @@
-"""Perplexity and bits-per-byte of a causal LM on held-out text.
+"""Perplexity and bits-per-byte of a causal LM on held-out text (scored by `models.logprobs.score_texts`).
 
 Each document is scored on its own as [bos] + text + [eos]: every text token and the final eos
 are predicted. Documents longer than `max_len` are scored with overlapping windows (`stride` new
@@ -18,14 +18,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-import torch
 from pydantic import Field
 
 from chatforge.config.base import StrictModel
 from chatforge.data.corpus import SourceConfig, read_documents
-from chatforge.data.padding import pad_sequences
 from chatforge.errors import DataError
-from chatforge.losses.lm import IGNORE_INDEX, bits_per_byte, perplexity, token_nll_sum
+from chatforge.models.logprobs import score_texts
 from chatforge.run_dir import RejectLog
 
 
@@ -42,59 +40,6 @@ class Config(StrictModel):
     max_documents: int | None = Field(None, ge=1, description="score only the first N documents")
     out: str | None = Field(None, description="write the results as JSON here")
     device: str = Field("auto", description="auto, cpu, cuda")
-
-
-def _windows(ids: list[int], max_len: int, stride: int) -> Iterable[tuple[list[int], int]]:
-    """(window tokens, number of targets to count at the window's end) covering ids[1:] exactly once."""
-    if len(ids) <= max_len:
-        yield ids, len(ids) - 1
-        return
-    yield ids[:max_len], max_len - 1
-    end = max_len
-    while end < len(ids):
-        new_end = min(end + stride, len(ids))
-        yield ids[new_end - max_len : new_end], new_end - end
-        end = new_end
-
-
-@torch.no_grad()
-def score_texts(model, tokenizer, texts: list[str], max_len: int = 512, stride: int = 256, batch_size: int = 8) -> dict:
-    """Total NLL (nats), predicted tokens and UTF-8 bytes over `texts`, plus ppl and bits-per-byte."""
-    if stride > max_len - 1:
-        stride = max_len - 1
-    device = next(model.parameters()).device
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else [tokenizer.eos_token_id]
-    eos = [tokenizer.eos_token_id]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    windows = [w for ids in encoded for w in _windows(bos + ids + eos, max_len, stride)]
-    windows.sort(key=lambda w: len(w[0]))  # similar lengths together: less padding
-    nll, n_tokens = 0.0, 0
-    was_training = model.training
-    model.eval()
-    for begin in range(0, len(windows), batch_size):
-        chunk = windows[begin : begin + batch_size]
-        input_ids, mask = pad_sequences([ids for ids, _ in chunk], pad)
-        labels = torch.full(input_ids.shape, IGNORE_INDEX, dtype=torch.long)
-        for row, (ids, n_new) in enumerate(chunk):
-            # labels[t] is the token at t+1; count only the last n_new targets of the window
-            targets = torch.tensor(ids[1:])
-            labels[row, len(ids) - 1 - n_new : len(ids) - 1] = targets[len(targets) - n_new :]
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-        loss_sum, count = token_nll_sum(logits, labels.to(device))
-        nll += loss_sum.item()
-        n_tokens += int(count.item())
-    model.train(was_training)
-    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    return {
-        "documents": len(texts),
-        "tokens": n_tokens,
-        "bytes": n_bytes,
-        "nll_nats": nll,
-        "loss": nll / max(n_tokens, 1),
-        "ppl": perplexity(nll, n_tokens),
-        "bpb": bits_per_byte(nll, n_bytes),
-    }
 
 
 def unigram_bpb(token_counts: np.ndarray, tokenizer, texts: list[str]) -> float:

@@ -24,16 +24,17 @@ import torch
 from pydantic import Field, model_validator
 
 from chatforge.config.base import StrictModel
-from chatforge.data.lm_data import DataConfig, LanguageModelling, prepare_lm_data
-from chatforge.data.packing import check_isolation
+from chatforge.data.lm_data import DataConfig, LMData, prepare_lm_data
 from chatforge.engine.config import OptimConfig, TrainConfig
 from chatforge.engine.ewc import EWCConfig, with_ewc
-from chatforge.engine.loop import Engine
+from chatforge.engine.loop import Engine, StepOutput
 from chatforge.engine.schedules import ScheduleConfig, phases
 from chatforge.errors import ChatforgeError, ConfigError
 from chatforge.evaluation.domains import DomainEval, compare, evaluate_domains, format_domain_table
+from chatforge.losses.lm import IGNORE_INDEX, token_nll_sum
 from chatforge.models.build import ModelConfig, build_model, count_parameters, flops_per_token
 from chatforge.models.embeddings import NewRowsConfig
+from chatforge.models.logprobs import check_isolation, lm_forward
 from chatforge.run_dir import RejectLog, RunDir
 from chatforge.stages._training import Context, Plan, Trained, TrainingStage, default_schedule, train
 from chatforge.tokenizer.train import TokenizerConfig
@@ -147,7 +148,7 @@ class PretrainStage(TrainingStage):
         objective = with_ewc(cfg.ewc, LanguageModelling(data.names), model, tokenizer, ctx, cfg.data.seq_len)
         return Plan(
             model, objective, stream, tokenizer,
-            evaluate=(lambda m: data.evaluate(m, cfg.train.micro_batch_size)) if data.has_val() else None,
+            evaluate=(lambda m: held_out_loss(m, data, cfg.train.micro_batch_size)) if data.has_val() else None,
             mode=None, flops_per_token=flops_per_token(model, cfg.data.seq_len),
             param_groups=self.frozen.param_groups if self.frozen else None,
         )
@@ -219,7 +220,8 @@ def _domains_before(cfg: Config, engine: Engine, tokenizer, run_dir: RunDir, rej
 def _heldout_bpb(cfg: Config, data, engine: Engine, tokenizer, summary: dict, say) -> None:
     """Bits-per-byte of each source's held-out documents, pooled and per source, against a unigram baseline."""
     from chatforge.losses.lm import bits_per_byte, perplexity
-    from chatforge.stages.eval_lm import score_texts, unigram_bpb
+    from chatforge.models.logprobs import score_texts
+    from chatforge.stages.eval_lm import unigram_bpb
 
     texts_by_source = {}
     for name, cache in zip(data.names, data.caches):
@@ -249,3 +251,56 @@ def _heldout_bpb(cfg: Config, data, engine: Engine, tokenizer, summary: dict, sa
         f"held-out: {bpb:.4f} bits/byte (ppl {summary['heldout_ppl']:.2f}) vs unigram baseline "
         f"{summary['unigram_bpb']:.4f} bits/byte over {documents} documents"
     )
+
+
+class LanguageModelling:
+    """Next-token objective: summed cross-entropy over every label that is not ignored.
+
+    With several sources it also reports each source's share of the step's target tokens
+    (`share/<source>`), i.e. the mixture actually trained on.
+    """
+
+    def __init__(self, source_names: list[str] | None = None):
+        self.source_names = source_names or []
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
+        logits = lm_forward(model, batch)
+        if len(self.source_names) < 2 or "source" not in batch:
+            loss_sum, n_tokens = token_nll_sum(logits, batch["labels"])
+            return StepOutput(loss_sum, n_tokens)
+        labels = batch["labels"]
+        per_token = torch.nn.functional.cross_entropy(
+            logits.float().transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
+        )
+        row_loss, row_tokens = per_token.sum(dim=1), (labels != IGNORE_INDEX).sum(dim=1)
+        sums, ratios = {}, {}
+        for index, name in enumerate(self.source_names):  # every name every step: ranks all-reduce the same keys
+            mine = batch["source"] == index
+            sums[f"share/{name}"] = row_tokens[mine].sum()
+            ratios[f"loss/{name}"] = (row_loss[mine].detach().sum(), row_tokens[mine].sum())
+        return StepOutput(row_loss.sum(), row_tokens.sum(), sums, ratios=ratios)
+
+
+@torch.no_grad()
+def held_out_loss(model: torch.nn.Module, data: LMData, batch_size: int) -> dict[str, float]:
+    """val/loss over every source's held-out windows, plus val/<source>/loss for each."""
+    from chatforge.losses.lm import perplexity
+    from chatforge.models.logprobs import lm_nll_sum
+
+    device = next(model.parameters()).device
+    out: dict[str, float] = {}
+    total, count = 0.0, 0
+    for name, batches, training_source in data.validation_sets(batch_size):
+        s_total, s_count = 0.0, 0
+        for batch in batches:
+            loss_sum, n = lm_nll_sum(model, {k: v.to(device) for k, v in batch.items()})
+            s_total, s_count = s_total + loss_sum.item(), s_count + int(n)
+        if not s_count:
+            continue
+        if len(data.names) > 1 or not training_source:
+            out[f"val/{name}/loss"] = s_total / s_count
+        if training_source:  # val/loss covers the training sources only
+            total, count = total + s_total, count + s_count
+    if count:
+        out = {"val/loss": total / count, "val/ppl": perplexity(total, count)} | out
+    return out

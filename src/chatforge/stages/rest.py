@@ -40,8 +40,9 @@ from typing import Literal
 from pydantic import Field
 
 from chatforge.config.base import StrictModel
+from chatforge.data.prompts import load_prompts
 from chatforge.engine.config import OptimConfig
-from chatforge.errors import ConfigError, DataError
+from chatforge.errors import ConfigError
 from chatforge.run_dir import RejectLog, RunDir
 from chatforge.sampling.config import SamplingConfig
 from chatforge.scoring.config import CheckScorerConfig, ScorerConfig
@@ -100,52 +101,12 @@ class Config(StrictModel):
     seed: int = Field(0, description="seed of the cap's random choice and of the M-step's data order")
 
 
-def load_prompts(path: str, limit: int | None, rejects: RejectLog, tasks: list[str] | None = None) -> list[dict]:
-    """World-style prompt records: `prompt` (messages ending with a user turn) or `messages` (ending
-    with a reference answer, dropped), plus `task` and `answer` for the checker; each gets `id`.
-    With `tasks`, records of other tasks are skipped (not rejected) and `limit` counts the kept ones."""
-    from chatforge.data.corpus import jsonl_records
-    from chatforge.errors import ChatforgeError
-    from chatforge.scoring.base import prompt_messages
-
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"prompts file not found: {file}")
-    records = []
-    seen_tasks: set[str] = set()
-    for where, record in jsonl_records(file, rejects):
-        try:
-            if not isinstance(record, dict) or isinstance(record.get("prompt"), str):
-                raise ChatforgeError("not a record with prompt messages")
-            messages = prompt_messages(record)
-        except ChatforgeError:
-            messages = None
-        if not messages or messages[-1].get("role") != "user":
-            rejects.add(str(file), where, "bad_field", "needs `prompt` (messages ending with a user turn) or `messages`", record)
-            continue
-        seen_tasks.add(str(record.get("task")))
-        if tasks is not None and record.get("task") not in tasks:
-            continue
-        lineno = where.removeprefix("line ")
-        records.append({**record, "prompt": messages, "id": str(record.get("id", f"{file.name}:{lineno}"))})
-        if limit is not None and len(records) >= limit:
-            break
-    if not records and tasks is not None and seen_tasks:
-        raise DataError(f"no prompts of tasks {tasks} in {file} (its tasks: {', '.join(sorted(seen_tasks))})")
-    if not records:
-        raise DataError(f"no usable prompts in {file} ({rejects.summary_line()})")
-    return records
-
-
 def correct(record: dict, response: str) -> bool:
     """Binary correctness for pass@k and majority vote: the world's checker (verifiable records with
     `task`/`answer`, else the instruction checker on the prompt)."""
-    from chatforge.world.reward import check_answer
-    from chatforge.world.verifiable import VERIFIABLE_TASKS, check
+    from chatforge.scoring.world import world_correct
 
-    if record.get("task") in VERIFIABLE_TASKS and "answer" in record:
-        return check(record, response)
-    return check_answer(record["prompt"], response)
+    return world_correct(record, response)
 
 
 class Policy:

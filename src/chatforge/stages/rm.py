@@ -127,12 +127,15 @@ class RewardModelStage(TrainingStage):
         batches = GroupBatches(groups, cfg.train.micro_batch_size, pad, cfg.train.seed, ctx.info.rank,
                                ctx.info.world_size, packing)
         self.groups = len(groups)
-        describe = (
-            f"rm ({cfg.mode}, loss={cfg.loss}, packing={packing}): {stats['pairs']} pairs + {stats['rankings']} rankings "
-            f"({stats['ordered_pairs']} ordered pairs, {stats['responses']} responses) | {ctx.rows_per_step} groups per "
-            f"step x {cfg.train.max_steps} steps (~{cfg.train.max_steps / batches.steps_per_epoch(cfg.train.grad_accum_steps):.2f}"
-            " epochs) | {trainable:,} of {total:,} parameters trainable"
-        )
+        epochs = cfg.train.max_steps / batches.steps_per_epoch(cfg.train.grad_accum_steps)
+
+        def describe(trainable: int, total: int) -> str:
+            return (
+                f"rm ({cfg.mode}, loss={cfg.loss}, packing={packing}): {stats['pairs']} pairs + {stats['rankings']} "
+                f"rankings ({stats['ordered_pairs']} ordered pairs, {stats['responses']} responses) | {ctx.rows_per_step} "
+                f"groups per step x {cfg.train.max_steps} steps (~{epochs:.2f} epochs) | {trainable:,} of {total:,} "
+                "parameters trainable"
+            )
         objective = RMObjective(cfg.loss, cfg.margin_scale, cfg.center_coefficient)
         summary = {"loss": cfg.loss, "packing": packing, "margin_scale": cfg.margin_scale,
                    "center_coefficient": cfg.center_coefficient, "train": stats, "val": val_stats or None}

@@ -180,7 +180,7 @@ class SFTStage(TrainingStage):
             raise ConfigError("data.sources is empty: give at least one file of conversations")
 
     def prepare(self, ctx: Context) -> Plan:
-        from chatforge.data.packing import check_isolation
+        from chatforge.models.logprobs import check_isolation
         from chatforge.sft.batches import SFTBatches
         from chatforge.sft.objective import SFTObjective
         from chatforge.tokenizer.load import load_tokenizer

@@ -54,20 +54,13 @@ class ModelContext:
 def read_jsonl(path: str | Path, rejects: RejectLog, limit: int | None = None) -> list[dict]:
     """The JSON objects of a JSONL file in order, each with `_where` (path:line); lines that are not
     JSON objects go to `rejects`."""
-    from chatforge.data.corpus import jsonl_records
+    from chatforge.data.records import jsonl_objects
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    records = []
-    for where, record in jsonl_records(path, rejects):
-        if not isinstance(record, dict):
-            rejects.add(str(path), where, "not_an_object", f"expected a JSON object, got {type(record).__name__}", record)
-            continue
+    def parse(record: dict, source: str, where: str) -> dict:
         record.setdefault("_where", f"{path}:{where.removeprefix('line ')}")
-        records.append(record)
-        if limit is not None and len(records) >= limit:
-            break
+        return record
+
+    records = jsonl_objects(path, parse, rejects, "file", limit)
     if not records:
         raise DataError(f"{path}: no usable records ({rejects.summary_line()})")
     return records

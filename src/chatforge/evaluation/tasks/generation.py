@@ -8,12 +8,11 @@ final "The answer is X" does) or `function:pkg.mod:fn` (fn(record, response) -> 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Literal
 
 from pydantic import Field, field_validator
 
-from chatforge.errors import ConfigError, DataError
+from chatforge.errors import ConfigError
 from chatforge.evaluation.tasks.base import ModelContext, TaskBase, prompt_of, read_jsonl
 from chatforge.sampling.config import SamplingConfig
 
@@ -41,48 +40,17 @@ class GenerationTask(TaskBase):
         return value
 
 
-def make_checker(spec: str) -> Callable[[dict, str], bool]:
-    if spec == "world":
-        return _world_check
-    if spec == "answers":
-        return _answers_check
-    from chatforge.scoring.function import import_function
-
-    return import_function(spec.removeprefix("function:"))
-
-
-def _world_check(record: dict, response: str) -> bool:
-    from chatforge.world import check_answer
-    from chatforge.world.verifiable import check
-
-    if "task" in record and "answer" in record:
-        return check(record, response)
-    if isinstance(record.get("messages"), list):
-        return check_answer(record["messages"][:-1], response)
-    raise DataError(f"{record.get('_where', '?')}: checker world needs `task` + `answer`, or `messages`")
-
-
-def _answers_check(record: dict, response: str) -> bool:
-    from chatforge.world.answers import extract_final_answer
-
-    answers = record.get("answers")
-    if not isinstance(answers, list):
-        raise DataError(f"{record.get('_where', '?')}: checker answers needs a list field 'answers'")
-    wanted = {str(a).strip() for a in answers}
-    final = extract_final_answer(response)
-    return response.strip() in wanted or (final is not None and final.strip() in wanted)
-
-
 def run(ctx: ModelContext, cfg: GenerationTask) -> dict:
     from chatforge.evaluation.sampled import sampled_metrics
     from chatforge.sampling import Sampler, chat_prompt
+    from chatforge.scoring.checks import make_checker
 
     if not cfg.greedy and cfg.n == 0:
         raise ConfigError("generation task: greedy is false and n is 0, nothing to measure")
     bad_k = [k for k in cfg.ks if cfg.n and k > cfg.n]
     if bad_k:
         raise ConfigError(f"generation task: pass@k needs k <= n (n={cfg.n}, ks={cfg.ks})")
-    check = make_checker(cfg.checker)
+    check = make_checker(cfg.checker)  # scoring.checks: the world's checker lives behind scoring/
     records = read_jsonl(cfg.path, ctx.rejects, cfg.max_examples)
     prompts = [chat_prompt(ctx.tokenizer, prompt_of(r)) for r in records]
     sampler = Sampler(ctx.model, ctx.tokenizer)

@@ -21,7 +21,7 @@ class LmTask(TaskBase):
 
 
 def run(ctx: ModelContext, cfg: LmTask) -> dict:
-    from chatforge.stages.eval_lm import score_texts
+    from chatforge.models.logprobs import score_texts
 
     texts = []
     for doc in read_documents(cfg.data, ctx.rejects):
