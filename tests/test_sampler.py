@@ -264,3 +264,32 @@ def test_greedy_equals_transformers_on_alibi_falcon(tiny_tokenizer):
     out = Sampler(model, tiny_tokenizer).generate(PROMPTS, SamplingConfig(temperature=0, max_new_tokens=8, stop_token_ids=[]))
     for prompt, (completion,) in zip(PROMPTS, out):
         assert completion.token_ids == hf_greedy(model, tiny_tokenizer, prompt, 8, None)
+
+
+def test_a_stream_is_the_samplers_loop_token_for_token(model, tiny_tokenizer):
+    """serve.stream feeds from Sampler.generate's own loop: with one seed the streamed samples are the
+    non-streamed ones (ids, log-probs, finish), and each sample's deltas concatenate to its text."""
+    from chatforge.serve.stream import IncrementalDecoder
+
+    prompt = PROMPTS[0]
+    plain = Sampler(model, tiny_tokenizer).generate([prompt], SamplingConfig(temperature=1.0, n=3, seed=11, max_new_tokens=10))[0]
+    stop = plain[0].text[2:4]  # a stop string the first sample meets
+    for cfg in (SamplingConfig(temperature=1.0, n=3, seed=11, max_new_tokens=10),
+                SamplingConfig(temperature=1.0, n=3, seed=11, max_new_tokens=10, stop=[stop], max_batch_size=2)):
+        expected = Sampler(model, tiny_tokenizer).generate([prompt], cfg)[0]
+        deltas: dict[int, list[str]] = {0: [], 1: [], 2: []}
+        finishes: dict[int, str] = {}
+
+        def on_delta(index, text, finish, deltas=deltas, finishes=finishes):
+            assert index not in finishes  # nothing after a sample's last delta
+            deltas[index].append(text)
+            if finish is not None:
+                finishes[index] = finish
+
+        streamed = IncrementalDecoder(model, tiny_tokenizer).generate(prompt, cfg, on_delta)
+        assert [(c.token_ids, c.logprobs, c.finish_reason) for c in streamed] == [
+            (c.token_ids, c.logprobs, c.finish_reason) for c in expected
+        ]
+        assert ["".join(deltas[i]) for i in range(3)] == [c.text for c in expected]
+        assert finishes == {i: c.finish_reason for i, c in enumerate(expected)}
+    assert expected[0].finish_reason == "stop" and stop not in expected[0].text

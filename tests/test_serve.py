@@ -251,10 +251,10 @@ async def _drain(stream) -> str:
 
 def test_engine_batches_compatible_waiting_jobs(served):
     """Jobs waiting together with the same settings share one sampler call; seeded or other settings do not."""
-    from chatforge.serve.engine import Engine, Job
+    from chatforge.serve.engine import Job, ModelWorker
 
     real = served[1].engine
-    engine = Engine(real.model, real.tokenizer, max_batch=8)
+    engine = ModelWorker(real.model, real.tokenizer, max_batch=8)
     calls: list[int] = []
     original = engine.sampler.generate
 
@@ -299,10 +299,10 @@ def test_cli_help_and_print_config(model_dir, capsys):
 
 
 def test_a_full_queue_is_a_429(served):
-    from chatforge.serve.engine import Engine, Job
+    from chatforge.serve.engine import Job, ModelWorker
     from chatforge.serve.protocol import APIError
 
-    engine = Engine(served[1].engine.model, served[1].engine.tokenizer, max_queue=1)  # not started
+    engine = ModelWorker(served[1].engine.model, served[1].engine.tokenizer, max_queue=1)  # not started
 
     async def run():
         engine.submit(Job.create([[5]], SamplingConfig(), stream=False))

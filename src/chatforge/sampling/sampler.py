@@ -23,38 +23,18 @@ log-prob under the processed distribution the token was drawn from.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 
 from chatforge.errors import ChatforgeError, ConfigError
 from chatforge.sampling.cache_arg import cache_kwargs
+from chatforge.sampling.completion import Completion, FinishReason, OnToken
 from chatforge.sampling.config import SamplingConfig
 from chatforge.sampling.fast_decode import FastDecoder, unsupported_reason
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
-
-FinishReason = Literal["stop", "length"]
-
-
-@dataclass
-class Completion:
-    """One sample for one prompt.
-
-    `token_ids` end with the stop token when a stop id ended the sample (so RL trains the model to stop),
-    or with the token that completed a stop string; `text` holds neither the stop token nor the stop
-    string. `stop_reason` is the stop id or stop string that ended it, None for `finish_reason="length"`.
-    """
-
-    prompt_index: int
-    token_ids: list[int]
-    text: str
-    logprobs: list[float]
-    finish_reason: FinishReason
-    stop_reason: str | int | None
-
 
 def chat_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[int]:
     """Token ids of `messages` under the tokenizer's chat template, ending with the assistant's turn opener."""
@@ -206,12 +186,14 @@ class Sampler:
 
     def generate(
         self, prompts: list[list[int]] | list[str], cfg: SamplingConfig | None = None,
-        should_stop: Callable[[], bool] | None = None,
+        should_stop: Callable[[], bool] | None = None, on_token: OnToken | None = None,
     ) -> list[list[Completion]]:
         """`cfg.n` completions per prompt, in prompt order. String prompts are tokenized with the
         tokenizer's special tokens (bos where it adds one); chat prompts come from `chat_prompt`.
         `should_stop()`, asked before each decoding step, ends every sample where it is (finish
-        reason "length") when it returns True: the server's callers have all gone."""
+        reason "length") when it returns True: the server's callers have all gone. `on_token(prompt
+        index, sample index, the sample's token ids so far, its Completion once it ended)` is called
+        after every decoding step for every sample that took a step: what a stream is fed from."""
         cfg = cfg or SamplingConfig()
         if not prompts:
             return []
@@ -222,7 +204,11 @@ class Sampler:
 
             if self._vllm is None:
                 self._vllm = VLLMBackend(self.model_path, self.tokenizer)
-            return self._vllm.generate(prompt_ids, cfg, stop_ids)
+            results = self._vllm.generate(prompt_ids, cfg, stop_ids)
+            for samples in results if on_token is not None else []:  # vLLM returns whole samples
+                for index, completion in enumerate(samples):
+                    on_token(completion.prompt_index, index, completion.token_ids, completion)
+            return results
 
         limit = max_positions(self.model)
         for i, ids in enumerate(prompt_ids):
@@ -244,7 +230,9 @@ class Sampler:
                     if should_stop is not None and should_stop():
                         break
                     batch = [prompt_ids[i] for i in indices]
-                    for completion in self._decode_batch(batch, indices, repeats, cfg, stop_ids, generator, limit, should_stop):
+                    first = [len(results[i]) for i in indices]  # samples of each prompt decoded so far
+                    rows = self._decode_batch(batch, indices, repeats, cfg, stop_ids, generator, limit, should_stop, on_token, first)
+                    for completion in rows:
                         results[completion.prompt_index].append(completion)
         finally:
             self.model.train(was_training)
@@ -278,6 +266,8 @@ class Sampler:
         generator: torch.Generator | None,
         limit: int | None,
         should_stop: Callable[[], bool] | None = None,
+        on_token: OnToken | None = None,
+        first_sample: list[int] | None = None,
     ) -> list[Completion]:
         device = self._device()
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -292,6 +282,8 @@ class Sampler:
 
         prompt_lens = [len(p) for p in prompts for _ in range(repeats)]
         row_prompt = [i for i in indices for _ in range(repeats)]
+        first_sample = first_sample or [0] * len(indices)
+        row_sample = [first_sample[k] + r for k in range(len(indices)) for r in range(repeats)]
         n_rows = len(row_prompt)
         max_new = [
             cfg.max_new_tokens if limit is None else min(cfg.max_new_tokens, limit - n) for n in prompt_lens
@@ -332,12 +324,16 @@ class Sampler:
                     keep.append(b)
                 else:
                     done[row] = finished
+                if on_token is not None:
+                    on_token(row_prompt[row], row_sample[row], tokens[row], finished)
             if not keep:
                 break
             if should_stop is not None and should_stop():
                 for b in keep:
                     row = active[b]
                     done[row] = self._completion(row_prompt[row], tokens[row], logps[row], "length", None)
+                    if on_token is not None:
+                        on_token(row_prompt[row], row_sample[row], tokens[row], done[row])
                 break
             # 3) drop finished rows, then one forward over the new tokens of the rest
             if len(keep) < len(active):

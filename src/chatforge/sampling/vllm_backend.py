@@ -16,6 +16,7 @@ quantity as the torch backend's `Completion.logprobs`.
 from __future__ import annotations
 
 from chatforge.errors import ConfigError
+from chatforge.sampling.completion import Completion
 from chatforge.sampling.config import SamplingConfig
 
 MISSING = "backend=vllm needs the vllm package (pip install vllm, GPU machines); use backend=torch"
@@ -34,8 +35,6 @@ class VLLMBackend:
 
     def generate(self, prompt_ids: list[list[int]], cfg: SamplingConfig, stop_ids: list[int]):
         from vllm import SamplingParams
-
-        from chatforge.sampling.sampler import Completion
 
         params = SamplingParams(
             n=cfg.n,

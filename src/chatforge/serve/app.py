@@ -1,7 +1,7 @@
 """The HTTP side: a Starlette app with OpenAI's routes, request checks, and SSE streaming.
 
 Handlers run on uvicorn's event loop; they parse and check the request (size, schema, model id,
-limits), render the prompt, and hand a `Job` to the `Engine`'s worker thread. Every failure is
+limits), render the prompt, and hand a `Job` to the `ModelWorker`'s worker thread. Every failure is
 answered with an OpenAI error object; nothing a request does can stop the server.
 """
 
@@ -25,7 +25,7 @@ from chatforge.data.safe_json import JsonRejected, decode_json
 from chatforge.sampling import SamplingConfig, max_positions
 from chatforge.serve.chat_page import chat_page
 from chatforge.serve.config import ServeConfig
-from chatforge.serve.engine import Engine, Job
+from chatforge.serve.engine import Job, ModelWorker
 from chatforge.serve.protocol import (
     APIError,
     ChatCompletionRequest,
@@ -46,7 +46,7 @@ logger = logging.getLogger("chatforge.serve")
 class Server:
     """Request handling for one model: checks, prompt rendering, and the round trip to the engine."""
 
-    def __init__(self, engine: Engine, cfg: ServeConfig, model_name: str):
+    def __init__(self, engine: ModelWorker, cfg: ServeConfig, model_name: str):
         self.engine = engine
         self.cfg = cfg
         self.model_name = model_name
@@ -315,7 +315,7 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=500)
 
 
-def build_app(engine: Engine, cfg: ServeConfig, model_name: str) -> Starlette:
+def build_app(engine: ModelWorker, cfg: ServeConfig, model_name: str) -> Starlette:
     """The ASGI app; the engine's worker thread starts and stops with the app's lifespan."""
     server = Server(engine, cfg, model_name)
 

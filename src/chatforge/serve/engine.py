@@ -80,14 +80,14 @@ class Job:
         self.loop.call_soon_threadsafe(_set)
 
 
-class Engine:
+class ModelWorker:
     """Owns the model in a worker thread; `submit` is called from the event loop."""
 
     def __init__(self, model, tokenizer, *, max_batch: int = 16, max_queue: int = 512):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.sampler = Sampler(self.model, tokenizer)
-        self.decoder = IncrementalDecoder(self.model, tokenizer)
+        self.decoder = IncrementalDecoder(self.model, tokenizer, self.sampler)  # one decoding loop, one sampler
         self.max_batch = max_batch
         self._queue: queue.Queue[Job | None] = queue.Queue(maxsize=max_queue)
         self._thread: threading.Thread | None = None

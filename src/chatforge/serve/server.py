@@ -58,12 +58,12 @@ def model_name(cfg: ServeConfig) -> str:
 def build(cfg: ServeConfig, model=None, tokenizer=None):
     """The ASGI app for `cfg`; a given (model, tokenizer) is served instead of loading `cfg.model_dir`."""
     from chatforge.serve.app import build_app
-    from chatforge.serve.engine import Engine
+    from chatforge.serve.engine import ModelWorker
 
     cfg = resolve(cfg)
     if model is None:
         model, tokenizer = load_model(cfg.model_dir, cfg.device, cfg.dtype)
-    engine = Engine(model, tokenizer, max_batch=cfg.max_batch, max_queue=cfg.max_queue)
+    engine = ModelWorker(model, tokenizer, max_batch=cfg.max_batch, max_queue=cfg.max_queue)
     return build_app(engine, cfg, model_name(cfg))
 
 
