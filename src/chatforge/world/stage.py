@@ -5,7 +5,8 @@ learning-dynamics probes, and web-like HTML pages with cleaning ground truth.
 
 Same seed and same versions give byte-identical files; manifest.json lists every file with its
 record count and sha256. `--size tiny` writes in about a second (tests); `--size default` is sized for
-a ~10M-parameter model on 2 CPU cores. Every file is described in docs/world.md.
+the ~2M-parameter world chain on 2 CPU cores; `--size large` is the first format's default (300 people).
+Every file is described in docs/world.md.
 
 example: chatforge world write --out data/world --size tiny
 """
@@ -24,15 +25,16 @@ from chatforge.world.write import write_world
 
 class Config(StrictModel):
     out: Path = Field(description="directory to write the world into (created if missing)")
-    size: Literal["tiny", "small", "default"] = Field(
-        "default", description="how much to write: tiny (tests), small, default (~1 MB of pretraining text per world)"
+    size: Literal["tiny", "small", "default", "large"] = Field(
+        "default",
+        description="how much to write: tiny (tests), small, default (100 people, the CPU chain), large (300 people)",
     )
     seed: int = Field(DEFAULT_SEED, description="seed of every random choice; same seed, same files")
     people: int | None = Field(
-        None, ge=20, description="people per world (default: the size's count: 24, 80 or 300)"
+        None, ge=20, description="people per world (default: the size's count: 24, 80, 100 or 300)"
     )
     fact_repeats: int | None = Field(
-        None, ge=1, description="documents stating each fact (default: the size's count: 2, 4 or 10)"
+        None, ge=1, description="documents stating each fact (default: the size's count: 2, 4, 6 or 10)"
     )
     novice_error_rate: float = Field(
         0.5, ge=0.0, le=1.0, description="share of prompts the novice source answers wrongly (C-RLFT data)"
