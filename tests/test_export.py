@@ -132,6 +132,15 @@ def test_bos_outside_chatforge_agrees_with_training(chain, seen):
         assert prompt[0] != 2  # chatml writes no bos, and SFT trained without one
 
 
+def test_reports_label_the_loss_by_unit_and_plot_the_logged_metrics(chain):
+    from chatforge.engine.log import read_metrics
+    from chatforge.engine.plots import loss_unit
+
+    units = {stage: loss_unit(read_metrics(chain[stage] / "metrics.jsonl")) for stage in ("pretrain", "sft", "dpo", "rm_lora")}
+    assert units == {"pretrain": "nats/token", "sft": "nats/token", "dpo": "mean per pair", "rm_lora": "mean per pair or ranking"}
+    assert (chain["dpo"] / "report" / "metrics.png").is_file()  # reward margin and accuracy, not only loss and lr
+
+
 def test_chatforge_reads_its_export_back_with_the_document_eos(chain):
     from transformers import AutoTokenizer
 
@@ -144,27 +153,33 @@ def test_chatforge_reads_its_export_back_with_the_document_eos(chain):
     assert sidecar["document_eos_token"] == "</s>" and sidecar["stop_tokens"] == ["<|im_end|>", "</s>"]
 
 
-def test_lora_adapter_is_saved_by_default_and_loads_from_elsewhere(chain):
-    """AutoPeftModel from another working directory gives the merged final/'s logits."""
-    adapter = chain["sft_lora"] / "adapter"
-    config = json.loads((adapter / "adapter_config.json").read_text())
-    assert os.path.isabs(config["base_model_name_or_path"])
-    assert config["base_model_name_or_path"] == str((chain["pretrain"] / "final").resolve())
-    script = textwrap.dedent(
-        """
-        import sys, torch
-        from peft import AutoPeftModelForCausalLM
-        from transformers import AutoModelForCausalLM
-        ids = torch.tensor([[4, 70, 80, 90, 5, 3]])
-        a = AutoPeftModelForCausalLM.from_pretrained(sys.argv[1]).eval()(ids).logits
-        b = AutoModelForCausalLM.from_pretrained(sys.argv[2]).eval()(ids).logits
-        print(float((a - b).abs().max()))
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script, str(adapter), str(chain["sft_lora"] / "final")],
+# AutoPeftModel from `/`: the largest logit difference between the adapter on its base and final/.
+ADAPTER_CHECK = textwrap.dedent(
+    """
+    import sys, torch
+    from peft import AutoPeftModelForCausalLM
+    from transformers import AutoModelForCausalLM
+    ids = torch.tensor([[4, 70, 80, 90, 5, 3]])
+    a = AutoPeftModelForCausalLM.from_pretrained(sys.argv[1]).eval()(ids).logits
+    b = AutoModelForCausalLM.from_pretrained(sys.argv[2]).eval()(ids).logits
+    print(float((a - b).abs().max()))
+    """
+)
+
+
+def adapter_gap(python: str, run) -> float:
+    done = subprocess.run([python, "-c", ADAPTER_CHECK, str(run / "adapter"), str(run / "final")],
                           capture_output=True, text=True, cwd="/", timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert float(done.stdout.strip().splitlines()[-1]) < 1e-4
+    return float(done.stdout.strip().splitlines()[-1])
+
+
+def test_lora_adapter_is_saved_by_default_and_loads_from_elsewhere(chain):
+    """AutoPeftModel from another working directory gives the merged final/'s logits."""
+    config = json.loads((chain["sft_lora"] / "adapter" / "adapter_config.json").read_text())
+    assert os.path.isabs(config["base_model_name_or_path"])
+    assert config["base_model_name_or_path"] == str((chain["pretrain"] / "final").resolve())
+    assert adapter_gap(sys.executable, chain["sft_lora"]) < 1e-4
 
 
 def test_reward_model_adapter_carries_its_own_base(chain):
@@ -202,8 +217,10 @@ def test_rope_theta_is_written_for_transformers_4(tmp_path, tiny_tokenizer):
 
 @pytest.mark.skipif(not os.environ.get("CHATFORGE_TF4_PYTHON"), reason="set CHATFORGE_TF4_PYTHON (bench/transformers4_env.sh)")
 def test_transformers_4_reads_the_export(chain, seen):
+    """Under transformers 4.x (and its peft) the exports behave exactly as under 5.x."""
     python = os.environ["CHATFORGE_TF4_PYTHON"]
     version = subprocess.run([python, "-c", "import transformers; print(transformers.__version__)"],
                              capture_output=True, text=True, check=True).stdout.strip()
     assert version.startswith("4."), version
     assert outside(python, chain) == seen  # same tokens, stops, bos and generated answers under 4.x
+    assert adapter_gap(python, chain["sft_lora"]) < 1e-4  # and the adapter loads with that version's peft

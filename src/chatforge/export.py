@@ -119,8 +119,8 @@ def save_tokenizer_for_export(tokenizer, out_dir: Path, stops: list[int]) -> Non
     """
     tokenizer.save_pretrained(out_dir)
     bos = tokenizer.bos_token
-    if bos is not None and tokenizer.bos_token_id is not None:
-        prepend_bos(out_dir / "tokenizer.json", bos, tokenizer.bos_token_id)
+    if bos is not None and tokenizer.bos_token_id is not None and (out_dir / "tokenizer.json").is_file():
+        prepend_bos(out_dir / "tokenizer.json", bos, tokenizer.bos_token_id)  # (a slow tokenizer has no tokenizer.json)
     config_path = out_dir / "tokenizer_config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
     document_eos = tokenizer.eos_token
