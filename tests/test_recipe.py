@@ -102,6 +102,11 @@ def test_a_config_file_is_read_with_overrides_and_its_own_out_ignored(tmp_path):
     assert (sft.out, sft.model, sft.train.max_steps, sft.train.micro_batch_size) == (str(tmp_path / "out" / "sft"), "m", 9, 2)
 
 
+def test_a_recipe_with_nothing_to_do_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"give at least one stage, or a card of existing model directories"):
+        load_recipe(write(tmp_path, {"stages": {}}))
+
+
 def test_a_reference_to_a_later_stage_or_an_unknown_stage_kind_is_named(tmp_path):
     path = write(tmp_path, {"stages": {"sft": {"config": {"model": "${world.dir}"}}, "world": {"stage": "world write"}}})
     with pytest.raises(ConfigError, match=r"stage 'world' runs later"):

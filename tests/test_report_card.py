@@ -163,3 +163,31 @@ def test_a_clean_stage_decontamination_summary_replaces_the_provisional_check(tm
     assert found["provisional"] is False and found["unit"] == "training documents"
     assert found["sets"]["world/ceval"] == {"items": 146, "overlapping": 3, "share": pytest.approx(3 / 146)}
     assert "| world/ceval | 146 | 3 | 2.1% |" in to_markdown({**report_data(tmp_path), "decontamination": found})
+
+
+def test_a_recipe_of_only_a_card_measures_existing_models(tmp_path, base_dir, world):
+    """No stages: the card of two model directories from elsewhere (the same tiny model twice, so every
+    gain is exactly zero and KL to the reference is exactly zero)."""
+    import yaml
+
+    from chatforge.recipes.runner import run_recipe
+
+    card = {"models": {"first": str(base_dir), "second": str(base_dir)}, "reference": "first", "world": str(world),
+            "knowledge": str(world / "ceval"), "knowledge_questions": 4, "knowledge_shots": 1,
+            "instructions": str(world / "instructions" / "test.jsonl"), "instructions_max": 4,
+            "verifiable": str(world / "verifiable" / "test.jsonl"), "verifiable_max": 3, "samples": 2, "ks": [1, 2],
+            "pairs": str(world / "preferences" / "pairs_test.jsonl"), "pairs_max": 4,
+            "text": [str(world / "pretrain" / "world_a_valid.jsonl")], "text_documents": 2, "kl_prompts": 3, "max_new_tokens": 8}
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump({"name": "twins", "card": card}))
+    lines: list[str] = []
+    result = run_recipe(path, out=str(tmp_path / "out"), say=lines.append)
+    measures = json.loads((tmp_path / "out" / "card" / "measures.json").read_text())["measures"]
+    assert measures["first"]["knowledge accuracy"]["n"] == 8  # 4 questions x 2 subjects
+    assert measures["second"]["KL to first"]["value"] == 0.0
+    for name, figure in measures["first"].items():
+        assert measures["second"][name]["value"] == figure["value"], name
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| measure | first | second | second − first |" in md
+    assert result.report == tmp_path / "out" / "report.html"
+    assert lines[-2].startswith(f"chat with the final model: chatforge serve {base_dir}")

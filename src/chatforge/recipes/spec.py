@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from chatforge.config.base import StrictModel
 from chatforge.recipes.card.config import CardConfig
@@ -45,8 +45,16 @@ class Recipe(StrictModel):
     name: str | None = Field(None, description="the recipe's name (default: the file's stem)")
     description: str = Field("", description="one paragraph shown at the top of the report card")
     out: str | None = Field(None, description="the recipe directory (default: runs/<name>)")
-    stages: dict[str, StageEntry] = Field(min_length=1, description="stage name -> entry, run in this order")
+    stages: dict[str, StageEntry] = Field(
+        default_factory=dict, description="stage name -> entry, run in this order (none: a card of existing models)"
+    )
     card: CardConfig | None = Field(None, description="the report card's measurements of the recipe's models")
     chat_model: str | None = Field(
         None, description="the model the closing lines offer to chat with (default: the card's last model)"
     )
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> Recipe:
+        if not self.stages and self.card is None:
+            raise ValueError("stages: give at least one stage, or a card of existing model directories")
+        return self
