@@ -14,7 +14,7 @@ Record layouts, detected per record:
 After the prompt, each answer must be exactly one assistant message: a pair compares two answers to
 the same conversation. Reject reasons (written to `rejected.jsonl` with file and line): `not_utf8`,
 `bad_json`, `not_an_object`, `missing_field`, `bad_field`, `multi_message_response`,
-`identical_responses`, the conversation checks of `sft.formats.check_messages` (`empty_content`,
+`identical_responses`, the conversation checks of `data.parsers.check_messages` (`empty_content`,
 `out_of_order`, ...) and of `sft.masking.encode_conversation` (`special_token_in_content`,
 `too_long`, ...), each prefixed by the side it concerns where it is one side's fault (`chosen: ...`).
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -40,14 +39,14 @@ from pydantic import Field
 from chatforge.config.base import StrictModel
 from chatforge.data.padding import pad_sequences
 from chatforge.data.shared_truncation import shared_left_cut, shared_prompt_tokens
+from chatforge.data.parsers import Message, check_messages, parse_pair
+from chatforge.data.records import RecordError, read_records
 from chatforge.errors import DataError
 from chatforge.losses.lm import IGNORE_INDEX
 from chatforge.run_dir import RejectLog
-from chatforge.sft.formats import Message, RecordError, check_messages
 from chatforge.sft.masking import MaskSource, Rejection, encode_conversation
 
 PairTruncation = Literal["drop", "left"]
-_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 class PairSourceConfig(StrictModel):
@@ -83,97 +82,20 @@ class EncodedPair:
 
 def read_pairs(sources: Sequence[PairSourceConfig], rejects: RejectLog) -> Iterator[Pair]:
     """Every usable pair of every source, in order; unusable records go to `rejects`."""
-    from chatforge.sft.formats import _records  # the JSONL / JSON-array / parquet / HF-dir reader of SFT
-
-    for source in sources:
-        for path in _files(Path(source.path)):
-            name = str(path)
-            for where, record in _records(path, rejects):
-                try:
-                    pair = to_pair(record, name, where)
-                except RecordError as exc:
-                    rejects.add(name, where, exc.reason, exc.detail, record)
-                    continue
-                yield pair
-
-
-def _files(path: Path) -> list[Path]:
-    if not path.exists():
-        raise DataError(f"preference pairs not found: {path}")
-    if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in _SUFFIXES)
-        if not files:
-            raise DataError(f"directory {path} holds no .jsonl/.json/.parquet files of preference pairs")
-        return files
-    return [path]
+    return read_records([source.path for source in sources], to_pair, rejects, missing="preference pairs not found")
 
 
 def to_pair(record: Any, source: str = "", where: str = "") -> Pair:
     """The `Pair` of one record (either layout of the module docstring); raises `RecordError`."""
-    from chatforge.sft.formats import _kind, _role_content_list, _system
-
-    if not isinstance(record, dict):
-        raise RecordError("not_an_object", f"expected a JSON object, got {_kind(record)}")
-    for name in ("chosen", "rejected"):
-        if name not in record:
-            raise RecordError("missing_field", f"no field {name!r} (fields: {', '.join(map(str, record))})")
-    answers = {}
-    for name in ("chosen", "rejected"):
-        value = record[name]
-        if isinstance(value, str):
-            answers[name] = value
-        elif isinstance(value, list):
-            answers[name] = _role_content_list(value, name)
-        else:
-            raise RecordError("bad_field", f"field {name!r} is {_kind(value)}, expected a string or a list of messages")
-    system = _system(record)
-    if "prompt" in record and record["prompt"] is not None:
-        raw = record["prompt"]
-        if isinstance(raw, str):
-            prompt = [{"role": "user", "content": raw}]
-        elif isinstance(raw, list):
-            prompt = _role_content_list(raw, "prompt")
-        else:
-            raise RecordError("bad_field", f"field 'prompt' is {_kind(raw)}, expected a string or a list of messages")
-    else:
-        if isinstance(answers["chosen"], str) or isinstance(answers["rejected"], str):
-            raise RecordError("missing_field", "no field 'prompt', and chosen/rejected are not full conversations")
-        prompt = _shared_prefix(answers["chosen"], answers["rejected"])
-    texts = {name: _answer_text(value, prompt, name) for name, value in answers.items()}
-    if system and prompt[0]["role"] != "system":
-        prompt = system + prompt
-    if texts["chosen"] == texts["rejected"]:
+    read = parse_pair(record)
+    if read.chosen == read.rejected:
         raise RecordError("identical_responses", "chosen and rejected are the same text; the pair prefers nothing")
     for name in ("chosen", "rejected"):
         try:
-            check_messages([*prompt, {"role": "assistant", "content": texts[name]}])
+            check_messages([*read.prompt, {"role": "assistant", "content": getattr(read, name)}])
         except RecordError as exc:
             raise RecordError(exc.reason, f"{name}: {exc.detail}") from None
-    used = {"prompt", "chosen", "rejected", "system"}
-    return Pair(prompt, texts["chosen"], texts["rejected"], source, where, {k: v for k, v in record.items() if k not in used})
-
-
-def _shared_prefix(a: list[Message], b: list[Message]) -> list[Message]:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    if n == 0:
-        raise RecordError("bad_field", "no field 'prompt', and chosen and rejected share no first message to take as it")
-    return a[:n]
-
-
-def _answer_text(value: str | list[Message], prompt: list[Message], name: str) -> str:
-    """The one assistant answer of `value` (a text, the answer's messages, or the whole conversation)."""
-    if isinstance(value, str):
-        return value
-    rest = value[len(prompt):] if value[: len(prompt)] == prompt else value
-    if len(rest) != 1 or rest[0]["role"] != "assistant":
-        roles = ", ".join(m["role"] for m in rest) or "nothing"
-        raise RecordError(
-            "multi_message_response",
-            f"{name}: after the prompt it holds {roles}; a pair compares exactly one assistant answer",
-        )
-    return rest[0]["content"]
+    return Pair(read.prompt, read.chosen, read.rejected, source, where, read.extra)
 
 
 def encode_pairs(

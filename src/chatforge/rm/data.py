@@ -25,10 +25,8 @@ that does not fit even without the prompt with `truncation=left`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -36,10 +34,12 @@ import torch
 from pydantic import Field
 
 from chatforge.config.base import StrictModel
+from chatforge.data.padding import pad_sequences
 from chatforge.data.shared_truncation import shared_left_cut, shared_prompt_tokens
+from chatforge.data.parsers import finite_number, parse_pair, parse_ranking
+from chatforge.data.records import RecordError, read_records
 from chatforge.errors import DataError
 from chatforge.run_dir import RejectLog
-from chatforge.sft.formats import RecordError, _records, _role_content_list
 
 Truncation = Literal["left", "drop"]
 Packing = Literal["shared_prefix", "pack", "pad"]
@@ -68,27 +68,10 @@ class Group:
 
 def read_groups(sources: list[PreferenceSourceConfig], rejects: RejectLog, gold_field: str | None,
                 need_gold: bool) -> list[Group]:
-    groups = []
-    for source in sources:
-        for path in _files(Path(source.path)):
-            name = str(path)
-            for where, record in _records(path, rejects):
-                try:
-                    groups.append(parse_record(record, name, where, gold_field, need_gold))
-                except RecordError as exc:
-                    rejects.add(name, where, exc.reason, exc.detail, record)
-    return groups
+    def parse(record: Any, source: str, where: str) -> Group:
+        return parse_record(record, source, where, gold_field, need_gold)
 
-
-def _files(path: Path) -> list[Path]:
-    if not path.exists():
-        raise DataError(f"input not found: {path}")
-    if path.is_dir() and not (path / "dataset_info.json").exists() and not (path / "dataset_dict.json").exists():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in (".jsonl", ".json", ".parquet"))
-        if not files:
-            raise DataError(f"input directory {path} holds no .jsonl/.json/.parquet files")
-        return files
-    return [path]
+    return list(read_records([source.path for source in sources], parse, rejects))
 
 
 def parse_record(record: Any, source: str, where: str, gold_field: str | None, need_gold: bool) -> Group:
@@ -115,82 +98,35 @@ def parse_record(record: Any, source: str, where: str, gold_field: str | None, n
     return group
 
 
-def _prompt(record: dict) -> list[dict[str, str]]:
-    prompt = record["prompt"]
-    if isinstance(prompt, str):
-        if not prompt.strip():
-            raise RecordError("empty_content", "field 'prompt' is empty")
-        return [{"role": "user", "content": prompt}]
-    messages = _role_content_list(prompt, "prompt")
-    if messages[-1]["role"] == "assistant":
+def _check_prompt(record: dict, prompt: list[dict[str, str]]) -> list[dict[str, str]]:
+    if isinstance(record.get("prompt"), str) and not record["prompt"].strip():
+        raise RecordError("empty_content", "field 'prompt' is empty")
+    if prompt[-1]["role"] == "assistant":
         raise RecordError("bad_field", "the prompt ends with an assistant turn; the response comes after the prompt")
-    return messages
+    return prompt
 
 
 def _pair(record: dict, source: str, where: str, gold_field: str | None) -> Group:
-    for name in ("chosen", "rejected"):
-        if name not in record:
-            raise RecordError("missing_field", f"no field {name!r} (fields: {', '.join(map(str, record))})")
-    chosen, rejected = record["chosen"], record["rejected"]
-    if "prompt" in record:
-        prompt = _prompt(record)
-        chosen, rejected = _answer(chosen, "chosen"), _answer(rejected, "rejected")
-    elif isinstance(chosen, list) and isinstance(rejected, list):
-        chosen_turns = _role_content_list(chosen, "chosen")
-        rejected_turns = _role_content_list(rejected, "rejected")
-        if chosen_turns[:-1] != rejected_turns[:-1] or len(chosen_turns) < 2:
-            raise RecordError("prompt_mismatch", "without 'prompt', chosen and rejected must share every turn but the last")
-        prompt = chosen_turns[:-1]
-        chosen, rejected = _answer(chosen_turns[-1:], "chosen"), _answer(rejected_turns[-1:], "rejected")
-    else:
-        raise RecordError("missing_field", "no field 'prompt' (needed unless chosen/rejected are whole conversations)")
+    read = parse_pair(record)
     gold = None
     if gold_field and f"chosen_{gold_field}" in record and f"rejected_{gold_field}" in record:
-        gold = [_number(record, f"chosen_{gold_field}"), _number(record, f"rejected_{gold_field}")]
-    return Group(prompt, [chosen, rejected], [0, 1], gold, source, where, str(record.get("category", "")),
-                 str(record.get("kind", "")))
-
-
-def _answer(value: Any, name: str) -> str:
-    if isinstance(value, str):
-        return value
-    turns = _role_content_list(value, name)
-    if len(turns) != 1 or turns[0]["role"] != "assistant":
-        raise RecordError("bad_field", f"field {name!r} must be a string or one assistant message when 'prompt' is given")
-    return turns[0]["content"]
+        gold = [finite_number(record, f"chosen_{gold_field}"), finite_number(record, f"rejected_{gold_field}")]
+    return Group(_check_prompt(record, read.prompt), [read.chosen, read.rejected], [0, 1], gold, source, where,
+                 str(record.get("category", "")), str(record.get("kind", "")))
 
 
 def _ranking(record: dict, source: str, where: str, gold_field: str | None) -> Group:
-    if "prompt" not in record:
-        raise RecordError("missing_field", f"no field 'prompt' (fields: {', '.join(map(str, record))})")
-    prompt = _prompt(record)
-    responses = record["responses"]
-    if not isinstance(responses, list) or not all(isinstance(r, str) for r in responses):
-        raise RecordError("bad_field", "field 'responses' must be a list of strings, best first")
-    if len(responses) < 2:
-        raise RecordError("too_few_responses", f"{len(responses)} response(s); a ranking needs at least 2")
-    ranks = list(range(len(responses)))
-    if "ranks" in record:
-        ranks = record["ranks"]
-        if not (isinstance(ranks, list) and len(ranks) == len(responses) and all(isinstance(r, int) for r in ranks)):
-            raise RecordError("bad_field", "field 'ranks' must be one integer per response (lower is better)")
+    read = parse_ranking(record)
     gold = None
     key = f"{gold_field}s" if gold_field else None
     if key and key in record:
         values = record[key]
-        if not isinstance(values, list) or len(values) != len(responses):
+        if not isinstance(values, list) or len(values) != len(read.responses):
             raise RecordError("bad_field", f"field {key!r} must be one number per response")
-        gold = [_number({key: v}, key) for v in values]
+        gold = [finite_number({key: v}, key) for v in values]
     kinds = record.get("kinds") if isinstance(record.get("kinds"), list) else []
-    return Group(prompt, list(responses), list(ranks), gold, source, where, str(record.get("category", "")),
-                 kinds=[str(k) for k in kinds], is_pair=False)
-
-
-def _number(record: dict, name: str) -> float:
-    value = record[name]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise RecordError("bad_field", f"field {name!r} is {value!r}, expected a finite number")
-    return float(value)
+    return Group(_check_prompt(record, read.prompt), read.responses, read.ranks, gold, source, where,
+                 str(record.get("category", "")), kinds=[str(k) for k in kinds], is_pair=False)
 
 
 def encode_groups(groups: list[Group], tokenizer, max_length: int, truncation: Truncation,
@@ -242,20 +178,15 @@ def collate(groups: list[Group], pad_id: int, packing: Packing = "pad") -> dict[
     response; `ranks`, `slot_mask`, `gold`: (B, K_max) (gold is NaN where unknown)."""
     sequences = [g.input_ids for g in groups]
     if packing == "pad":
-        batch = pad_sequences([ids for seqs in sequences for ids in seqs], pad_id)
+        batch = padded_rows([ids for seqs in sequences for ids in seqs], pad_id)
     else:
         batch = pack_groups(sequences, pad_id, share_prefix=packing == "shared_prefix")
     return batch | group_layout(groups)
 
 
-def pad_sequences(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+def padded_rows(sequences: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
     """One sequence per row, right padded to the longest; the model reads the last non-pad token."""
-    width = max(len(s) for s in sequences)
-    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(sequences), width), dtype=torch.long)
-    for i, ids in enumerate(sequences):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention[i, : len(ids)] = 1
+    input_ids, attention = pad_sequences(sequences, pad_id, "right")
     return {"input_ids": input_ids, "attention_mask": attention, "lengths": attention.sum(1)}
 
 
