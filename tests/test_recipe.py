@@ -212,3 +212,17 @@ def test_every_recipe_under_recipes_resolves(recipe, tmp_path, monkeypatch):
     names = [s.name for s in steps]
     for step in steps:
         assert all(names.index(u) < names.index(step.name) for u in step.upstream), step.name
+
+
+def test_the_command_line_runs_reports_and_rejects_two_flags(tmp_path, capsys):
+    from chatforge.cli import main
+
+    path, root = write(tmp_path, two_worlds()), tmp_path / "out"
+    assert main(["run", str(path), "--out", str(root), "--no-report"]) == 0
+    assert not (root / "report.html").exists()
+    assert main(["run", str(path), "--out", str(root), "--report-only"]) == 0
+    assert f"report card: {root}/report.html" in capsys.readouterr().out
+    md = (root / "report.md").read_text()
+    assert "| a | world write | done |" in md and "## Provenance" in md
+    assert main(["run", str(path), "--from", "a", "--only", "b"]) == 2
+    assert "give --from or --only, not both" in capsys.readouterr().err
