@@ -89,3 +89,28 @@ def test_rm_left_truncation_cuts_the_same_prompt_prefix_from_every_response(tiny
     too_long = Group([{"role": "user", "content": "Hi"}], ["Short.", "word " * 80], [0, 1], None, "r.jsonl", "line 2")
     assert encode_groups([too_long], tiny_tokenizer, 40, "left", rejects)[0] == []
     assert rejects.counts == {"too_long": 1}
+
+
+# -- rankings ---------------------------------------------------------------------------------------
+
+def test_rankings_refuse_garbage_ranks():
+    import pytest
+
+    from chatforge.data.parsers import parse_ranking
+    from chatforge.data.records import RecordError
+
+    def reason(ranks, responses=("a", "b")) -> str:
+        with pytest.raises(RecordError) as info:
+            parse_ranking({"prompt": "q", "responses": list(responses), "ranks": ranks})
+        return f"{info.value.reason}: {info.value.detail}"
+
+    assert reason([True, False]).startswith("bad_field: field 'ranks' must be one integer per response")
+    assert reason([-5, 1e30]).startswith("bad_field")
+    assert reason([-5, 1]) == "bad_field: field 'ranks' is [-5, 1]; ranks of 2 responses are 0 (best) to 1"
+    assert reason([0, 2]).startswith("bad_field: field 'ranks' is [0, 2]")
+    assert reason([0, 1], ("same", "same")) == "identical_responses: responses 0 and 1 are the same text ranked 0 and 1"
+    with pytest.raises(RecordError, match="identical_responses"):
+        parse_ranking({"prompt": "q", "responses": ["same", "b", "same"]})  # best-first order ranks them 0 and 2
+    # ties and any order of valid ranks are fine
+    assert parse_ranking({"prompt": "q", "responses": ["a", "b", "c"], "ranks": [1, 0, 1]}).ranks == [1, 0, 1]
+    assert parse_ranking({"prompt": "q", "responses": ["x", "x", "y"], "ranks": [0, 0, 1]}).ranks == [0, 0, 1]

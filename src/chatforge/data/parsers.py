@@ -277,11 +277,20 @@ def parse_ranking(record: Any) -> RankingRecord:
         raise RecordError("bad_field", "field 'responses' must be a list of strings, best first")
     if len(responses) < 2:
         raise RecordError("too_few_responses", f"{len(responses)} response(s); a ranking needs at least 2")
-    ranks = list(range(len(responses)))
+    k = len(responses)
+    ranks = list(range(k))
     if "ranks" in record:
         ranks = record["ranks"]
-        if not (isinstance(ranks, list) and len(ranks) == len(responses) and all(isinstance(r, int) for r in ranks)):
+        # bool is an int subclass: `[true, false]` is not a ranking
+        if not (isinstance(ranks, list) and len(ranks) == k and all(type(r) is int for r in ranks)):
             raise RecordError("bad_field", "field 'ranks' must be one integer per response (lower is better)")
+        if any(not 0 <= r < k for r in ranks):
+            raise RecordError("bad_field", f"field 'ranks' is {ranks}; ranks of {k} responses are 0 (best) to {k - 1}")
+    first_rank: dict[str, tuple[int, int]] = {}
+    for i, (text, rank) in enumerate(zip(responses, ranks)):
+        j, other = first_rank.setdefault(text, (i, rank))
+        if other != rank:
+            raise RecordError("identical_responses", f"responses {j} and {i} are the same text ranked {other} and {rank}")
     used = {"prompt", "responses", "ranks"}
     return RankingRecord(prompt, list(responses), list(ranks), {k: v for k, v in record.items() if k not in used})
 

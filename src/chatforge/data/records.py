@@ -69,6 +69,8 @@ def jsonl_records(path: Path, rejects: RejectLog) -> Iterator[tuple[str, Any]]:
     with Path(path).open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             where = f"line {lineno}"
+            if lineno == 1:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a BOM before a blank first line: still blank
             if not raw.strip():
                 continue
             try:

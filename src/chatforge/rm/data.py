@@ -18,7 +18,7 @@ prompt's messages plus `{"role": "assistant", "content": response}`, exactly as
 Rejected records (file, line, reason) go to the `RejectLog`: `bad_json`, `not_utf8`, `not_an_object`,
 `unknown_format`, `missing_field`, `bad_field`, `empty_content`, `prompt_mismatch` (conversational
 chosen/rejected whose earlier turns differ), `too_few_responses`, `no_order` (every response tied, or
-chosen equal to rejected), `missing_gold` (a margin from gold rewards was asked for and the record
+chosen equal to rejected), `identical_responses` (one text given two ranks), `missing_gold` (a margin from gold rewards was asked for and the record
 has none) and `too_long` (a response longer than `max_length` tokens with `truncation=drop`, or one
 that does not fit even without the prompt with `truncation=left`).
 """
