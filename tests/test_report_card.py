@@ -63,9 +63,10 @@ def fake_steps(root: Path) -> list[Step]:
         return Step(name, kind, root / name, None, config, [], [])
 
     return [
-        step("pretrain", "pretrain", {"init_from": None}),
+        step("pretrain", "pretrain", {"init_from": None, "model": {"preset": "llama-2m"}}),
         step("sft", "sft", {"model": str(root / "pretrain" / "final")}),
         step("dpo", "dpo", {"model": str(root / "sft" / "final")}),
+        step("cpt", "pretrain", {"init_from": str(root / "pretrain" / "final"), "model": {"preset": "llama-2m"}}),
     ]
 
 
@@ -83,6 +84,8 @@ MEASURES = {
 def test_gains_are_over_the_model_each_stage_started_from(tmp_path):
     steps = fake_steps(Path("R"))
     assert lineage(MEASURES["models"], steps) == {"base": None, "sft": "base", "dpo": "sft"}
+    # continued pretraining starts from init_from (a pretrain config's `model` is a section)
+    assert lineage({"base": "R/pretrain/final", "cpt": "R/cpt/final"}, steps) == {"base": None, "cpt": "base"}
     # models from outside the recipe: each against the column before it
     outside = {"a": "/models/a", "b": "/models/b", "dpo": "R/dpo/final"}
     assert lineage(outside, steps) == {"a": None, "b": "a", "dpo": None}

@@ -61,8 +61,10 @@ def lineage(models: dict[str, str], steps: list[Step]) -> dict[str, str | None]:
         for step in steps:
             if step.kind != CARD and Path(path).resolve().is_relative_to(step.dir.resolve()):
                 made_here = True
-                start = step.config.get("model") or step.config.get("init_from")
-                if isinstance(start, str):
+                # sft/dpo/rl: `model` is the starting directory; pretrain: `init_from` (its `model` is a section)
+                starts = [step.config.get(key) for key in ("init_from", "model")]
+                start = next((s for s in starts if isinstance(s, str)), None)
+                if start is not None:
                     parent = by_path.get(str(Path(start)))
                 break
         if not made_here and index > 0:
