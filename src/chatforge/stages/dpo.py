@@ -15,7 +15,7 @@ scores greedy answers with the task world's gold reward, base vs DPO. Unusable p
 from __future__ import annotations
 
 import copy
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field
@@ -31,15 +31,10 @@ from chatforge.errors import ConfigError
 from chatforge.run_dir import RejectLog
 from chatforge.sft.masking import MaskSource
 from chatforge.sft.modes import LoraSettings
-from chatforge.stages._training import (
-    Context,
-    Plan,
-    Trained,
-    TrainingStage,
-    default_schedule,
-    load_causal_lm,
-    train,
-)
+from chatforge.stages._training import Plan, TrainingStage, default_schedule, load_causal_lm, train
+
+if TYPE_CHECKING:
+    from chatforge.stages._training import Context, Trained
 
 
 class DPODataConfig(StrictModel):

@@ -13,7 +13,7 @@ Unusable records go to `rejected.jsonl` with their reason; `report/summary.json`
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
@@ -31,15 +31,10 @@ from chatforge.sft.formats import ChatSourceConfig, SystemPrompts
 from chatforge.sft.masking import MaskSource, Truncation
 from chatforge.sft.mixing import PretrainMix
 from chatforge.sft.modes import FreezeSettings, FullThenLoraSettings, LoraSettings, Mode
-from chatforge.stages._training import (
-    Context,
-    Plan,
-    Trained,
-    TrainingStage,
-    default_schedule,
-    load_causal_lm,
-    train,
-)
+from chatforge.stages._training import Plan, TrainingStage, default_schedule, load_causal_lm, train
+
+if TYPE_CHECKING:
+    from chatforge.stages._training import Context, Trained
 
 
 class SFTDataConfig(StrictModel):
