@@ -106,7 +106,7 @@ def child_chatforge(spec: dict, mode: str) -> dict:
     cfg = dpo.Config(
         out=str(out), model=spec["model_dir"], reference_mode=mode,
         loss=DPOLossConfig(loss="sigmoid", beta=BETA),
-        data=dpo.DPODataConfig(train=[{"path": spec["pairs_file"]}], max_length=spec["max_length"], truncation="drop",
+        data=dpo.DPODataConfig(sources=[{"path": spec["pairs_file"]}], max_length=spec["max_length"], truncation="drop",
                                group_by_length=False),
         train=TrainConfig(
             max_steps=spec["warmup"] + spec["steps"] + 1, micro_batch_size=spec["batch_size"], seed=spec["seed"],

@@ -42,7 +42,7 @@ def pairs_file(tmp_path_factory):
 
 
 def _dpo(out, base, pairs, *extra, steps=2):
-    args = ["dpo", f"model={base}", f"out={out}", f"data.train=[{{path: {pairs}}}]", f"data.eval=[{{path: {pairs}}}]",
+    args = ["dpo", f"model={base}", f"out={out}", f"data.sources=[{{path: {pairs}}}]", f"data.val_sources=[{{path: {pairs}}}]",
             f"train.max_steps={steps}", "train.micro_batch_size=4", "train.progress=false", "train.device=cpu",
             "train.save_every=0", "train.eval_every=0", "data.max_length=128", *extra]
     assert main(args) == 0
@@ -173,7 +173,7 @@ def test_training_separates_the_pairs_and_exports_plain_model(tmp_path, base_dir
 def test_bad_config_is_one_line(capsys, base_dir):
     assert main(["dpo", f"model={base_dir}", "loss.loss=hinge", "loss.label_smoothing=0.1"]) == 2
     assert main(["dpo", f"model={base_dir}"]) == 2
-    assert "data.train is empty" in capsys.readouterr().err
+    assert "data.sources is empty" in capsys.readouterr().err
 
 
 def test_pair_batches_resume_the_same_order(tiny_tokenizer, pairs_file):

@@ -147,7 +147,7 @@ def _dynamics(world, every):
 def test_dpo_stage_writes_dynamics(tmp_path, base_dir, world):
     pairs = world / "preferences" / "pairs_train.jsonl"
     out = tmp_path / "dpo"
-    args = ["dpo", f"model={base_dir}", f"out={out}", f"data.train=[{{path: {pairs}}}]", "train.max_steps=5",
+    args = ["dpo", f"model={base_dir}", f"out={out}", f"data.sources=[{{path: {pairs}}}]", "train.max_steps=5",
             "train.micro_batch_size=2", "train.progress=false", "train.device=cpu", "train.save_every=0",
             "train.eval_every=0", "data.max_length=256", _dynamics(world, 2)]
     assert main(args) == 0

@@ -85,7 +85,7 @@ def chain(tmp_path_factory, tiny_tokenizer_dir):
     assert main(["sft", f"model={runs['pretrain'] / 'final'}", f"out={runs['sft_lora']}", "mode=lora",
                  "train.max_steps=2", "optim.lr=1e-2", *sft]) == 0
     pairs = f"[{{path: {root / 'pairs.jsonl'}}}]"
-    assert main(["dpo", f"model={runs['sft'] / 'final'}", f"out={runs['dpo']}", f"data.train={pairs}",
+    assert main(["dpo", f"model={runs['sft'] / 'final'}", f"out={runs['dpo']}", f"data.sources={pairs}",
                  "train.max_steps=2", "train.micro_batch_size=2", "train.eval_every=0", "optim.lr=1e-6",
                  "data.max_length=64", *TRAIN]) == 0
     assert main(["rm", f"model={runs['sft'] / 'final'}", f"out={runs['rm_lora']}", f"data.sources={pairs}",

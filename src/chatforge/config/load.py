@@ -158,6 +158,10 @@ def _format_error(cls: type[BaseModel], err: dict[str, Any], source: str | None,
     dotted = ".".join(field_path) or "(top level)"
     origin = "command-line override" if dotted in override_keys else (source or "config")
     if err["type"] == "extra_forbidden":
+        renamed = _renamed_at(cls, field_path[:-1], field_path[-1])
+        if renamed:
+            new = ".".join(field_path[:-1] + [renamed])
+            return f"{origin}: key {dotted!r} is now {new!r} (renamed; the same value goes there)"
         valid = sorted(_fields_at(cls, field_path[:-1]))
         guess = difflib.get_close_matches(field_path[-1], valid, n=1, cutoff=0.5)
         hint = f"; did you mean {'.'.join(field_path[:-1] + [guess[0]])!r}?" if guess else ""
@@ -208,6 +212,27 @@ def _tag_matches(model: type[BaseModel], tag: str) -> bool:
         if typing.get_origin(f.annotation) is typing.Literal and tag in typing.get_args(f.annotation):
             return True
     return False
+
+
+def _renamed_at(cls: type[BaseModel], path: list[str], key: str) -> str | None:
+    """The new name of `key` in the section at `path`, when a section model lists it in its
+    `renamed_keys` class variable ({old: new}): an old key is an error that names the new one."""
+    for model in _models_at(cls, path):
+        new = getattr(model, "renamed_keys", {}).get(key)
+        if new:
+            return new
+    return None
+
+
+def _models_at(cls: type[BaseModel], path: list[str]) -> list[type[BaseModel]]:
+    candidates: list[type[BaseModel]] = [cls]
+    for part in path:
+        nxt: list[type[BaseModel]] = []
+        for model in candidates:
+            if part in model.model_fields:
+                nxt += _model_types(model.model_fields[part].annotation)
+        candidates = nxt
+    return candidates
 
 
 def _fields_at(cls: type[BaseModel], path: list[str]) -> set[str]:

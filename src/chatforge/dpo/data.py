@@ -34,13 +34,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
-from pydantic import Field
 
-from chatforge.config.base import StrictModel
 from chatforge.data.padding import pad_sequences
-from chatforge.data.shared_truncation import shared_left_cut, shared_prompt_tokens
 from chatforge.data.parsers import Message, check_messages, parse_pair
-from chatforge.data.records import RecordError, read_records
+from chatforge.data.records import DataSource, RecordError, read_records
+from chatforge.data.shared_truncation import shared_left_cut, shared_prompt_tokens
 from chatforge.errors import DataError
 from chatforge.losses.lm import IGNORE_INDEX
 from chatforge.run_dir import RejectLog
@@ -49,8 +47,8 @@ from chatforge.sft.masking import MaskSource, Rejection, encode_conversation
 PairTruncation = Literal["drop", "left"]
 
 
-class PairSourceConfig(StrictModel):
-    path: str = Field(description="a .jsonl / .json / .parquet file of preference pairs, or a directory of them")
+class PairSourceConfig(DataSource):
+    """A source of preference pairs (`data.sources` / `data.val_sources`); the layouts: docs/data_formats.md."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +80,7 @@ class EncodedPair:
 
 def read_pairs(sources: Sequence[PairSourceConfig], rejects: RejectLog) -> Iterator[Pair]:
     """Every usable pair of every source, in order; unusable records go to `rejects`."""
-    return read_records([source.path for source in sources], to_pair, rejects, missing="preference pairs not found")
+    return read_records(sources, to_pair, rejects, missing="preference pairs not found")
 
 
 def to_pair(record: Any, source: str = "", where: str = "") -> Pair:

@@ -31,13 +31,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field
 
-from chatforge.config.base import StrictModel
 from chatforge.data.padding import pad_sequences
-from chatforge.data.shared_truncation import shared_left_cut, shared_prompt_tokens
 from chatforge.data.parsers import finite_number, parse_pair, parse_ranking
-from chatforge.data.records import RecordError, read_records
+from chatforge.data.records import DataSource, RecordError, read_records
+from chatforge.data.shared_truncation import shared_left_cut, shared_prompt_tokens
 from chatforge.errors import DataError
 from chatforge.run_dir import RejectLog
 
@@ -45,8 +43,8 @@ Truncation = Literal["left", "drop"]
 Packing = Literal["shared_prefix", "pack", "pad"]
 
 
-class PreferenceSourceConfig(StrictModel):
-    path: str = Field(description="a .jsonl / .json / .parquet file or a directory of them: pairs and/or rankings")
+class PreferenceSourceConfig(DataSource):
+    """A source of pairs and/or rankings (`data.sources` / `data.val_sources`); the layouts: docs/data_formats.md."""
 
 
 @dataclass
@@ -71,7 +69,7 @@ def read_groups(sources: list[PreferenceSourceConfig], rejects: RejectLog, gold_
     def parse(record: Any, source: str, where: str) -> Group:
         return parse_record(record, source, where, gold_field, need_gold)
 
-    return list(read_records([source.path for source in sources], parse, rejects))
+    return list(read_records(sources, parse, rejects))
 
 
 def parse_record(record: Any, source: str, where: str, gold_field: str | None, need_gold: bool) -> Group:

@@ -34,7 +34,7 @@ from pydantic import Field, field_validator
 
 from chatforge.config.base import StrictModel
 from chatforge.data.parsers import ChatFormat, Message, check_messages, detect_format, to_messages
-from chatforge.data.records import RecordError, read_records
+from chatforge.data.records import DataSource, RecordError, read_records
 from chatforge.run_dir import RejectLog
 
 __all__ = ["ChatFormat", "ChatSourceConfig", "Conversation", "Message", "RecordError", "SystemPrompts",
@@ -51,8 +51,7 @@ class Conversation:
     extra: dict[str, Any] = field(default_factory=dict)  # the record's other fields (id, task, task_type, ...)
 
 
-class ChatSourceConfig(StrictModel):
-    path: str = Field(description="a .jsonl / .json / .parquet file, a directory of them, or an HF dataset dir")
+class ChatSourceConfig(DataSource):
     format: ChatFormat = Field(
         "auto", description="record format; auto detects messages, sharegpt, alpaca or prompt_completion per record"
     )
@@ -96,12 +95,15 @@ def read_conversations(
 ) -> Iterator[Conversation]:
     """Every usable conversation of every source, in order, with `system_prompts` applied."""
     for source in sources:
-        for conversation in read_conversation_file(source.path, rejects, source.format):
+        for conversation in read_conversation_file(source.path, rejects, source.format, source.split):
             yield system_prompts.apply(conversation) if system_prompts is not None else conversation
 
 
-def read_conversation_file(path: str | Path, rejects: RejectLog, format: ChatFormat = "auto") -> Iterator[Conversation]:
-    """The conversations of one file or directory (its .jsonl/.json/.parquet files, sorted; `data.records`).
+def read_conversation_file(
+    path: str | Path, rejects: RejectLog, format: ChatFormat = "auto", split: str | None = None
+) -> Iterator[Conversation]:
+    """The conversations of one file or directory (its .jsonl/.json/.parquet files, sorted; of `split`
+    when given) or HF dataset directory (`data.records`).
 
     Raises `DataError` for a missing path, a directory without such files, or a `.json` array that is
     not valid JSON as a whole. Unusable records go to `rejects`.
@@ -111,4 +113,4 @@ def read_conversation_file(path: str | Path, rejects: RejectLog, format: ChatFor
         messages, extra = to_messages(record, format)
         return Conversation(messages, source, where, extra)
 
-    yield from read_records([path], parse, rejects)
+    yield from read_records([DataSource(path=str(path), split=split)], parse, rejects)

@@ -8,14 +8,14 @@ model every step (`live`). Held-out pairs give preference accuracy and margins; 
 scores greedy answers with the task world's gold reward, base vs DPO. Unusable pairs go to
 `rejected.jsonl`.
 
-    chatforge dpo model=runs/sft/final data.train='[{path: world/preferences/pairs_train.jsonl}]'
+    chatforge dpo model=runs/sft/final data.sources='[{path: world/preferences/pairs_train.jsonl}]'
     chatforge dpo examples/dpo/world_dpo.yaml loss.loss=ipo loss.beta=0.5
 """
 
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -38,8 +38,11 @@ if TYPE_CHECKING:
 
 
 class DPODataConfig(StrictModel):
-    train: list[PairSourceConfig] = Field(default_factory=list, description="training preference pairs")
-    eval: list[PairSourceConfig] = Field(
+    # The keys of sft and rm (one naming across stages); a config with the old keys is told the new ones.
+    renamed_keys: ClassVar[dict[str, str]] = {"train": "sources", "eval": "val_sources"}
+
+    sources: list[PairSourceConfig] = Field(default_factory=list, description="training preference pairs")
+    val_sources: list[PairSourceConfig] = Field(
         default_factory=list, description="held-out pairs: preference accuracy and margins (and eval_generation's prompts)"
     )
     max_length: int = Field(512, ge=8, description="tokens per conversation (prompt + one answer) at most")
@@ -82,10 +85,10 @@ class DPOStage(TrainingStage):
     dynamics_title = "DPO learning dynamics"
 
     def check(self, cfg: Config) -> None:
-        if not cfg.data.train:
-            raise ConfigError("data.train is empty: give at least one file of preference pairs")
-        if cfg.eval_generation is not None and not cfg.data.eval:
-            raise ConfigError("eval_generation answers the prompts of data.eval; give held-out pairs there")
+        if not cfg.data.sources:
+            raise ConfigError("data.sources is empty: give at least one file of preference pairs")
+        if cfg.eval_generation is not None and not cfg.data.val_sources:
+            raise ConfigError("eval_generation answers the prompts of data.val_sources; give held-out pairs there")
 
     def prepare(self, ctx: Context) -> Plan:
         from chatforge.dpo.data import PairBatches
@@ -164,7 +167,7 @@ def _load_pairs(cfg: Config, tokenizer, rejects: RejectLog):
         pairs = list(read_pairs(sources, rejects))
         return encode_pairs(tokenizer, pairs, rejects, cfg.data.max_length, cfg.data.truncation, cfg.data.mask_source)
 
-    sets = [load(cfg.data.train), load(cfg.data.eval) if cfg.data.eval else []]
+    sets = [load(cfg.data.sources), load(cfg.data.val_sources) if cfg.data.val_sources else []]
     eps = {"train": None, "eval": None}  # per-pair ε = 1 − p* (loss.preference_field)
     if cfg.loss.preference_field is not None:
         for i, split in enumerate(eps):

@@ -25,7 +25,8 @@ from chatforge.evaluation.tasks.base import ModelContext, TaskBase
 
 class RewardAccuracyTask(TaskBase):
     kind: Literal["reward_accuracy"] = "reward_accuracy"
-    path: str = Field(description="held-out preference pairs (JSONL: prompt, chosen, rejected; category kept)")
+    path: str = Field(description="held-out preference pairs (the layouts of docs/data_formats.md; category kept)")
+    split: str | None = Field(None, description="the split of a DatasetDict or a directory to read (e.g. test_prefs)")
     model_kind: Literal["reward_model", "dpo"] = Field("reward_model", description="how the model scores an answer")
     reference: str | None = Field(None, description="dpo: the reference model directory (the policy DPO started from)")
     beta: float = Field(0.1, gt=0, description="dpo: β of the implicit reward (scales margins, not the accuracy)")
@@ -39,7 +40,7 @@ def _pairs(cfg: RewardAccuracyTask, rejects):
     from chatforge.dpo.data import PairSourceConfig, read_pairs
 
     pairs = []
-    for pair in read_pairs([PairSourceConfig(path=cfg.path)], rejects):
+    for pair in read_pairs([PairSourceConfig(path=cfg.path, split=cfg.split)], rejects):
         pairs.append(pair)
         if cfg.max_pairs is not None and len(pairs) >= cfg.max_pairs:
             break
