@@ -112,6 +112,8 @@ def nucleus_threshold(probs_BV: torch.Tensor, top_p: float) -> torch.Tensor:
     exact: the kept set equals the sort-based rule of `filter_logits` except that tokens tying exactly
     with the last kept probability are all kept (a sort keeps an arbitrary subset of them).
     """
+    if probs_BV.shape[-1] < 1 << 12:
+        return _sorted_threshold(probs_BV, top_p)
     bits = probs_BV.contiguous().view(torch.int32)
     rows = probs_BV.shape[0]
     above = probs_BV.new_zeros((rows, 1))  # mass of the tokens already known to lie above the threshold
@@ -128,6 +130,16 @@ def nucleus_threshold(probs_BV: torch.Tensor, top_p: float) -> torch.Tensor:
         prefix = (prefix << width) | ((buckets - 1) - j).to(torch.int32)
         candidate = (bits >> shift) == prefix
     return prefix.view(torch.float32)
+
+
+def _sorted_threshold(probs_BV: torch.Tensor, top_p: float) -> torch.Tensor:
+    """`nucleus_threshold` by a sort, for vocabularies narrower than the radix pass's 4,096 digits
+    (there a histogram costs more per row than sorting the row). Same rule: the m-th largest
+    probability, m the least count whose mass reaches `top_p`."""
+    sorted_BV = probs_BV.sort(dim=-1, descending=True).values
+    mass_before = sorted_BV.cumsum(-1) - sorted_BV
+    m = (mass_before < top_p).sum(-1, keepdim=True).clamp_(1, probs_BV.shape[-1])
+    return sorted_BV.gather(-1, m - 1)
 
 
 def draw_nucleus(
