@@ -41,7 +41,7 @@ class DPODataConfig(StrictModel):
     # The keys of sft and rm (one naming across stages); a config with the old keys is told the new ones.
     renamed_keys: ClassVar[dict[str, str]] = {"train": "sources", "eval": "val_sources"}
 
-    sources: list[PairSourceConfig] = Field(default_factory=list, description="training preference pairs")
+    sources: list[PairSourceConfig] = Field(default_factory=list, description="training preference pairs: [{path, split}] (docs/data_formats.md)")
     val_sources: list[PairSourceConfig] = Field(
         default_factory=list, description="held-out pairs: preference accuracy and margins (and eval_generation's prompts)"
     )

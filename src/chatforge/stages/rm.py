@@ -32,7 +32,7 @@ from chatforge.stages._training import Context, Plan, Trained, TrainingStage, de
 
 
 class RMDataConfig(StrictModel):
-    sources: list[PreferenceSourceConfig] = Field(default_factory=list, description="training pairs and/or rankings")
+    sources: list[PreferenceSourceConfig] = Field(default_factory=list, description="training pairs and/or rankings: [{path, split}] (docs/data_formats.md)")
     val_sources: list[PreferenceSourceConfig] = Field(
         default_factory=list, description="held-out pairs and/or rankings: accuracy, gold agreement, rank correlation"
     )

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 
 class SFTDataConfig(StrictModel):
-    sources: list[ChatSourceConfig] = Field(default_factory=list, description="training conversations")
+    sources: list[ChatSourceConfig] = Field(default_factory=list, description="training conversations: [{path, format, split}] (docs/data_formats.md)")
     system_prompts: SystemPrompts = Field(
         default_factory=SystemPrompts, description="system prompts added to conversations that have none"
     )
