@@ -54,7 +54,7 @@ def stage_config(stage: str, inputs: Path) -> dict:
         return {"model": str(base), "data": {"sources": [{"path": f"{world}/preferences/pairs_train.jsonl"}],
                                              "max_length": 256}, "train": train, "optim": {"lr": 1e-4}}
     if stage == "dpo":
-        return {"model": str(base), "data": {"train": [{"path": f"{world}/preferences/pairs_train.jsonl"}],
+        return {"model": str(base), "data": {"sources": [{"path": f"{world}/preferences/pairs_train.jsonl"}],
                                              "max_length": 256}, "train": train, "optim": {"lr": 1e-4}}
     if stage in ("ppo", "grpo"):  # rollouts of the world's verifiable prompts, scored by the gold reward
         train.update(micro_batch_size=2, grad_accum_steps=2)
@@ -156,7 +156,8 @@ def trial(stage: str, config: Path, run: Path, kills: int, budget_s: float, rng:
     for _ in range(kills):
         proc = chatforge(*args, log=log)
         if mode in WRITES:  # the k-th write of its kind, at random
-            delay = kill_when_writing(proc, run, WRITES[mode], rng.randint(0, 2 if mode == "checkpoint_write" else 0))
+            writes = STEPS[stage] // 2  # checkpoints of the run (save_every=2)
+            delay = kill_when_writing(proc, run, WRITES[mode], rng.randint(0, min(2, writes - 1)) if mode == "checkpoint_write" else 0)
             if delay is None:
                 break
         else:

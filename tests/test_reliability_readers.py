@@ -67,7 +67,7 @@ _garbage = st.one_of(
     st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8), lambda c: st.lists(c, max_size=3),
                  max_leaves=6).map(lambda v: json.dumps(v).encode()),
     st.text(max_size=20).map(lambda t: json.dumps({"unrelated": t}).encode("utf-16")),  # another encoding
-).map(lambda b: b.replace(b"\n", b" ")).filter(lambda b: b.strip())
+).map(lambda b: b.replace(b"\n", b" ")).filter(lambda b: b.removeprefix(b"\xef\xbb\xbf").strip())  # a lone BOM is blank
 
 
 @st.composite
