@@ -93,8 +93,9 @@ def chat_model(recipe, steps: list[Step]) -> str | None:
     if recipe.chat_model:
         return recipe.chat_model
     card = next((s for s in steps if s.kind == "card"), None)
-    if card is not None:
-        return list(card.config["models"].values())[-1]
+    if card is not None:  # the last column that exists (ReST-EM that kept nothing makes no model)
+        models = list(card.config["models"].values())
+        return next((m for m in reversed(models) if (Path(m) / "config.json").is_file()), models[-1])
     for step in reversed(steps):
         if step.kind not in ("rm", "eval", "eval-lm", "bon", "tokenizer", "world write"):
             return str(step.dir / "final")

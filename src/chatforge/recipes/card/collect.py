@@ -78,7 +78,8 @@ def _card_table(measures: dict, steps: list[Step]) -> dict:
     rows: list[str] = []
     for column in columns:
         rows += [m for m in measures["measures"][column] if m not in rows]
-    parents = lineage(measures["models"], steps)
+    measured = {label: path for label, path in measures["models"].items() if label in measures["measures"]}
+    parents = lineage(measured, steps)
     gains = []
     for label, parent in parents.items():
         if parent is None:
@@ -90,7 +91,7 @@ def _card_table(measures: dict, steps: list[Step]) -> dict:
                 cells[row] = {"value": a["value"] - b["value"], "sem": _combined(a["sem"], b["sem"])}
         gains.append({"label": f"{label} − {parent}", "cells": cells})
     return {"columns": columns, "rows": rows, "cells": measures["measures"], "reference": measures.get("reference"),
-            "gains": gains, "models": measures["models"]}
+            "gains": gains, "models": measures["models"], "missing": measures.get("missing") or {}}
 
 
 def _combined(a: float, b: float) -> float:

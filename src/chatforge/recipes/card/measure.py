@@ -41,6 +41,7 @@ def run(cfg: CardConfig, out: str | Path) -> dict:
     _, device = init(cfg.device)
     reference = cfg.reference_label()
     results: dict[str, dict] = {}
+    missing: dict[str, str] = {}
     with RejectLog(out / "rejected.jsonl") as rejects:
         for label, path in cfg.models.items():
             cached = out / "models" / f"{label}.json"
@@ -48,12 +49,17 @@ def run(cfg: CardConfig, out: str | Path) -> dict:
                 results[label] = json.loads(cached.read_text())["measures"]
                 print(f"card [{label}]: measured before ({cached})")
                 continue
+            if not (Path(path) / "config.json").is_file():  # e.g. ReST-EM kept no sample, so made no model
+                missing[label] = f"no model directory at {path}"
+                print(f"card [{label}]: not measured: {missing[label]}")
+                continue
             ref_path = cfg.models[reference] if reference and label != reference else None
             results[label] = measure_model(cfg, path, ref_path, reference, str(device), rejects, label)
             _write_json(cached, {"path": path, "measures": results[label]})
         if cfg.reward_model and cfg.pairs:
             results[RM_COLUMN] = _reward_model_column(cfg, str(device), rejects)
-    report = {"models": dict(cfg.models), "reference": reference, "reward_model": cfg.reward_model, "measures": results}
+    report = {"models": dict(cfg.models), "reference": reference, "reward_model": cfg.reward_model, "measures": results,
+              "missing": missing}
     _write_json(out / "measures.json", report)
     print(f"card: {len(results)} columns measured -> {out / 'measures.json'}")
     return report
@@ -73,10 +79,6 @@ def measure_model(cfg: CardConfig, path: str, ref_path: str | None, reference: s
                   rejects: RejectLog, label: str) -> dict[str, dict]:
     from chatforge.evaluation.tasks.base import ModelContext
 
-    if not Path(path).is_dir():
-        from chatforge.errors import DataError
-
-        raise DataError(f"card: model {label!r}: directory not found: {path}")
     ctx = ModelContext(path=path, device=device, rejects=rejects)
     measures: dict[str, dict] = {}
     torch.manual_seed(cfg.seed)

@@ -88,6 +88,8 @@ def to_markdown(data: dict) -> str:
 
 def _card_note(card: dict) -> str:
     ref = f" KL is measured against `{card['reference']}`." if card.get("reference") else ""
+    for label, why in (card.get("missing") or {}).items():
+        ref += f" Not measured: `{label}` ({why})."
     return ("Each cell is the mean over held-out items ± its standard error; a gain column is a model minus the model "
             "its stage started from, ± the two standard errors combined as if independent (conservative: the items are "
             "the same). In report.html a gain is green (better) or red (worse) only when it exceeds two standard errors; "
