@@ -175,7 +175,8 @@ def test_a_recipe_of_only_a_card_measures_existing_models(tmp_path, base_dir, wo
 
     from chatforge.recipes.runner import run_recipe
 
-    card = {"models": {"first": str(base_dir), "second": str(base_dir)}, "reference": "first", "world": str(world),
+    card = {"models": {"first": str(base_dir), "second": str(base_dir), "third": str(tmp_path / "never-made")},
+            "reference": "first", "world": str(world),
             "knowledge": str(world / "ceval"), "knowledge_questions": 4, "knowledge_shots": 1,
             "instructions": str(world / "instructions" / "test.jsonl"), "instructions_max": 4,
             "verifiable": str(world / "verifiable" / "test.jsonl"), "verifiable_max": 3, "samples": 2, "ks": [1, 2],
@@ -192,5 +193,6 @@ def test_a_recipe_of_only_a_card_measures_existing_models(tmp_path, base_dir, wo
         assert measures["second"][name]["value"] == figure["value"], name
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| measure | first | second | second − first |" in md
+    assert f"Not measured: `third` (no model directory at {tmp_path / 'never-made'})." in md  # e.g. ReST-EM kept nothing
     assert result.report == tmp_path / "out" / "report.html"
     assert lines[-2].startswith(f"chat with the final model: chatforge serve {base_dir}")
