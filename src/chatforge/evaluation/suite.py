@@ -95,7 +95,8 @@ def run_suite(cfg: SuiteConfig, progress=print) -> dict:
     results: dict[str, dict] = {}
     # one tick per (model, task); on a terminal only, so logs and captured output stay clean
     bar = tqdm(total=len(cfg.models) * len(cfg.tasks), desc="eval", unit="task", file=sys.stderr,
-               disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False)
+               disable=not sys.stderr.isatty(), dynamic_ncols=True, leave=False,
+               mininterval=0)  # a few slow ticks: draw each one (tqdm's 0.1 s throttle hid the last)
     with bar, RejectLog(out.with_suffix(".rejected.jsonl")) as rejects:
         for path, label in zip(cfg.models, labels):
             if not Path(path).is_dir():
