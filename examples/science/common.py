@@ -46,16 +46,45 @@ def setup() -> None:
 def pretrain(out: Path, *overrides: str, config: Path = BASE) -> dict:
     """`chatforge pretrain config overrides...` into `out` (skipped when out/report/summary.json exists)."""
     summary = out / "report" / "summary.json"
-    if not summary.is_file():
+    if not summary.is_file() and not _wait_for_other(out, summary):
         out.parent.mkdir(parents=True, exist_ok=True)
         args = [*CLI, "pretrain", str(config), f"out={out}", f"tokenizer={TOKENIZER}", *overrides]
         with open(out.parent / f"{out.name}.log", "w") as log:
             log.write(" ".join(args) + "\n")
             log.flush()
             done = subprocess.run(args, cwd=ROOT, env=env(), stdout=log, stderr=subprocess.STDOUT)
+        (out.parent / f"{out.name}.lock").unlink(missing_ok=True)
         if done.returncode != 0:
             raise SystemExit(f"run {out} failed (exit {done.returncode}); see {out.parent / (out.name + '.log')}")
     return json.loads(summary.read_text())
+
+
+def _wait_for_other(out: Path, summary: Path) -> bool:
+    """Claim `out` for this driver (False), or wait while another live driver runs it (True once done).
+
+    Two drivers may share the runs of one experiment (e.g. one per seed); a lock file holding the
+    owner's pid keeps them from training into the same directory at once."""
+    import time
+
+    lock = out.parent / f"{out.name}.lock"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = int(lock.read_text() or 0)
+                os.kill(owner, 0)
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                lock.unlink(missing_ok=True)  # its owner is gone: take the run over
+                continue
+            time.sleep(15)
+            if summary.is_file():
+                return True
+            continue
+        os.write(fd, str(os.getpid()).encode())
+        os.close(fd)
+        return summary.is_file()
 
 
 def metrics(out: Path) -> list[dict]:

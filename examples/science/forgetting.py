@@ -64,15 +64,19 @@ def main() -> None:
     base = OUT / "a"
     base_summary = pretrain(base, f"data.sources=[{WORLD_A}]", f"train.max_steps={BASE_STEPS}", "train.eval_at_start=false", config=CPT)
     results: dict[str, list[tuple[Path, dict]]] = {}
-    for seed in seeds:
-        for name, overrides in regimes(seed, ewc_first, ewc_all, seed == seeds[0]).items():
-            out = OUT / f"{slug(name)}_s{seed}"
-            summary = pretrain(out, f"init_from={base / 'final'}", f"train.max_steps={CPT_STEPS}", f"train.seed={seed}", *overrides, config=CPT)
-            results.setdefault(name, []).append((out, summary))
-        out = OUT / f"union_s{seed}"
-        summary = pretrain(out, f"data.sources=[{WORLD_A}, {WORLD_B}]", f"train.max_steps={BASE_STEPS + CPT_STEPS}",
-                           f"train.seed={seed}", "train.eval_at_start=false", config=CPT)
-        results.setdefault("retrain on A ∪ B (from scratch)", []).append((out, summary))
+    # Every seed's main regimes first, the EWC weight sweep (first seed) last: it is what a cut-short run loses.
+    plan = [(seed, name, o) for seed in seeds for name, o in [*regimes(seed, [], ewc_all, False).items(), ("union", None)]]
+    plan += [(seeds[0], name, o) for name, o in regimes(seeds[0], ewc_first, [], True).items() if "EWC" in name]
+    for seed, name, overrides in plan:
+        if name == "union":
+            out = OUT / f"union_s{seed}"
+            summary = pretrain(out, f"data.sources=[{WORLD_A}, {WORLD_B}]", f"train.max_steps={BASE_STEPS + CPT_STEPS}",
+                               f"train.seed={seed}", "train.eval_at_start=false", config=CPT)
+            results.setdefault("retrain on A ∪ B (from scratch)", []).append((out, summary))
+            continue
+        out = OUT / f"{slug(name)}_s{seed}"
+        summary = pretrain(out, f"init_from={base / 'final'}", f"train.max_steps={CPT_STEPS}", f"train.seed={seed}", *overrides, config=CPT)
+        results.setdefault(name, []).append((out, summary))
     a0, b0 = domain_bpb(base_summary, "world_a"), domain_bpb(base_summary, "world_b")
     rows = [["start: world-A model", "1", f"{a0:.4f}", "", f"{b0:.4f}", "", f"{BASE_STEPS}"]]
     for name, runs in results.items():

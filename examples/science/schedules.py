@@ -85,7 +85,7 @@ def plot(results: dict[str, list[dict]], decay_start: int) -> None:
     ax_loss.set(title="world A held-out loss (mean over seeds)", xlabel="step", ylabel="nats/token", ylim=(None, None))
     lows = [min(mean_se([c[1][i] for c in [curve(r["out"], "val/a_heldout/loss") for r in runs]])[0]
                 for i in range(3, len(curve(runs[0]["out"], "val/a_heldout/loss")[0]))) for runs in results.values()]
-    ax_loss.set_ylim(min(lows) - 0.05, min(lows) + 1.0)
+    ax_loss.set_ylim(min(lows) - 0.05, min(lows) + 1.6)
     ax_loss.legend(fontsize=8)
     fig.tight_layout()
     IMG.mkdir(parents=True, exist_ok=True)
