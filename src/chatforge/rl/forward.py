@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from chatforge.losses.policy import entropy_from_logits
-from chatforge.sft.objective import separable_head
+from chatforge.models.logprobs import separable_head
 
 
 def response_outputs(
