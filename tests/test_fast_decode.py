@@ -129,12 +129,22 @@ def test_n_samples_reuse_one_prefill_and_match_the_transformers_path(tiny_tokeni
             torch.testing.assert_close(torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=1e-5, rtol=0)
 
 
-def test_weights_changed_in_place_are_repacked(tiny_tokenizer):
+@pytest.mark.parametrize("optimizer_kind", ["sgd", "engine_fused_adamw"])
+def test_weights_changed_in_place_are_repacked(tiny_tokenizer, optimizer_kind):
+    """Also after the engine's fused AdamW, whose kernel leaves `_version` alone unless the optimizer
+    bumps it (it did not, and a long-lived sampler kept sampling the weights from before the step)."""
+    from chatforge.engine.config import OptimConfig
+    from chatforge.engine.optim import build_optimizer
+
     model = MODELS["llama-gqa"]().eval()
     sampler = Sampler(model, tiny_tokenizer)
     cfg = SamplingConfig(temperature=0, max_new_tokens=8, stop_token_ids=[], decode="fast")
     before = sampler.generate(PROMPTS, cfg)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)  # an RL step between two generate calls
+    # an RL step between two generate calls
+    if optimizer_kind == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    else:
+        optimizer = build_optimizer(model, OptimConfig(lr=0.05, weight_decay=0.0, implementation="fused"), torch.device("cpu"))
     model(torch.tensor([PROMPTS[0]]), labels=torch.tensor([PROMPTS[0]])).loss.backward()
     optimizer.step()
     after = sampler.generate(PROMPTS, cfg)

@@ -43,4 +43,18 @@ def build_optimizer(
         kwargs["foreach"] = True
     else:
         kwargs["foreach"] = False
-    return torch.optim.AdamW((groups or parameter_groups)(model, cfg.weight_decay), **kwargs)
+    optimizer = torch.optim.AdamW((groups or parameter_groups)(model, cfg.weight_decay), **kwargs)
+    if kwargs.get("fused"):
+        optimizer.register_step_post_hook(_bump_versions)
+    return optimizer
+
+
+def _bump_versions(optimizer: torch.optim.Optimizer, args, kwargs) -> None:
+    """Fused AdamW writes the parameters in its kernel without bumping their version counters (foreach
+    and SGD do). Anything that caches a function of the weights keyed on `_version`, such as the fast
+    decoder's packed weights, would then keep serving the weights from before the step."""
+    from torch.autograd.graph import increment_version
+
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            increment_version(param)
