@@ -22,11 +22,10 @@ from chatforge.engine.schedules import ScheduleConfig
 from chatforge.rl.config import KLConfig, RLCommon, RolloutConfig, rollout_sampling
 from chatforge.rl.objectives import GRPOLossConfig
 from chatforge.sft.modes import LoraSettings
+from chatforge.stages._rollout import RolloutStage
 from chatforge.stages._training import (
     Context,
     Plan,
-    Trained,
-    TrainingStage,
     default_schedule,
     load_causal_lm,
     train,
@@ -50,7 +49,7 @@ class Config(RLCommon):
     schedule: ScheduleConfig = Field(default_factory=default_schedule(kind="constant", warmup_steps=0), description="LR schedule")
 
 
-class GRPOStage(TrainingStage):
+class GRPOStage(RolloutStage):
     def prepare(self, ctx: Context) -> Plan:
         from chatforge.rl import setup
         from chatforge.rl.objectives import PolicyGradientObjective
@@ -74,22 +73,8 @@ class GRPOStage(TrainingStage):
             summary={"train_prompts": len(train_prompts), "test_prompts": len(test_prompts), "method": name},
         )
 
-    def started(self, ctx: Context, plan: Plan, engine) -> None:
-        from chatforge.engine import distributed as dist
-
-        self.batches.attach(dist.unwrap(engine.model))
-        if self.evaluate is not None:
-            self.evaluate.step_of = lambda: engine.step
-
-    def finish(self, ctx: Context, plan: Plan, trained: Trained) -> dict:
-        from chatforge.rl.setup import finish_summary
-
-        return finish_summary(ctx, self.batches, self.evaluate, trained, f"{ctx.run_dir.root.name}: {plan.summary['method']}")
-
-    def closing(self, ctx: Context, summary: dict) -> str:
-        from chatforge.rl.setup import closing
-
-        return closing(ctx, summary)
+    def title_of(self, plan: Plan) -> str:
+        return plan.summary["method"]
 
 
 def run(cfg: Config) -> dict:

@@ -27,11 +27,10 @@ from chatforge.rl.config import (
     rollout_sampling,
 )
 from chatforge.sft.modes import LoraSettings
+from chatforge.stages._rollout import RolloutStage
 from chatforge.stages._training import (
     Context,
     Plan,
-    Trained,
-    TrainingStage,
     default_schedule,
     load_causal_lm,
     train,
@@ -60,7 +59,9 @@ class Config(StrictModel):
     schedule: ScheduleConfig = Field(default_factory=default_schedule(kind="constant", warmup_steps=0), description="LR schedule")
 
 
-class OnlineDPOStage(TrainingStage):
+class OnlineDPOStage(RolloutStage):
+    title = "online DPO"
+
     dynamics_title = "online DPO learning dynamics"
 
     def prepare(self, ctx: Context) -> Plan:
@@ -85,23 +86,6 @@ class OnlineDPOStage(TrainingStage):
                       f"{cfg.rollout.samples_per_prompt} samples, {ctx.rows_per_step} pairs per step | {{trainable:,}} trainable"),
             summary={"train_prompts": len(train_prompts), "test_prompts": len(test_prompts)},
         )
-
-    def started(self, ctx: Context, plan: Plan, engine) -> None:
-        from chatforge.engine import distributed as dist
-
-        self.batches.attach(dist.unwrap(engine.model))
-        if self.evaluate is not None:
-            self.evaluate.step_of = lambda: engine.step
-
-    def finish(self, ctx: Context, plan: Plan, trained: Trained) -> dict:
-        from chatforge.rl.setup import finish_summary
-
-        return finish_summary(ctx, self.batches, self.evaluate, trained, f"{ctx.run_dir.root.name}: online DPO")
-
-    def closing(self, ctx: Context, summary: dict) -> str:
-        from chatforge.rl.setup import closing
-
-        return closing(ctx, summary)
 
 
 def run(cfg: Config) -> dict:

@@ -23,11 +23,10 @@ from chatforge.engine.schedules import ScheduleConfig
 from chatforge.rl.config import PtxConfig, RLCommon
 from chatforge.rl.objectives import PPOLossConfig
 from chatforge.sft.modes import LoraSettings
+from chatforge.stages._rollout import RolloutStage
 from chatforge.stages._training import (
     Context,
     Plan,
-    Trained,
-    TrainingStage,
     default_schedule,
     load_causal_lm,
     train,
@@ -50,7 +49,9 @@ class Config(RLCommon):
     schedule: ScheduleConfig = Field(default_factory=default_schedule(kind="constant", warmup_steps=0), description="LR schedule")
 
 
-class PPOStage(TrainingStage):
+class PPOStage(RolloutStage):
+    title = "PPO"
+
     def prepare(self, ctx: Context) -> Plan:
         from chatforge.models.heads import ActorCritic, critic_param_groups
         from chatforge.rl import setup
@@ -76,23 +77,6 @@ class PPOStage(TrainingStage):
             describe=setup.describe(ctx, f"ppo (critic {cfg.critic}, {cfg.mode}{', ptx' if cfg.ptx else ''})", train_prompts, test_prompts),
             summary={"train_prompts": len(train_prompts), "test_prompts": len(test_prompts)},
         )
-
-    def started(self, ctx: Context, plan: Plan, engine) -> None:
-        from chatforge.engine import distributed as dist
-
-        self.batches.attach(dist.unwrap(engine.model))
-        if self.evaluate is not None:
-            self.evaluate.step_of = lambda: engine.step
-
-    def finish(self, ctx: Context, plan: Plan, trained: Trained) -> dict:
-        from chatforge.rl.setup import finish_summary
-
-        return finish_summary(ctx, self.batches, self.evaluate, trained, f"{ctx.run_dir.root.name}: PPO")
-
-    def closing(self, ctx: Context, summary: dict) -> str:
-        from chatforge.rl.setup import closing
-
-        return closing(ctx, summary)
 
 
 def run(cfg: Config) -> dict:
