@@ -36,12 +36,12 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
         yield tmp
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}
         for name in files:
-            _fsync_file(tmp / name)
+            fsync_file(tmp / name)
         marker = tmp / MARKER
         marker.write_text(json.dumps({"files": files}, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-        _fsync_file(marker)
+        fsync_file(marker)
         for sub in sorted({tmp, *(p for p in tmp.rglob("*") if p.is_dir())}):
-            _fsync_dir(sub)
+            fsync_dir(sub)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -51,7 +51,7 @@ def atomic_dir(target: str | Path) -> Iterator[Path]:
     if target.exists():
         os.replace(target, old)
     os.replace(tmp, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     shutil.rmtree(old, ignore_errors=True)
 
 
@@ -94,12 +94,12 @@ def _remove_leftovers(target: Path) -> None:
             shutil.rmtree(left, ignore_errors=True)
 
 
-def _fsync_file(path: Path) -> None:
+def fsync_file(path: Path) -> None:
     with open(path, "rb") as fh:
         os.fsync(fh.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -32,23 +32,11 @@ from torch.distributed.checkpoint.state_dict import (
     set_optimizer_state_dict,
 )
 
+from chatforge.atomic_dir import fsync_dir, fsync_file
 from chatforge.engine.distributed import DistInfo, barrier
 from chatforge.errors import CheckpointError
 
 _STEP_DIR = re.compile(r"^step_(\d+)$")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
 
 
 def rng_state() -> dict[str, Any]:
@@ -109,8 +97,8 @@ def save_checkpoint(
         torch.save(optim_sd, tmp / "optimizer.pt")
         torch.save({"rng": rng_state(), **trainer_state}, tmp / "trainer_state.pt")  # a caller may pass its own "rng"
         for f in tmp.iterdir():
-            _fsync_file(f)
-        _fsync_dir(tmp)
+            fsync_file(f)
+        fsync_dir(tmp)
         if final.exists():  # re-saving a step (e.g. the end of a resumed run): replace it whole
             trash = ckpt_root / f".old-{final.name}-{os.getpid()}"
             os.replace(final, trash)
@@ -119,7 +107,7 @@ def save_checkpoint(
         latest_tmp = ckpt_root / f".latest-{os.getpid()}"
         latest_tmp.write_text(final.name + "\n")
         os.replace(latest_tmp, ckpt_root / "latest")
-        _fsync_dir(ckpt_root)
+        fsync_dir(ckpt_root)
         _prune(ckpt_root, keep_last)
     barrier(info)
     return final if info.is_main else None
