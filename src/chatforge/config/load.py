@@ -236,14 +236,7 @@ def _models_at(cls: type[BaseModel], path: list[str]) -> list[type[BaseModel]]:
 
 
 def _fields_at(cls: type[BaseModel], path: list[str]) -> set[str]:
-    candidates: list[type[BaseModel]] = [cls]
-    for part in path:
-        nxt: list[type[BaseModel]] = []
-        for model in candidates:
-            if part in model.model_fields:
-                nxt += _model_types(model.model_fields[part].annotation)
-        candidates = nxt
-    return {name for model in candidates for name in model.model_fields}
+    return {name for model in _models_at(cls, path) for name in model.model_fields}
 
 
 def dump_config(cfg: BaseModel) -> str:
