@@ -1,0 +1,445 @@
+"""chatforge GRPO/RLOO vs TRL's `GRPOTrainer`/`RLOOTrainer`: the same tiny model, prompts, group size,
+lengths and batch, side by side in one run; prompts/s with generation included, and peak memory.
+
+    bash bench/trl_env.sh                              # once: TRL in its own venv, bench/.venv-trl
+    .venv/bin/python bench/grpo_vs_trl.py              # llama-10m, 4 prompts x 4 samples per step, beta 0.04, 3 repeats
+    .venv/bin/python bench/grpo_vs_trl.py --beta 0     # no reference model on either side
+    .venv/bin/python bench/grpo_vs_trl.py --algos grpo --trl-head plain --json runs/grpo_vs_trl.json
+
+What is compared. Per algorithm (`--algos grpo,rloo`) two sides, each a fresh subprocess that loads the
+same saved weights (a chatforge preset built with a fixed seed and a byte-level BPE tokenizer with
+chatforge's ChatML template, as bench/sft_vs_trl.py builds them):
+  chatforge-grpo  `chatforge.stages.grpo.run` (the `chatforge grpo` stage): `loss.advantage=group`
+                  ((r - mean)/std over the group), `loss_aggregation=sequence`, KL to the reference as a
+                  loss term (k3, beta = `--beta`);
+  trl-grpo        `trl.GRPOTrainer`: `scale_rewards="group"`, `loss_type="grpo"` (each completion's token
+                  mean, averaged), `beta` = `--beta` (k3 in the loss);
+  chatforge-rloo  the same stage with `loss.advantage=rloo` (r - mean of the group's others) and the KL in
+                  the reward (k1 summed over the response, `kl.in_reward=true`), as TRL's RLOO;
+  trl-rloo        `trl.RLOOTrainer` (`beta` = `--beta`, KL k1 summed in the reward, no advantage
+                  normalisation).
+Each optimizer step samples `--prompts` prompts x `--group` completions (TRL: `num_generations`,
+`per_device_train_batch_size` = prompts x group, `steps_per_generation=1`; chatforge:
+`rollout.prompts_per_rollout`, `samples_per_prompt`, `micro_batch_size` = prompts x group), at most
+`--max-new-tokens` new tokens each (TRL: `max_completion_length`), temperature 1.0, no top-k/top-p,
+then scores them with the same pure Python reward (`reward_of` below: the digits' share of the
+response's characters; the world's arithmetic prompts) and takes one clipped policy-gradient step
+(epsilon 0.2, one pass: `num_iterations=1` / `rollout.epochs=1`). With `--beta` > 0 both sides keep a
+frozen reference (TRL loads a second copy from the model directory, chatforge copies the policy) and
+run it over every rollout; with `--beta 0` TRL loads none and skips its forward.
+All: fp32 (`bf16=False`), no gradient checkpointing, fused AdamW (betas 0.9/0.999, eps 1e-8, no weight
+decay), constant LR 1e-5, clipping at 1.0, no accumulation, no evaluation, no checkpoint in the timed
+steps, no completion logging, metrics logged every step.
+
+Same prompts, same order: chatforge draws its prompts in a seeded order (`PromptStream`); the script
+reads that order and hands TRL the prompts in it with `shuffle_dataset=False`, so step k of every side
+samples the same prompts (the script checks the prompt token count of every timed step). The samples
+themselves differ (each side has its own sampler and RNG); the table prints the generated tokens of
+each side's timed steps, which is what the time is spent on. The tiny random model rarely emits a stop
+token, so nearly every sample runs to `--max-new-tokens` on both sides (both stop at eos and
+`<|im_end|>`).
+
+Timing, memory, repeats as bench/dpo_vs_trl.py: one `perf_counter` stamp per optimizer step (chatforge
+in `RolloutBatches.next_batch`, TRL in `TrainerCallback.on_step_begin`), so every step includes its
+generation; prompts/s = prompts of the `--steps` steps after `--warmup` / that span. Within the timed
+steps the script also sums the time spent generating (chatforge `Sampler.generate`, TRL `_generate`)
+and making the rollout (generation + reward + old/reference log-prob forwards: chatforge
+`RolloutBatches._new_rollout`, TRL `_generate_and_score_completions`); the rest of a step is the
+training forward/backward and the optimizer. Peak memory = the child's `ru_maxrss` (imports included).
+Repeats alternate the order of the sides; the table gives medians and the ratios chatforge / TRL.
+Exit 0 whatever the ratios, 2 without the TRL venv, 1 when the sides did not see the same prompts.
+"""
+
+from __future__ import annotations
+
+# Only the standard library at module level: the TRL child runs this file in a venv without chatforge.
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _trl_common as common  # noqa: E402
+
+SCRIPT = Path(__file__).resolve()
+LR = 1e-5
+CLIP = 0.2
+ALGOS = ("grpo", "rloo")
+DEFAULT_PROMPTS = common.HERE.parent / "runs" / "continual" / "world" / "verifiable" / "train.jsonl"
+TARGET_SPEED, TARGET_RSS = 2.0, 1.0
+
+
+# ---- the reward: one pure function, called by both sides -------------------------------------------
+def reward_of(text: str) -> float:
+    """The digits' share of the response's characters (0 for an empty response). Cheap, deterministic,
+    and it varies within a group, so the advantages are not all zero."""
+    return sum(ch.isdigit() for ch in text) / max(len(text), 1)
+
+
+def chatforge_reward(prompt, response: str) -> float:
+    """chatforge's `function` scorer calls fn(prompt record, response text)."""
+    return reward_of(response)
+
+
+def trl_reward(prompts, completions, **_) -> list[float]:
+    """TRL calls reward functions with the batch; conversational completions are message lists."""
+    return [reward_of(c[-1]["content"] if isinstance(c, list) else c) for c in completions]
+
+
+class Timers:
+    """Seconds per call of a wrapped method, one list per name (one call per optimizer step here)."""
+
+    def __init__(self):
+        self.calls: dict[str, list[float]] = {}
+
+    def wrap(self, owner, name: str, label: str) -> None:
+        original = getattr(owner, name)
+        calls = self.calls.setdefault(label, [])
+
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                calls.append(time.perf_counter() - start)
+
+        setattr(owner, name, timed)
+
+    def timed_sums(self, spec: dict) -> dict[str, float]:
+        first, last = spec["warmup"], spec["warmup"] + spec["steps"]
+        return {f"{label}_seconds": sum(calls[first:last]) for label, calls in self.calls.items()}
+
+
+# ---- chatforge, in its own process ----------------------------------------------------------------
+def chatforge_config(spec: dict, algo: str, out: Path):
+    from chatforge.stages import grpo
+
+    rows = spec["prompts_per_step"] * spec["group"]
+    rloo = algo == "rloo"
+    return grpo.Config.model_validate({
+        "out": str(out), "model": spec["model_dir"],
+        "prompts": {"train": spec["prompts_file"], "test": None},
+        "rollout": {"prompts_per_rollout": spec["prompts_per_step"], "samples_per_prompt": spec["group"], "epochs": 1,
+                    "forward_batch_size": rows,  # TRL scores the whole generation batch in one forward
+                    "sampling": {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": spec["max_new_tokens"],
+                                 "seed": spec["seed"]}},
+        "reward": {"scorer": {"kind": "function", "path": "grpo_vs_trl:chatforge_reward"}, "gold": None},
+        "kl": {"coef": spec["beta"], "estimator": "k1" if rloo else "k3", "in_reward": rloo},
+        "loss": {"advantage": "rloo" if rloo else "group", "loss_aggregation": "sequence", "clip": CLIP},
+        "diagnostics": {"samples_every": 0},
+        "train": {"max_steps": spec["warmup"] + spec["steps"] + 1, "micro_batch_size": rows, "grad_accum_steps": 1,
+                  "seed": spec["seed"], "precision": "fp32", "device": "cpu", "log_every": 1, "eval_every": 0,
+                  "save_every": 0, "resume": "never", "progress": False},
+        "optim": {"lr": LR, "weight_decay": 0.0, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "max_grad_norm": 1.0,
+                  "implementation": "fused"},
+        "schedule": {"kind": "constant", "warmup_steps": 0},
+    })
+
+
+def child_chatforge(spec: dict, algo: str) -> dict:
+    import torch
+
+    import chatforge.sampling.sampler as sampler_module
+    from chatforge.engine.log import read_metrics
+    from chatforge.rl.rollout import RolloutBatches
+    from chatforge.stages import grpo
+
+    clock, timers = common.StepClock(), Timers()
+    original_next = RolloutBatches.next_batch
+
+    def next_batch(self):
+        clock.stamp()
+        batch = original_next(self)
+        mask = batch["attention_mask"]
+        generated = int(batch["action_mask"].sum())
+        clock.counts.append([int(mask.sum()) - generated, generated])
+        return batch
+
+    RolloutBatches.next_batch = next_batch
+    timers.wrap(sampler_module.Sampler, "generate", "generate")
+    timers.wrap(RolloutBatches, "_new_rollout", "rollout")
+    out = Path(spec["workdir"]) / f"chatforge-{algo}-{time.time_ns()}"
+    cfg = chatforge_config(spec, algo, out)
+    torch.manual_seed(spec["seed"])
+    clock.rss_start = common.rss_now_mib()
+    if spec.get("profile"):
+        common.profiled(lambda: grpo.run(cfg), Path(spec["workdir"]) / f"profile-chatforge-{algo}.txt")
+    else:
+        grpo.run(cfg)
+    for row in read_metrics(out / "metrics.jsonl"):
+        if "loss" in row:
+            clock.logs.append({k: row[k] for k in ("loss", "reward/proxy", "response_length") if k in row})
+    clock.extra.update(timers.timed_sums(spec))
+    return clock.result(spec)
+
+
+# ---- TRL, in its own process and venv -------------------------------------------------------------
+def child_trl(spec: dict, algo: str) -> dict:
+    import datasets
+    import torch
+    import transformers
+    from transformers import AutoTokenizer, TrainerCallback
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    clock, timers = common.StepClock(), Timers()
+
+    class Clock(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            clock.stamp()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                clock.logs.append({k: float(logs[k]) for k in ("loss", "reward", "completions/mean_length") if k in logs})
+
+    rows = spec["prompts_per_step"] * spec["group"]
+    common_args = dict(
+        output_dir=str(Path(spec["workdir"]) / f"trl-{algo}-{time.time_ns()}"), max_steps=spec["warmup"] + spec["steps"] + 1,
+        per_device_train_batch_size=rows, gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1,
+        num_generations=spec["group"], max_completion_length=spec["max_new_tokens"], temperature=1.0, top_p=1.0, top_k=0,
+        beta=spec["beta"], epsilon=CLIP, learning_rate=LR, lr_scheduler_type="constant", warmup_steps=0,
+        optim="adamw_torch_fused", adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8, weight_decay=0.0, max_grad_norm=1.0,
+        bf16=False, fp16=False, gradient_checkpointing=False, use_cpu=True, seed=spec["seed"], shuffle_dataset=False,
+        eval_strategy="no", save_strategy="no", logging_steps=1, report_to="none", disable_tqdm=True,
+        dataloader_num_workers=0, log_completions=False, model_init_kwargs={"dtype": "float32"},
+    )
+    if algo == "grpo":
+        import trl.trainer.grpo_trainer as module
+        from trl import GRPOConfig as TrainerConfig
+        from trl import GRPOTrainer as Trainer
+
+        args = TrainerConfig(**common_args, loss_type="grpo", scale_rewards="group")
+    else:
+        import trl.trainer.rloo_trainer as module
+        from trl import RLOOConfig as TrainerConfig
+        from trl import RLOOTrainer as Trainer
+
+        args = TrainerConfig(**common_args, normalize_advantages=False)
+    if spec["trl_head"] == "plain":
+        module.add_fused_lm_head = common.add_plain_lm_head
+
+    class BenchTrainer(Trainer):
+        def compute_loss(self, model, inputs, *a, **kw):
+            if model.training:
+                clock.counts.append([int(inputs["prompt_mask"].sum()), int(inputs["completion_mask"].sum())])
+            return super().compute_loss(model, inputs, *a, **kw)
+
+    timers.wrap(BenchTrainer, "_generate", "generate")
+    timers.wrap(BenchTrainer, "_generate_and_score_completions", "rollout")
+    tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
+    dataset = datasets.load_dataset("json", data_files=spec["trl_file"], split="train")
+    torch.manual_seed(spec["seed"])
+    clock.rss_start = common.rss_now_mib()  # before the trainer loads the policy and its reference
+    trainer = BenchTrainer(model=spec["model_dir"], reward_funcs=trl_reward, args=args, train_dataset=dataset,
+                           processing_class=tokenizer, callbacks=[Clock()])
+    trainer.remove_callback(transformers.trainer_callback.PrinterCallback)
+    if spec.get("profile"):
+        common.profiled(trainer.train, Path(spec["workdir"]) / f"profile-trl-{algo}.txt")
+    else:
+        trainer.train()
+    clock.extra.update(timers.timed_sums(spec))
+    return clock.result(spec)
+
+
+# ---- the parent ------------------------------------------------------------------------------------
+def prompts_file(args: argparse.Namespace, workdir: Path) -> Path:
+    """`--prompts`, or the verifiable prompts of a small task world written to `workdir` when missing."""
+    if args.prompts.exists():
+        return args.prompts
+    from chatforge.world.write import write_world
+
+    print(f"{args.prompts} not found: writing a small task world to use its verifiable prompts", flush=True)
+    write_world(workdir / "world", size="small")
+    return workdir / "world" / "verifiable" / "train.jsonl"
+
+
+def prepare(args: argparse.Namespace, workdir: Path) -> dict:
+    """Model, tokenizer, the prompts both sides read, and the TRL data file in chatforge's prompt order."""
+    from chatforge.data.prompts import load_prompts
+    from chatforge.models.build import count_parameters
+    from chatforge.rl.rollout import PromptStream
+    from chatforge.run_dir import RejectLog
+    from chatforge.sampling.sampler import chat_prompt
+    from chatforge.sft.masking import end_of_turn_ids
+
+    model_dir = workdir / "model"
+    tokenizer, model = common.build_tiny_model(args, model_dir)
+    # both samplers stop at eos and <|im_end|>: chatforge's default; TRL reads the model's generation config
+    stops = [tokenizer.eos_token_id, *end_of_turn_ids(tokenizer)]
+    model.generation_config.eos_token_id = sorted(set(stops))
+    model.save_pretrained(model_dir)
+    records = load_prompts(str(prompts_file(args, workdir)), None, RejectLog(None), [args.task] if args.task else None)
+    chosen = workdir / "prompts.jsonl"
+    chosen.write_text("".join(json.dumps({"id": r["id"], "prompt": r["prompt"]}) + "\n" for r in records), encoding="utf-8")
+    steps = args.warmup + args.steps + 1
+    order = PromptStream(len(records), args.seed).take(steps * args.per_step)
+    trl_file = workdir / "trl_prompts.jsonl"
+    trl_file.write_text("".join(json.dumps({"prompt": records[i]["prompt"]}) + "\n" for i in order), encoding="utf-8")
+    lengths = [len(chat_prompt(tokenizer, records[i]["prompt"])) for i in order]
+    return {
+        "workdir": str(workdir), "model_dir": str(model_dir), "prompts_file": str(chosen), "trl_file": str(trl_file),
+        "prompts_per_step": args.per_step, "group": args.group, "max_new_tokens": args.max_new_tokens, "beta": args.beta,
+        "steps": args.steps, "warmup": args.warmup, "seed": args.seed, "trl_head": args.trl_head, "profile": args.profile,
+        "parameters": count_parameters(model), "vocab": len(tokenizer), "prompt_records": len(records),
+        "mean_prompt_tokens": sum(lengths) / len(lengths), "stop_token_ids": sorted(set(stops)),
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="llama-10m", help="chatforge model preset (llama-1m, llama-10m, ...)")
+    p.add_argument("--vocab-size", type=int, default=8192, help="vocabulary of the tokenizer trained for the run")
+    p.add_argument("--tokenizer-documents", type=int, default=2000, help="documents the tokenizer is trained on")
+    p.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS,
+                   help="prompt records (world layout); default: the task world's verifiable training prompts under "
+                        "runs/continual (a small world is written when missing)")
+    p.add_argument("--task", default="arithmetic", help="keep the prompts of this task only ('' = all)")
+    p.add_argument("--algos", default=",".join(ALGOS), help="comma-separated subset of grpo,rloo")
+    p.add_argument("--prompts-per-step", dest="per_step", type=int, default=4, help="prompts per optimizer step (both sides)")
+    p.add_argument("--group", type=int, default=4, help="completions per prompt (TRL num_generations)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="new tokens per completion at most (TRL max_completion_length)")
+    p.add_argument("--beta", type=float, default=0.04, help="KL coefficient on both sides; 0 = no reference model")
+    p.add_argument("--steps", type=int, default=4, help="timed optimizer steps per run")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps at the start of every run")
+    p.add_argument("--repeats", type=int, default=3, help="runs of each side, alternating their order")
+    p.add_argument("--seed", type=int, default=1234, help="seed for the weights, the prompt order and sampling")
+    p.add_argument("--trl-head", choices=("fused", "plain"), default="fused",
+                   help="fused: TRL as shipped (its chunked log-prob LM head; a torch fallback on CPU); plain: full logits")
+    p.add_argument("--trl-python", default=str(common.DEFAULT_TRL_PYTHON), help="python of the TRL venv (bench/trl_env.sh)")
+    p.add_argument("--profile", action="store_true",
+                   help="cProfile every child; the top of each profile is printed (timings are then not comparable)")
+    p.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    for name in ("vocab_size", "per_step", "max_new_tokens", "steps", "repeats"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-').replace('per-step', 'prompts-per-step')} must be >= 1")
+    if args.group < 2:
+        p.error("--group must be >= 2 (a group-relative advantage needs two samples)")
+    if args.warmup < 0 or args.beta < 0:
+        p.error("--warmup and --beta must be >= 0")
+    args.algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    if not args.algos or any(a not in ALGOS for a in args.algos):
+        p.error(f"--algos: choose from {', '.join(ALGOS)}")
+    return args
+
+
+def summarize(args, spec: dict, runs: dict[str, list[dict]]) -> tuple[dict, dict]:
+    prompts_timed = args.steps * args.per_step
+    rows = {}
+    for side, rs in runs.items():
+        pps = [prompts_timed / r["seconds"] for r in rs]
+        generated = [sum(c[1] for c in r["counts"][args.warmup:]) for r in rs]
+        rows[side] = {
+            "prompts_per_s": common.median(pps), "prompts_per_s_runs": pps,
+            "ms_per_step": 1000 * common.median(r["seconds"] for r in rs) / args.steps,
+            "generate_share": common.median(r.get("generate_seconds", 0.0) / r["seconds"] for r in rs),
+            "rollout_share": common.median(r.get("rollout_seconds", 0.0) / r["seconds"] for r in rs),
+            "generated_tokens": common.median(generated),
+            "generated_tokens_per_s": common.median(g / r["seconds"] for g, r in zip(generated, rs)),
+            "peak_rss_mib": common.median(r["peak_rss_mib"] for r in rs), "peak_rss_mib_runs": [r["peak_rss_mib"] for r in rs],
+            "rss_start_mib": common.median(r["rss_start_mib"] for r in rs),
+        }
+    ratios = {}
+    for algo in args.algos:
+        a, b = rows.get(f"chatforge-{algo}"), rows.get(f"trl-{algo}")
+        if a and b:
+            paired = [x / y for x, y in zip(a["prompts_per_s_runs"], b["prompts_per_s_runs"])]
+            ratios[algo] = {
+                "prompts_per_s": a["prompts_per_s"] / b["prompts_per_s"], "paired_runs": paired,
+                "paired_median": common.median(paired), "peak_rss": a["peak_rss_mib"] / b["peak_rss_mib"],
+            }
+    return rows, ratios
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        spec = json.loads(args.spec.read_text())
+        lib, algo = args.child.split("-")
+        result = (child_chatforge if lib == "chatforge" else child_trl)(spec, algo)
+        args.result.write_text(json.dumps(result))
+        return 0
+
+    problem = common.check_trl_env(args.trl_python)
+    if problem:
+        print(common.missing_trl_message(problem), file=sys.stderr)
+        return 2
+    trl_version, trl_transformers = common.trl_versions(args.trl_python)
+    import torch
+    import transformers
+
+    sides = [f"{lib}-{algo}" for algo in args.algos for lib in ("chatforge", "trl")]
+    load_before = common.load_average()
+    with tempfile.TemporaryDirectory(prefix="bench-grpo-trl-") as tmp:
+        workdir = Path(tmp)
+        spec = prepare(args, workdir)
+        spec_path = workdir / "spec.json"
+        spec_path.write_text(json.dumps(spec))
+        print(
+            f"{args.preset}: {spec['parameters'] / 1e6:.2f}M parameters, vocab {spec['vocab']} | {spec['prompt_records']} "
+            f"{args.task or 'verifiable'} prompts, {spec['mean_prompt_tokens']:.0f} tokens on average | {args.per_step} prompts x "
+            f"{args.group} samples per step, <= {args.max_new_tokens} new tokens, T=1.0, beta {args.beta:g}, 1 iteration, "
+            f"LR {LR:g} | {args.steps} timed + {args.warmup} warm-up steps, {args.repeats} repeats | cpu "
+            f"({torch.get_num_threads()} threads), fp32, AdamW fused | torch {torch.__version__}, transformers "
+            f"{transformers.__version__} | TRL {trl_version} (transformers {trl_transformers}), {args.trl_head} LM head "
+            f"| load average {load_before}",
+            flush=True,
+        )
+        pythons = {s: (sys.executable if s.startswith("chatforge") else args.trl_python) for s in sides}
+
+        def describe(side, r):
+            generated = sum(c[1] for c in r["counts"][args.warmup:])
+            return (f"{args.steps * args.per_step / r['seconds']:6.2f} prompts/s  {generated:5d} generated tokens  "
+                    f"generation {r.get('generate_seconds', 0.0) / r['seconds']:4.0%} of the time  "
+                    f"peak RSS {r['peak_rss_mib']:7,.0f} MiB  (load {common.load_average()})")
+
+        runs = common.alternating_runs(SCRIPT, sides, pythons, spec_path, workdir, args.repeats, describe)
+        if args.profile:
+            for path in sorted(workdir.glob("profile-*.txt")):
+                print(f"\n==== {path.name} ====\n" + "\n".join(path.read_text().splitlines()[:90]))
+    load_after = common.load_average()
+
+    # Same prompts: the prompt tokens of every step agree on every side and run.
+    prompt_tokens = [[c[0] for c in r["counts"]] for rs in runs.values() for r in rs]
+    same_prompts = all(p == prompt_tokens[0] for p in prompt_tokens)
+    rows, ratios = summarize(args, spec, runs)
+    print(f"\n{args.steps * args.per_step} prompts ({args.steps * args.per_step * args.group} completions) in the {args.steps} timed "
+          f"steps of every run; same prompt tokens step by step on all sides: {'yes' if same_prompts else 'NO'}")
+    print(f"{'side':15s} {'prompts/s':>9s} {'ms/step':>8s} {'gen tokens':>10s} {'gen tok/s':>9s} {'generation':>10s} "
+          f"{'rollout':>8s} {'peak RSS':>10s} {'RSS at start':>13s}")
+    for side, r in rows.items():
+        print(f"{side:15s} {r['prompts_per_s']:9.2f} {r['ms_per_step']:8.0f} {r['generated_tokens']:10,.0f} "
+              f"{r['generated_tokens_per_s']:9.0f} {r['generate_share']:10.0%} {r['rollout_share']:8.0%} "
+              f"{r['peak_rss_mib']:6,.0f} MiB {r['rss_start_mib']:9,.0f} MiB")
+    print("(generation: share of the timed span spent sampling; rollout: sampling + reward + old/reference forwards; "
+          "the rest is the training forward/backward and the optimizer)")
+    for algo, ratio in ratios.items():
+        print(f"chatforge-{algo} / trl-{algo}: prompts/s {ratio['prompts_per_s']:.2f}x (target >= {TARGET_SPEED:g}; per repeat "
+              + ", ".join(f"{x:.2f}" for x in ratio["paired_runs"])
+              + f") | peak RSS {ratio['peak_rss']:.2f}x (target <= {TARGET_RSS:g})")
+    print(f"load average (1, 5, 15 min): {load_before} before, {load_after} after")
+
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        result = {k: v for k, v in spec.items() if k not in ("workdir", "model_dir", "trl_file", "prompts_file", "profile")}
+        result |= {
+            "preset": args.preset, "repeats": args.repeats, "threads": torch.get_num_threads(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "trl": trl_version, "lr": LR, "sides": rows, "ratios": ratios,
+            "same_prompts": same_prompts, "first_logs": {s: rs[0]["logs"][:2] for s, rs in runs.items()},
+            "load_before": load_before, "load_after": load_after,
+        }
+        args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    if not same_prompts:
+        print("error: the sides did not sample the same prompts step by step", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
