@@ -24,6 +24,9 @@ class Completion:
     logprobs: list[float]
     finish_reason: FinishReason
     stop_reason: str | int | None
+    # With `SamplingConfig.top_logprobs = k > 0`: per generated token, the k most likely (token id,
+    # raw log-prob) pairs, most likely first; None otherwise.
+    top_logprobs: list[list[tuple[int, float]]] | None = None
 
 
 # on_token(prompt index, sample index, the sample's token ids so far, its Completion once it ended):

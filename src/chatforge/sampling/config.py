@@ -13,6 +13,17 @@ class SamplingConfig(StrictModel):
     temperature: float = Field(1.0, ge=0.0, description="0 = greedy (argmax); otherwise logits are divided by it")
     top_k: int = Field(0, ge=0, description="keep the k most likely tokens before sampling; 0 = off")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling: keep the smallest set of mass >= top_p; 1 = off")
+    min_p: float = Field(0.0, ge=0.0, le=1.0, description="drop tokens below min_p x the top token's probability (after temperature); 0 = off")
+    presence_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="OpenAI's: subtract this from the logit of every token already generated"
+    )
+    frequency_penalty: float = Field(
+        0.0, ge=-2.0, le=2.0, description="OpenAI's: subtract this times the token's count among the generated tokens"
+    )
+    repetition_penalty: float = Field(
+        1.0, gt=0.0, le=10.0, description="CTRL's: logits of tokens in the prompt or generated so far / it (positive) or x it (negative); 1 = off"
+    )
+    top_logprobs: int = Field(0, ge=0, le=20, description="record the log-probs of this many most likely tokens at every step (Completion.top_logprobs)")
     max_new_tokens: int = Field(256, ge=1, description="generated tokens per sample at most (finish_reason=length)")
     n: int = Field(1, ge=1, description="samples per prompt")
     stop: list[str] = Field(default_factory=list, description="stop strings; the text is cut before the first one")

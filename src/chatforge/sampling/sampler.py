@@ -32,6 +32,7 @@ from chatforge.sampling.cache_arg import cache_kwargs
 from chatforge.sampling.completion import Completion, FinishReason, OnToken
 from chatforge.sampling.config import SamplingConfig
 from chatforge.sampling.fast_decode import FastDecoder, unsupported_reason
+from chatforge.sampling.processors import min_p_filter, presence_frequency_penalty, repetition_penalty
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -162,10 +163,12 @@ def draw_nucleus(
 
 def choose_tokens(logits_BV: torch.Tensor, cfg: SamplingConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     """Each row's next token under `cfg`: the argmax at temperature 0, else a draw after temperature,
-    top-k and top-p (`draw_nucleus`). The one rule every decoding loop uses."""
+    min-p, top-k and top-p (`draw_nucleus`). The one rule every decoding loop uses; the penalties
+    (which need the tokens so far) are applied to `logits_BV` before it (`_decode_batch`)."""
     if cfg.greedy:
         return logits_BV.argmax(dim=-1)
     scaled = logits_BV / cfg.temperature if cfg.temperature != 1.0 else logits_BV
+    scaled = min_p_filter(scaled, cfg.min_p)
     return draw_nucleus(scaled, cfg.top_k, cfg.top_p, generator)
 
 
@@ -309,18 +312,28 @@ class Sampler:
             logits_BV = logits_BV.repeat_interleave(repeats, dim=0)
             positions = positions.repeat_interleave(repeats, dim=0)
         next_pos = positions[:, -1:] + 1  # (B, 1)
+        penalties = _Penalties.for_batch(cfg, [prompts[r // repeats] for r in range(n_rows)], logits_BV.shape[-1], device)
 
         stop_ids_t = torch.tensor(stop_ids, dtype=torch.long, device=device) if stop_ids else None
         stop_window = max((len(s) for s in cfg.stop), default=0) + 4  # tokens: each is at least one character
         tokens: list[list[int]] = [[] for _ in range(n_rows)]
         logps: list[list[float]] = [[] for _ in range(n_rows)]
         done: list[Completion | None] = [None] * n_rows
+        tops: list[list[list[tuple[int, float]]]] = [[] for _ in range(n_rows)]  # cfg.top_logprobs per step
         active = list(range(n_rows))  # batch row -> sample row
 
         while True:
-            # 2) choose the next token of every active row; record its raw log-prob
-            next_B = choose_tokens(logits_BV, cfg, generator)
-            logp_B = torch.log_softmax(logits_BV, dim=-1).gather(-1, next_B[:, None])[:, 0]
+            # 2) choose the next token of every active row (after the penalties); record its raw log-prob
+            processed_BV = penalties.apply(logits_BV) if penalties is not None else logits_BV
+            next_B = choose_tokens(processed_BV, cfg, generator)
+            logp_BV = torch.log_softmax(logits_BV, dim=-1)
+            logp_B = logp_BV.gather(-1, next_B[:, None])[:, 0]
+            if cfg.top_logprobs:
+                values, ids = torch.topk(logp_BV, min(cfg.top_logprobs, logp_BV.shape[-1]), dim=-1)
+                for b, (i, v) in enumerate(zip(ids.tolist(), values.tolist())):
+                    tops[active[b]].append(list(zip(i, v)))
+            if penalties is not None:
+                penalties.add(next_B)
             is_stop_B = torch.isin(next_B, stop_ids_t) if stop_ids_t is not None else None
             next_list, logp_list = next_B.tolist(), logp_B.tolist()
             stop_list = is_stop_B.tolist() if is_stop_B is not None else [False] * len(active)
@@ -351,10 +364,16 @@ class Sampler:
             if len(keep) < len(active):
                 keep_t = torch.tensor(keep, device=device)
                 steps.select(keep_t)
+                if penalties is not None:
+                    penalties.select(keep_t)
                 next_B, next_pos = next_B[keep_t], next_pos[keep_t]
                 active = [active[b] for b in keep]
             logits_BV = steps.step(next_B, next_pos).float()
             next_pos = next_pos + 1
+        if cfg.top_logprobs:
+            for row, completion in enumerate(done):
+                if completion is not None:  # a stop string may have cut the token ids
+                    completion.top_logprobs = tops[row][: len(completion.token_ids)]
         return [c for c in done if c is not None]
 
     def _stepper(self, cfg: SamplingConfig, rows: int, capacity: int) -> _TransformersSteps | _FastSteps:
@@ -397,6 +416,45 @@ class Sampler:
         text_ids = ids[:-1] if isinstance(stop, int) else ids
         text = self.tokenizer.decode(text_ids, skip_special_tokens=True)
         return Completion(prompt_index, list(ids), text, list(logps), reason, stop)
+
+
+class _Penalties:
+    """The token history the penalties need, one row per active sample: counts of the generated
+    tokens (presence/frequency) and the tokens seen in the prompt or generated (repetition)."""
+
+    def __init__(self, cfg: SamplingConfig, counts_BV: torch.Tensor | None, seen_BV: torch.Tensor | None):
+        self.cfg, self.counts_BV, self.seen_BV = cfg, counts_BV, seen_BV
+
+    @classmethod
+    def for_batch(cls, cfg: SamplingConfig, row_prompts: list[list[int]], vocab: int, device) -> _Penalties | None:
+        counted = cfg.presence_penalty != 0.0 or cfg.frequency_penalty != 0.0
+        if not counted and cfg.repetition_penalty == 1.0:
+            return None
+        counts_BV = torch.zeros((len(row_prompts), vocab), device=device) if counted else None
+        seen_BV = None
+        if cfg.repetition_penalty != 1.0:
+            seen_BV = torch.zeros((len(row_prompts), vocab), dtype=torch.bool, device=device)
+            for row, ids in enumerate(row_prompts):
+                seen_BV[row, torch.tensor(ids, device=device)] = True
+        return cls(cfg, counts_BV, seen_BV)
+
+    def apply(self, logits_BV: torch.Tensor) -> torch.Tensor:
+        if self.seen_BV is not None:
+            logits_BV = repetition_penalty(logits_BV, self.seen_BV, self.cfg.repetition_penalty)
+        if self.counts_BV is not None:
+            logits_BV = presence_frequency_penalty(logits_BV, self.counts_BV, self.cfg.presence_penalty, self.cfg.frequency_penalty)
+        return logits_BV
+
+    def add(self, next_B: torch.Tensor) -> None:
+        rows = torch.arange(len(next_B), device=next_B.device)
+        if self.counts_BV is not None:
+            self.counts_BV[rows, next_B] += 1
+        if self.seen_BV is not None:
+            self.seen_BV[rows, next_B] = True
+
+    def select(self, keep: torch.Tensor) -> None:
+        self.counts_BV = self.counts_BV[keep] if self.counts_BV is not None else None
+        self.seen_BV = self.seen_BV[keep] if self.seen_BV is not None else None
 
 
 class _TransformersSteps:

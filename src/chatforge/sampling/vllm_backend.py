@@ -2,7 +2,8 @@
 
 vLLM is imported lazily; without it `ConfigError` says how to get it or to use `backend: torch`.
 This adapter is written against vLLM's documented `LLM.generate` / `SamplingParams` API
-(`n, temperature, top_k, top_p, max_tokens, stop, stop_token_ids, ignore_eos, seed, logprobs`) and
+(`n, temperature, top_k, top_p, min_p, presence_penalty, frequency_penalty, repetition_penalty,
+max_tokens, stop, stop_token_ids, ignore_eos, seed, logprobs`) and
 has not been run by chatforge's tests, which run on CPU machines without vLLM.
 
 Differences from the torch backend. vLLM loads the weights itself from `model_path` (a saved
@@ -46,7 +47,11 @@ class VLLMBackend:
             stop_token_ids=list(stop_ids),
             ignore_eos=True,  # eos stops only through stop_ids, as in the torch backend
             seed=cfg.seed,
-            logprobs=0,
+            min_p=cfg.min_p,
+            presence_penalty=cfg.presence_penalty,
+            frequency_penalty=cfg.frequency_penalty,
+            repetition_penalty=cfg.repetition_penalty,
+            logprobs=cfg.top_logprobs,
             skip_special_tokens=True,
         )
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params)
@@ -56,7 +61,11 @@ class VLLMBackend:
             for out in request.outputs:
                 token_ids = list(out.token_ids)
                 logprobs = [step[tok].logprob for step, tok in zip(out.logprobs or [], token_ids)]
+                top = None
+                if cfg.top_logprobs:  # vLLM adds the sampled token to the top k: keep the ranks 1..k
+                    top = [sorted(((t, lp.logprob) for t, lp in step.items() if lp.rank <= cfg.top_logprobs),
+                                  key=lambda pair: -pair[1]) for step in out.logprobs or []]
                 reason = "stop" if out.finish_reason == "stop" else "length"
-                samples.append(Completion(index, token_ids, out.text, logprobs, reason, out.stop_reason))
+                samples.append(Completion(index, token_ids, out.text, logprobs, reason, out.stop_reason, top))
             results.append(samples)
         return results
