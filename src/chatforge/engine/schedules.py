@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, TypeAdapter, model_validator
 
 from chatforge.config import StrictModel
 from chatforge.errors import ConfigError
@@ -314,6 +314,13 @@ ScheduleConfig = Annotated[
     BeforeValidator(_check_kind_keys),
 ]
 """One of the schedule configs, chosen by its `kind` key (default `cosine` when the key is missing)."""
+
+
+def default_schedule(**spec: Any) -> Callable[[], Any]:
+    """A `default_factory` for a stage config's `schedule` field: the schedule `spec` describes
+    (`default_schedule(kind="cosine", warmup_ratio=0.1)`), validated like a user's `schedule:`."""
+    adapter = TypeAdapter(ScheduleConfig)
+    return lambda: adapter.validate_python(spec)
 
 
 # --------------------------------------------------------------------------------------------- layouts

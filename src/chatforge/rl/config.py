@@ -8,10 +8,13 @@ from pydantic import Field, model_validator
 
 from chatforge.config.base import StrictModel
 from chatforge.data.corpus import SourceConfig
+from chatforge.engine.config import OptimConfig, TrainConfig
+from chatforge.engine.schedules import ScheduleConfig, default_schedule
 from chatforge.losses.policy import KLEstimator
 from chatforge.rl.kl import AdaptiveKLConfig
 from chatforge.sampling.config import SamplingConfig
 from chatforge.scoring.config import GoldScorerConfig, ScorerConfig
+from chatforge.sft.modes import LoraSettings
 
 
 def rollout_sampling(**kw) -> SamplingConfig:
@@ -85,14 +88,25 @@ def check_rows(rows: int, micro: int, accum: int, world: int, where: str) -> Non
 
 
 class RLCommon(StrictModel):
-    """Keys every online-RL stage shares (the stage adds model, train, optim, schedule, its loss)."""
+    """Keys every online-RL stage (ppo, grpo, online_dpo) shares: the policy and its reference, the
+    prompts and their rollouts, the held-out evaluation, the training mode and the run's training
+    settings. A stage adds its loss (and ppo/grpo their `kl`) and overrides a default where its own
+    differs (`out`; grpo's and online_dpo's `rollout`, online_dpo's `optim`)."""
 
+    out: str = Field(description="run directory")
+    model: str = Field(description="the starting policy: a chat model directory, usually an SFT run's final/ (required)")
+    tokenizer: str | None = Field(None, description="tokenizer directory; default: the model directory")
+    reference: str | None = Field(None, description="reference model directory; default: the starting model (LoRA: its base)")
     prompts: PromptsConfig
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
-    kl: KLConfig = Field(default_factory=KLConfig)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
     eval: PolicyEvalConfig = Field(default_factory=PolicyEvalConfig)
+    mode: Literal["full", "lora"] = Field("full", description="full, or LoRA adapters (reference = the base, adapters off)")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="mode=lora settings")
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=64, micro_batch_size=8, eval_every=32, save_every=16))
+    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-5, weight_decay=0.0))
+    schedule: ScheduleConfig = Field(default_factory=default_schedule(kind="constant", warmup_steps=0), description="LR schedule")
 
     @model_validator(mode="after")
     def _sampling_n(self):

@@ -14,7 +14,7 @@ from chatforge.rl.config import check_rows
 
 def load_rl_prompts(ctx) -> tuple[list[dict], list[dict]]:
     """(training, held-out) prompt records (world layout; unusable lines go to rejected.jsonl)."""
-    from chatforge.stages.rest import load_prompts
+    from chatforge.data.prompts import load_prompts
 
     p = ctx.cfg.prompts
     train = load_prompts(p.train, p.max_train, ctx.rejects, p.tasks)

@@ -33,23 +33,11 @@ import torch
 from chatforge.atomic_dir import atomic_dir, check_complete
 from chatforge.engine import distributed as dist
 from chatforge.engine.loop import Batches, Engine, Evaluate, Objective, TrainResult
+from chatforge.engine.schedules import default_schedule  # noqa: F401  (the stages import it from here)
 from chatforge.errors import ConfigError
 from chatforge.run_dir import RejectLog, RunDir
 
 ADAPTER_MODES = ("lora", "full_then_lora")
-
-
-def default_schedule(**spec: Any) -> Callable[[], Any]:
-    """A `default_factory` for a stage's `schedule` field: the schedule `spec` describes."""
-
-    def make():
-        from pydantic import TypeAdapter
-
-        from chatforge.engine.schedules import ScheduleConfig
-
-        return TypeAdapter(ScheduleConfig).validate_python(spec)
-
-    return make
 
 
 @dataclass

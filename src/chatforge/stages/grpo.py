@@ -13,40 +13,21 @@ to the reference is a loss term by default (k3, β = kl.coef), or in the reward 
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from chatforge.engine.config import OptimConfig, TrainConfig
-from chatforge.engine.schedules import ScheduleConfig
 from chatforge.rl.config import KLConfig, RLCommon, RolloutConfig, rollout_sampling
 from chatforge.rl.objectives import GRPOLossConfig
-from chatforge.sft.modes import LoraSettings
 from chatforge.stages._rollout import RolloutStage
-from chatforge.stages._training import (
-    Context,
-    Plan,
-    default_schedule,
-    load_causal_lm,
-    train,
-)
+from chatforge.stages._training import Context, Plan, load_causal_lm, train
 
 
 class Config(RLCommon):
     out: str = Field("runs/grpo", description="run directory")
-    model: str = Field(description="the starting policy: a chat model directory, usually an SFT run's final/ (required)")
-    tokenizer: str | None = Field(None, description="tokenizer directory; default: the model directory")
-    reference: str | None = Field(None, description="reference model directory; default: the starting model (LoRA: its base)")
     rollout: RolloutConfig = Field(
         default_factory=lambda: RolloutConfig(prompts_per_rollout=8, samples_per_prompt=4, sampling=rollout_sampling())
     )
     kl: KLConfig = Field(default_factory=lambda: KLConfig(coef=0.04, estimator="k3", in_reward=False))
     loss: GRPOLossConfig = Field(default_factory=GRPOLossConfig)
-    mode: Literal["full", "lora"] = Field("full", description="full, or LoRA adapters (reference = the base, adapters off)")
-    lora: LoraSettings = Field(default_factory=LoraSettings, description="mode=lora settings")
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=64, micro_batch_size=8, eval_every=32, save_every=16))
-    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-5, weight_decay=0.0))
-    schedule: ScheduleConfig = Field(default_factory=default_schedule(kind="constant", warmup_steps=0), description="LR schedule")
 
 
 class GRPOStage(RolloutStage):

@@ -9,54 +9,25 @@ learning-dynamics probes on it (docs/dynamics.md).
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field
 
-from chatforge.config.base import StrictModel
 from chatforge.dpo.config import DPOLossConfig
 from chatforge.dynamics.config import DynamicsConfig
-from chatforge.engine.config import OptimConfig, TrainConfig
-from chatforge.engine.schedules import ScheduleConfig
-from chatforge.rl.config import (
-    DiagnosticsConfig,
-    PolicyEvalConfig,
-    PromptsConfig,
-    RewardConfig,
-    RolloutConfig,
-    rollout_sampling,
-)
-from chatforge.sft.modes import LoraSettings
+from chatforge.engine.config import OptimConfig
+from chatforge.rl.config import RLCommon, RolloutConfig, rollout_sampling
 from chatforge.stages._rollout import RolloutStage
-from chatforge.stages._training import (
-    Context,
-    Plan,
-    default_schedule,
-    load_causal_lm,
-    train,
-)
+from chatforge.stages._training import Context, Plan, load_causal_lm, train
 
 
-class Config(StrictModel):
+class Config(RLCommon):
     out: str = Field("runs/online_dpo", description="run directory")
-    model: str = Field(description="the starting policy: a chat model directory, usually an SFT run's final/ (required)")
-    tokenizer: str | None = Field(None, description="tokenizer directory; default: the model directory")
-    reference: str | None = Field(None, description="reference model directory; default: the starting model (LoRA: its base)")
-    prompts: PromptsConfig
     rollout: RolloutConfig = Field(
         default_factory=lambda: RolloutConfig(prompts_per_rollout=16, samples_per_prompt=4, sampling=rollout_sampling())
     )
-    reward: RewardConfig = Field(default_factory=RewardConfig)
     min_margin: float = Field(0.1, gt=0, description="a pair needs best − worst score >= this")
     loss: DPOLossConfig = Field(default_factory=DPOLossConfig)
-    diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)
-    eval: PolicyEvalConfig = Field(default_factory=PolicyEvalConfig)
     dynamics: DynamicsConfig | None = Field(None, description="learning-dynamics probes every N steps -> OUT/dynamics.jsonl")
-    mode: Literal["full", "lora"] = Field("full", description="full, or LoRA adapters (reference = the base, adapters off)")
-    lora: LoraSettings = Field(default_factory=LoraSettings, description="mode=lora settings")
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=64, micro_batch_size=8, eval_every=32, save_every=16))
     optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=2e-5, weight_decay=0.0))
-    schedule: ScheduleConfig = Field(default_factory=default_schedule(kind="constant", warmup_steps=0), description="LR schedule")
 
 
 class OnlineDPOStage(RolloutStage):

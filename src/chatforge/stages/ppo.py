@@ -18,35 +18,19 @@ from typing import Literal
 
 from pydantic import Field
 
-from chatforge.engine.config import OptimConfig, TrainConfig
-from chatforge.engine.schedules import ScheduleConfig
-from chatforge.rl.config import PtxConfig, RLCommon
+from chatforge.rl.config import KLConfig, PtxConfig, RLCommon
 from chatforge.rl.objectives import PPOLossConfig
-from chatforge.sft.modes import LoraSettings
 from chatforge.stages._rollout import RolloutStage
-from chatforge.stages._training import (
-    Context,
-    Plan,
-    default_schedule,
-    load_causal_lm,
-    train,
-)
+from chatforge.stages._training import Context, Plan, load_causal_lm, train
 
 
 class Config(RLCommon):
     out: str = Field("runs/ppo", description="run directory")
-    model: str = Field(description="the starting policy: a chat model directory, usually an SFT run's final/ (required)")
-    tokenizer: str | None = Field(None, description="tokenizer directory; default: the model directory")
-    reference: str | None = Field(None, description="reference model directory; default: the starting model (LoRA: its base)")
+    kl: KLConfig = Field(default_factory=KLConfig)
     critic: Literal["shared", "separate"] = Field("shared", description="value head on the actor's backbone or on its own copy")
     critic_lr_scale: float = Field(1.0, gt=0, description="the critic's LR as a multiple of optim.lr")
     loss: PPOLossConfig = Field(default_factory=PPOLossConfig)
     ptx: PtxConfig | None = Field(None, description="PPO-ptx: pretraining next-token loss mixed into every step; null = off")
-    mode: Literal["full", "lora"] = Field("full", description="full, or LoRA adapters (reference = the base, adapters off)")
-    lora: LoraSettings = Field(default_factory=LoraSettings, description="mode=lora settings")
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(max_steps=64, micro_batch_size=8, eval_every=32, save_every=16))
-    optim: OptimConfig = Field(default_factory=lambda: OptimConfig(lr=1e-5, weight_decay=0.0))
-    schedule: ScheduleConfig = Field(default_factory=default_schedule(kind="constant", warmup_steps=0), description="LR schedule")
 
 
 class PPOStage(RolloutStage):
