@@ -25,6 +25,7 @@ from datatrove.data import Document
 
 from chatforge.clean.config import DecontamConfig
 from chatforge.clean.judge import Check, labels
+from chatforge.data.safe_json import jsonl_lines
 from chatforge.errors import ConfigError
 
 _WORD = re.compile(r"\w+")
@@ -56,9 +57,7 @@ def read_items(path: Path) -> list[list[str]]:
                 else [v for v in row.values() if isinstance(v, str)] for row in rows]
     if suffix in (".jsonl", ".json"):
         items = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
+        for number, line in jsonl_lines(path.read_text(encoding="utf-8")):
             try:
                 items.append(_segments_of(json.loads(line)))
             except json.JSONDecodeError as exc:

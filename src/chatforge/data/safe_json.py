@@ -9,7 +9,7 @@ crash the process.
 - `NaN`, `Infinity` and `1e999` are accepted although JSON has no such numbers.
 
 `decode_json` returns the value or raises `JsonRejected(reason, detail)`, which a reader writes to
-its reject log and moves on.
+its reject log and moves on. `jsonl_lines` splits a JSONL text into its records' lines.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
 from itertools import accumulate
 from typing import Any
 
@@ -123,3 +124,16 @@ def lone_surrogate_at(value: Any) -> str | None:
         elif isinstance(item, list):
             stack.extend((f"{path}[{i}]", child) for i, child in enumerate(item))
     return None
+
+
+def jsonl_lines(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, line) of every non-blank line of a JSONL text, split at "\\n" only (a "\\r\\n"
+    ending is dropped with it).
+
+    `str.splitlines` also breaks at U+2028, U+2029, U+0085 and the other Unicode line separators,
+    which JSON leaves unescaped inside strings (`json.dumps(..., ensure_ascii=False)` writes them as
+    they are): it would cut such a record in two and lose it."""
+    for number, line in enumerate(text.split("\n"), start=1):
+        line = line.removesuffix("\r")
+        if line.strip():
+            yield number, line

@@ -33,6 +33,7 @@ import torch
 from pydantic import Field, model_validator
 
 from chatforge.config.base import StrictModel
+from chatforge.data.safe_json import jsonl_lines
 from chatforge.errors import ChatforgeError, ConfigError, DataError
 from chatforge.run_dir import RejectLog, RunDir
 from chatforge.sampling.config import SamplingConfig
@@ -176,7 +177,7 @@ def _earlier_samples(cfg: Config, records: list[dict], rejects: RejectLog) -> tu
     if not path.is_file():
         raise DataError(f"bon: samples file not found: {path}")
     by_id: dict[str, list[str]] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in jsonl_lines(path.read_text(encoding="utf-8")):
         try:
             row = json.loads(line)
             by_id[str(row["id"])] = [str(r) for r in row["responses"]]

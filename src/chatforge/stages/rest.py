@@ -41,6 +41,7 @@ from pydantic import Field
 
 from chatforge.config.base import StrictModel
 from chatforge.data.prompts import load_prompts
+from chatforge.data.safe_json import jsonl_lines
 from chatforge.engine.config import OptimConfig
 from chatforge.errors import ConfigError
 from chatforge.run_dir import RejectLog, RunDir
@@ -243,7 +244,7 @@ def _e_step(cfg: Config, policy_dir: str, train: list[dict], scorer, path: Path,
     from chatforge.selftrain.select import Scored
 
     if path.is_file():  # a finished E-step of a resumed run
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+        rows = [json.loads(line) for _, line in jsonl_lines(path.read_text(encoding="utf-8"))]
         return [Scored(r["id"], r["response"], r["reward"], iteration) for r in rows]
     policy = Policy(policy_dir, cfg.tokenizer if policy_dir == cfg.model else None)
     sampling = cfg.e_step.sampling.model_copy(update={"seed": (cfg.e_step.sampling.seed or 0) + iteration})

@@ -30,6 +30,7 @@ from pydantic import Field, model_validator
 
 from chatforge.clean.self_instruct import InstructionFilter, Task, parse_tasks, render_prompt
 from chatforge.config.base import StrictModel
+from chatforge.data.safe_json import jsonl_lines
 from chatforge.errors import ChatforgeError, DataError
 
 
@@ -72,9 +73,7 @@ def read_seeds(path: str) -> list[Task]:
     if not file.is_file():
         raise DataError(f"seed tasks not found: {file}")
     tasks = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for number, line in jsonl_lines(file.read_text(encoding="utf-8")):
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
