@@ -1,4 +1,4 @@
-"""Write a directory all at once (a run's `final/`), and check that one was written completely.
+"""Write a directory all at once (a run's `final/`, its `adapter/`), and check that one was written completely.
 
     with atomic_dir(run.final) as tmp:      # a hidden sibling: runs/x/.final.tmp-<pid>
         model.save_pretrained(tmp)

@@ -28,7 +28,7 @@ things that plain `transformers`, vLLM and lm-evaluation-harness read, each chec
    Checked against transformers 4.57.1 (`tests/test_export.py::test_transformers_4_reads_the_export`,
    which runs when `CHATFORGE_TF4_PYTHON` names a 4.x interpreter; `bench/tf4_env.sh` makes one).
 4. **LoRA adapters are portable.** With an adapter model, the adapter alone is saved to
-   `adapter_dir` (the stages use `OUT/adapter/`, beside `final/`) before merging, with
+   `adapter_dir` (the stages use `OUT/adapter/`, beside `final/`; written atomically like it) before merging, with
    `base_model_name_or_path` an absolute path, so `AutoPeftModelForCausalLM.from_pretrained(adapter)`
    works from any working directory. When the adapter's base weights are not on disk as a directory
    of the same architecture (a `full_then_lora` run, whose base is its own full segment; a reward
@@ -46,6 +46,7 @@ from typing import Any
 
 import torch
 
+from chatforge.atomic_dir import atomic_dir
 from chatforge.tokenizer.load import EXPORT_SIDECAR
 
 logger = logging.getLogger("chatforge")
@@ -189,22 +190,31 @@ def _is_peft(model: torch.nn.Module) -> bool:
 
 
 def save_adapter(model, adapter_dir: Path, *, base_trained: bool = False) -> Path:
-    """Save the adapter alone with an absolute `base_model_name_or_path` (see point 4); returns the base used."""
+    """Save the adapter alone with an absolute `base_model_name_or_path` (see point 4); returns the base used.
+
+    Written like `final/` (`atomic_dir`): into a hidden temporary renamed into place with a completeness
+    marker, so a kill mid-write leaves the previous `adapter_dir` or none, never a partial one. A base
+    written beside the adapter is referenced at its final place (`adapter_dir/base`), not the temporary's."""
+    adapter_dir = Path(adapter_dir)
     name = model.active_adapter if isinstance(model.active_adapter, str) else model.active_adapter[0]
     peft_config = model.peft_config[name]
     base = _base_directory(peft_config.base_model_name_or_path, type(model.get_base_model()).__name__)
-    if base is None or base_trained:
-        base = adapter_dir / "base"
-        # unload() strips the adapters without merging them: the weights they were trained on
-        copy.deepcopy(model).unload().save_pretrained(base, safe_serialization=True)
-        add_legacy_config_keys(base / "config.json")
-    base = base.resolve()
-    saved = peft_config.base_model_name_or_path
-    peft_config.base_model_name_or_path = str(base)
-    try:
-        model.save_pretrained(adapter_dir)
-    finally:
-        peft_config.base_model_name_or_path = saved
+    written = base is None or base_trained
+    with atomic_dir(adapter_dir) as tmp:
+        if written:
+            base = adapter_dir / "base"
+            # unload() strips the adapters without merging them: the weights they were trained on
+            copy.deepcopy(model).unload().save_pretrained(tmp / "base", safe_serialization=True)
+            add_legacy_config_keys(tmp / "base" / "config.json")
+        base = base.resolve()
+        saved = peft_config.base_model_name_or_path
+        peft_config.base_model_name_or_path = str(base)
+        try:
+            # A base written here holds these very embeddings, so they need no copy in the adapter
+            # (peft's "auto" would look for the base's config at its final place, not yet there).
+            model.save_pretrained(tmp, **({"save_embedding_layers": False} if written else {}))
+        finally:
+            peft_config.base_model_name_or_path = saved
     return base
 
 
