@@ -85,3 +85,26 @@ def test_config_override_typos_are_errors_not_silently_ignored():
     with pytest.raises(ConfigError, match="null"):
         hf_config("llama-1m", 300, {}, {"hidden_size": None})
     assert hf_config("llama-1m", 300, {}, {"hidden_size": 64}).hidden_size == 64
+
+
+def test_models_loaded_from_disk_are_not_kernelized_from_the_hub(tmp_path):
+    """transformers kernelizes from_pretrained models by default when `kernels` is installed, which on
+    CUDA downloads kernel code from the Hub at model.train(): importing chatforge turns that off."""
+    import subprocess
+    import sys
+
+    from tiny_models import make_tiny_model
+
+    make_tiny_model(vocab_size=64).save_pretrained(tmp_path)
+    code = (
+        "import chatforge, sys\n"
+        "from transformers import AutoModelForCausalLM\n"
+        f"model = AutoModelForCausalLM.from_pretrained({str(tmp_path)!r})\n"
+        "model.train()\n"
+        "sys.exit(0 if model.use_kernels is False else 1)\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if k != "USE_HUB_KERNELS"}
+    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0
+    # The control: without chatforge's default the same load is kernelized, so the test can fail.
+    control = code.replace("import chatforge, sys", "import sys")
+    assert subprocess.run([sys.executable, "-c", control], env=env).returncode == 1

@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--letters", action="store_true", help="also score by letter logits")
     parser.add_argument("--tokenizer", help="for a training checkpoint dir (model.safetensors, no config.json)")
     parser.add_argument("--preset", help="the checkpoint's preset, with --tokenizer")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     args = parser.parse_args()
     world = Path(args.world)
     people = [json.loads(line) for line in (world / f"facts/world_{args.world_id}_people.jsonl").open()]
@@ -62,7 +63,7 @@ def main() -> None:
     questions = read_mc_csv(world / f"ceval/test/{subject}_test.csv")
     dev = read_mc_csv(world / f"ceval/dev/{subject}_dev.csv")
     tokenizer = AutoTokenizer.from_pretrained(args.tokenizer or args.model)
-    model = load(args.model, tokenizer, args.preset)
+    model = load(args.model, tokenizer, args.preset).to(args.device)
     torch.manual_seed(0)
     methods = {"option": score_by_option_likelihood}
     if args.letters:
