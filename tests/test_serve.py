@@ -281,8 +281,9 @@ def test_engine_batches_compatible_waiting_jobs(served):
     results = asyncio.run(run())
     assert calls == [5, 1, 1]  # 3 + 2 prompts of the same settings together, the seeded and the other alone
     assert engine.rounds == 1 and engine.batched_calls == 1
-    assert [len(r) for r in results] == [1, 1, 1, 1, 1, 2]
-    assert all(len(r[0][0].token_ids) == 3 for r in results[:3])
+    assert [len(r.completions) for r in results] == [1, 1, 1, 1, 1, 2]
+    assert all(len(r.completions[0][0].token_ids) == 3 for r in results[:3])
+    assert all(r.prompt_logprobs is None for r in results)  # nothing echoed
 
 
 def test_cli_help_and_print_config(model_dir, capsys):

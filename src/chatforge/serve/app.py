@@ -17,15 +17,18 @@ from typing import Any
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from chatforge.data.safe_json import JsonRejected, decode_json
 from chatforge.sampling import SamplingConfig, max_positions
 from chatforge.serve.chat_page import chat_page
 from chatforge.serve.config import ServeConfig
-from chatforge.serve.engine import Job, ModelWorker
+from chatforge.serve.engine import Job, JobResult, ModelWorker
+from chatforge.serve.logprob_objects import chat_logprobs, completion_logprobs
+from chatforge.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from chatforge.serve.protocol import (
     APIError,
     ChatCompletionRequest,
@@ -39,6 +42,8 @@ from chatforge.serve.protocol import (
     parse_request,
     usage,
 )
+from chatforge.serve.token_text import TokenText
+from chatforge.serve.tokenize import detokenize, tokenize, tokenizer_info
 
 logger = logging.getLogger("chatforge.serve")
 
@@ -53,6 +58,8 @@ class Server:
         self.tokenizer = engine.tokenizer
         self.limit = max_positions(engine.model)
         self.created = now()
+        self.token_text = TokenText(self.tokenizer)
+        self.metrics = Metrics(ROUTES)
 
     # -- checks -----------------------------------------------------------------------------------
 
@@ -123,11 +130,20 @@ class Server:
                            param=".".join(map(str, err["loc"])) or None, code="invalid_value") from None
 
     def _sampling(self, req, max_tokens: int, n: int) -> SamplingConfig:
+        if isinstance(req, ChatCompletionRequest):
+            top_logprobs = (req.top_logprobs or 0) if req.logprobs else 0
+        else:
+            top_logprobs = req.logprobs or 0
         return SamplingConfig(
             temperature=1.0 if req.temperature is None else req.temperature,
             top_p=1.0 if req.top_p is None else req.top_p,
             top_k=req.top_k or 0,
-            max_new_tokens=max_tokens,
+            min_p=req.min_p or 0.0,
+            presence_penalty=req.presence_penalty or 0.0,
+            frequency_penalty=req.frequency_penalty or 0.0,
+            repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
+            top_logprobs=top_logprobs,
+            max_new_tokens=max(max_tokens, 1),  # max_tokens 0 (echo only) decodes nothing: Job.generate
             n=n,
             stop=req.stop or [],
             seed=req.seed,
@@ -185,6 +201,23 @@ class Server:
         return {"id": self.model_name, "object": "model", "created": self.created, "owned_by": "chatforge",
                 "max_model_len": self.limit}
 
+    async def tokenize(self, request: Request) -> Response:
+        self.check_auth(request)
+        return JSONResponse(tokenize(self.tokenizer, await self.read_json(request), self.limit, self.check_model))
+
+    async def detokenize(self, request: Request) -> Response:
+        self.check_auth(request)
+        return JSONResponse(detokenize(self.tokenizer, await self.read_json(request), self.check_model))
+
+    async def tokenizer_info(self, request: Request) -> Response:
+        self.check_auth(request)
+        return JSONResponse(tokenizer_info(self.tokenizer, self.limit))
+
+    async def metrics_text(self, request: Request) -> Response:
+        engine = self.engine
+        text = self.metrics.render(engine.queue_size(), engine.rounds, engine.batched_calls)
+        return PlainTextResponse(text, media_type=CONTENT_TYPE)
+
     async def chat_completions(self, request: Request) -> Response:
         self.check_auth(request)
         req = parse_request(ChatCompletionRequest, await self.read_json(request))
@@ -192,7 +225,7 @@ class Server:
         ids = self.chat_prompt_ids(req)
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         cfg = self.sampling_config(req, max_tokens, [len(ids)])
-        return await self._generate(request, "chat", req, [ids], cfg)
+        return await self._generate(request, "chat", req, [ids], cfg, bool(req.logprobs))
 
     async def completions(self, request: Request) -> Response:
         self.check_auth(request)
@@ -200,10 +233,14 @@ class Server:
         self.check_model(req.model)
         prompts = self.completion_prompt_ids(req)
         cfg = self.sampling_config(req, req.max_tokens, [len(p) for p in prompts], "prompt")
-        return await self._generate(request, "text", req, prompts, cfg)
+        return await self._generate(request, "text", req, prompts, cfg, req.logprobs is not None)
 
-    async def _generate(self, request: Request, kind: str, req, prompts: list[list[int]], cfg: SamplingConfig) -> Response:
-        job = Job.create(prompts, cfg, stream=bool(req.stream))
+    async def _generate(
+        self, request: Request, kind: str, req, prompts: list[list[int]], cfg: SamplingConfig, want_logprobs: bool
+    ) -> Response:
+        echo = kind == "text" and bool(req.echo)
+        echo_top = req.logprobs if echo and want_logprobs else None  # the prompt's log-probs are shown only then
+        job = Job.create(prompts, cfg, stream=bool(req.stream), echo_top=echo_top, generate=req.max_tokens != 0)
         self.engine.submit(job)
         rid = new_id("chatcmpl" if kind == "chat" else "cmpl")
         prompt_tokens = sum(len(p) for p in prompts)
@@ -220,10 +257,27 @@ class Server:
             raise
         except Exception as exc:
             raise generation_error(exc) from None
-        texts = [(c.text, c.finish_reason) for per_prompt in results for c in per_prompt]
-        used = usage(prompt_tokens, sum(len(c.token_ids) for per_prompt in results for c in per_prompt))
-        build = chat_response if kind == "chat" else completion_response
-        return JSONResponse(build(rid, self.model_name, texts, used))
+        generated = sum(len(c.token_ids) for per_prompt in results.completions for c in per_prompt)
+        self.metrics.tokens(prompt_tokens, generated)
+        used = usage(prompt_tokens, generated)
+        if kind == "chat":
+            choices = [(c.text, c.finish_reason, chat_logprobs(self.token_text, c) if want_logprobs else None)
+                       for per_prompt in results.completions for c in per_prompt]
+            return JSONResponse(chat_response(rid, self.model_name, choices, used))
+        return JSONResponse(completion_response(rid, self.model_name, self._text_choices(results, prompts, echo, want_logprobs), used))
+
+    def _text_choices(self, results: JobResult, prompts: list[list[int]], echo: bool, want_logprobs: bool) -> list[tuple]:
+        """(text, finish_reason, logprobs) per choice; an echoed prompt's text is its tokens decoded."""
+        choices = []
+        for p, per_prompt in enumerate(results.completions):
+            prompt_text = self.tokenizer.decode(prompts[p], skip_special_tokens=True) if echo else ""
+            for c in per_prompt:
+                logprobs = None
+                if want_logprobs:
+                    scores = results.prompt_logprobs[p] if echo else None
+                    logprobs = completion_logprobs(self.token_text, c, scores, prompts[p], prompt_text)
+                choices.append((prompt_text + c.text, c.finish_reason, logprobs))
+        return choices
 
     async def _sse(self, kind: str, job: Job, rid: str, prompt_tokens: int, include_usage: bool) -> AsyncIterator[str]:
         created = now()
@@ -249,8 +303,9 @@ class Server:
                     if finish is not None:
                         yield chunk(index, None, finish)
                 elif event[0] == "done":
+                    completion_tokens = sum(len(c.token_ids) for per_prompt in event[1] for c in per_prompt)
+                    self.metrics.tokens(prompt_tokens, completion_tokens)
                     if include_usage:
-                        completion_tokens = sum(len(c.token_ids) for per_prompt in event[1] for c in per_prompt)
                         data = {"id": rid, "object": "chat.completion.chunk" if kind == "chat" else "text_completion",
                                 "created": created, "model": self.model_name, "choices": [],
                                 "usage": usage(prompt_tokens, completion_tokens)}
@@ -262,6 +317,21 @@ class Server:
             yield "data: [DONE]\n\n"
         finally:
             job.cancelled.set()  # the client went away (or we are done): stop decoding
+
+
+# Route templates, the label values of /metrics (any other path is "other").
+ROUTES = ["/", "/health", "/version", "/metrics", "/tokenize", "/detokenize", "/tokenizer_info", "/v1/models",
+          "/v1/chat/completions", "/v1/completions", "/v1/models/{model}"]
+
+
+def versions() -> dict[str, str]:
+    """`GET /version`: chatforge's version (vLLM's key), and the libraries that compute the answers."""
+    import torch
+    import transformers
+
+    from chatforge import __version__
+
+    return {"version": __version__, "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 CLIENT_GONE = 499  # nginx's "client closed request": nobody reads it, the access log shows it
@@ -322,9 +392,17 @@ def build_app(engine: ModelWorker, cfg: ServeConfig, model_name: str) -> Starlet
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok", "model": model_name})
 
+    async def version(request: Request) -> Response:
+        return JSONResponse(versions())
+
     routes = [
         Route("/", chat_page, methods=["GET"]),  # the browser chat page (serve/chat_page.py)
         Route("/health", health, methods=["GET"]),
+        Route("/version", version, methods=["GET"]),
+        Route("/metrics", server.metrics_text, methods=["GET"]),
+        Route("/tokenize", server.tokenize, methods=["POST"]),
+        Route("/detokenize", server.detokenize, methods=["POST"]),
+        Route("/tokenizer_info", server.tokenizer_info, methods=["GET"]),
         Route("/v1/models", server.models, methods=["GET"]),
         Route("/v1/models/{model:path}", server.model, methods=["GET"]),
         Route("/v1/chat/completions", server.chat_completions, methods=["POST"]),
@@ -343,6 +421,7 @@ def build_app(engine: ModelWorker, cfg: ServeConfig, model_name: str) -> Starlet
 
     app = Starlette(
         routes=routes,
+        middleware=[Middleware(MetricsMiddleware, metrics=server.metrics)],
         exception_handlers={APIError: _api_error, HTTPException: _http_error, Exception: _server_error},
         lifespan=lifespan,
     )

@@ -10,6 +10,8 @@ Scheduling policy (one round at a time):
    depend on what else was in the queue.
 3. Streaming jobs are decoded one after another with the incremental decoder (`stream.py`), each
    prompt's n samples together. While a stream decodes, other requests wait in the queue.
+   A job with `echo` also gets its prompts' log-probs (one scoring forward, `prompt_logprobs`) after
+   its samples; a job with `generate=False` (`max_tokens: 0`) gets only those.
 4. Groups run in the order of their first job's arrival. If a batched call raises, each of its
    jobs is retried alone, so only the request that fails gets the error (answered 500); the worker
    catches every exception and keeps running.
@@ -25,10 +27,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatforge.sampling import Completion, Sampler, SamplingConfig
+from chatforge.sampling.prompt_logprobs import PromptLogprobs, prompt_logprobs
 from chatforge.serve.protocol import APIError
 from chatforge.serve.stream import IncrementalDecoder
 
 logger = logging.getLogger("chatforge.serve")
+
+
+@dataclass
+class JobResult:
+    """A non-streamed job's answer: per prompt its n samples, and its prompt log-probs when echoed."""
+
+    completions: list[list[Completion]]
+    prompt_logprobs: list[PromptLogprobs] | None = None
 
 
 @dataclass
@@ -42,11 +53,14 @@ class Job:
     future: asyncio.Future | None = None  # non-stream: list (per prompt) of list (n) of Completion
     events: asyncio.Queue | None = None  # stream: ("delta", choice, text, finish) ... ("done", results) | ("error", exc)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    echo_top: int | None = None  # score the prompts too, with this many alternatives per token; None = no
+    generate: bool = True  # False: `max_tokens: 0`, only the prompts' log-probs (with echo)
 
     @classmethod
-    def create(cls, prompts: list[list[int]], cfg: SamplingConfig, stream: bool) -> Job:
+    def create(cls, prompts: list[list[int]], cfg: SamplingConfig, stream: bool, echo_top: int | None = None,
+               generate: bool = True) -> Job:
         loop = asyncio.get_running_loop()
-        job = cls(prompts, cfg, stream, loop)
+        job = cls(prompts, cfg, stream, loop, echo_top=echo_top, generate=generate)
         if stream:
             job.events = asyncio.Queue()
         else:
@@ -57,7 +71,7 @@ class Job:
         """Jobs with the same key may share a sampler call; None = decode alone."""
         if self.stream or self.cfg.seed is not None:
             return None
-        return self.cfg.model_dump_json()
+        return f"{self.cfg.model_dump_json()}|{self.echo_top}|{self.generate}"
 
     # -- called from the worker thread ------------------------------------------------------------
 
@@ -104,6 +118,9 @@ class ModelWorker:
             self._queue.put(None)
             self._thread.join(timeout)
             self._thread = None
+
+    def queue_size(self) -> int:
+        return self._queue.qsize()
 
     def submit(self, job: Job) -> None:
         try:
@@ -161,7 +178,15 @@ class ModelWorker:
         prompts = [p for job in jobs for p in job.prompts]
         try:
             # Stop decoding once every request of the call has gone (its handler saw the disconnect).
-            results = self.sampler.generate(prompts, jobs[0].cfg, should_stop=lambda: all(j.cancelled.is_set() for j in jobs))
+            first = jobs[0]
+            if first.generate:
+                results = self.sampler.generate(prompts, first.cfg, should_stop=lambda: all(j.cancelled.is_set() for j in jobs))
+            else:  # max_tokens 0: nothing to decode
+                results = [[Completion(i, [], "", [], "length", None) for _ in range(first.cfg.n)] for i in range(len(prompts))]
+            scores = None
+            if first.echo_top is not None:
+                pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+                scores = prompt_logprobs(self.model, prompts, first.echo_top, pad_id=pad)
         except Exception as exc:
             if len(jobs) == 1:
                 logger.exception("generation failed")
@@ -174,8 +199,9 @@ class ModelWorker:
             self.batched_calls += 1
         start = 0
         for job in jobs:
-            job.resolve(results[start : start + len(job.prompts)])
-            start += len(job.prompts)
+            end = start + len(job.prompts)
+            job.resolve(JobResult(results[start:end], scores[start:end] if scores is not None else None))
+            start = end
 
     def _stream(self, job: Job) -> None:
         n = job.cfg.n

@@ -1,9 +1,13 @@
 """The OpenAI wire format: request bodies (pydantic), error objects, and response/chunk builders.
 
 Request models forbid unknown fields, as the OpenAI API does ("Unrecognized request argument"), but
-accept the common fields other clients send with neutral values (`presence_penalty: 0`, `user`,
-`logit_bias: {}`, `logprobs: false`, ...). `top_k` is an extension (vLLM spells it the same way); the
-openai client sends it through `extra_body`.
+accept the common fields other clients send with neutral values (`logit_bias: {}`, `user`, ...).
+`top_k`, `min_p` and `repetition_penalty` are extensions (vLLM spells them the same way); the openai
+client sends them through `extra_body`.
+
+Log-probs follow OpenAI's two shapes: chat `choices[i].logprobs = {"content": [{"token", "logprob",
+"bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}], "refusal": null}` and completions
+`choices[i].logprobs = {"tokens", "token_logprobs", "top_logprobs": [{token: logprob}], "text_offset"}`.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ Count = Annotated[int, Strict(), Field(ge=1, le=2**31 - 1)]
 TokenId = Annotated[int, Strict(), Field(ge=-(2**31), le=2**31 - 1)]  # checked against the vocabulary later
 Seed = Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)]
 Flag = Annotated[bool, Strict()]
+Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
+TopLogprobs = Annotated[int, Strict(), Field(ge=0, le=20)]
 
 
 class APIError(Exception):
@@ -68,6 +74,11 @@ class ChatMessage(_Request):
         return {"role": "system" if self.role == "developer" else self.role, "content": content}
 
 
+class ResponseFormat(_Request):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
 class _Sampling(_Request):
     """Fields shared by both endpoints; None means "the default", as some clients send nulls."""
 
@@ -76,14 +87,17 @@ class _Sampling(_Request):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     top_k: Annotated[int, Strict(), Field(ge=0, le=2**31 - 1)] | None = None
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
+    repetition_penalty: float | None = Field(None, gt=0.0, le=100.0)
+    response_format: ResponseFormat | None = None
     n: Count | None = None
     stop: str | list[str] | None = None
     seed: Seed | None = None
     stream: Flag | None = False
     stream_options: StreamOptions | None = None
-    # Accepted only with their neutral value: the sampler has no penalties or logit bias.
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    # Accepted only with its neutral value: the sampler has no logit bias.
     logit_bias: dict[str, float] | None = None
     user: str | None = None
 
@@ -101,9 +115,10 @@ class _Sampling(_Request):
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, message) of the first field set to something this server cannot do, else None."""
-        for name in ("presence_penalty", "frequency_penalty"):
-            if getattr(self, name) not in (None, 0, 0.0):
-                return name, f"{name} is not supported by this server (give 0 or leave it out)"
+        if self.response_format is not None and self.response_format.type != "text":
+            return ("response_format", f"response_format {self.response_format.type!r} is not supported by this "
+                    "server: it has no constrained decoding, so it could not guarantee JSON (give {\"type\": \"text\"} "
+                    "or leave it out)")
         if self.logit_bias:
             return "logit_bias", "logit_bias is not supported by this server"
         return None
@@ -113,30 +128,35 @@ class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(..., min_length=1)
     max_completion_tokens: Count | None = None
     logprobs: Flag | None = None
-    top_logprobs: Annotated[int, Strict(), Field(ge=0, le=20)] | None = None
+    top_logprobs: TopLogprobs | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
-        if self.logprobs or self.top_logprobs:
-            return "logprobs", "logprobs are not supported by this server"
+        if self.top_logprobs is not None and not self.logprobs:
+            return "top_logprobs", "top_logprobs needs logprobs: true"
+        if self.logprobs and self.stream:
+            return "logprobs", "logprobs with stream: true is not supported by this server (ask without stream)"
         return super().unsupported()
 
 
 class CompletionRequest(_Sampling):
     prompt: str | list[str] | list[TokenId] | list[list[TokenId]]
+    # 0 only with echo: score the prompt, generate nothing (lm-eval's log-likelihood requests).
+    max_tokens: Annotated[int, Strict(), Field(ge=0, le=2**31 - 1)] | None = None
     echo: Flag | None = False
     suffix: str | None = None
     best_of: Count | None = None
-    logprobs: Annotated[int, Strict(), Field(ge=0, le=5)] | None = None
+    logprobs: TopLogprobs | None = None  # OpenAI allows up to 5, vLLM up to 20
 
     def unsupported(self) -> tuple[str, str] | None:
-        if self.echo:
-            return "echo", "echo is not supported by this server"
+        if self.max_tokens == 0 and not self.echo:
+            return "max_tokens", "max_tokens 0 generates nothing; it is allowed only with echo: true (to score the prompt)"
+        if self.stream and (self.echo or self.logprobs is not None):
+            return ("echo" if self.echo else "logprobs",
+                    "echo and logprobs with stream: true are not supported by this server (ask without stream)")
         if self.suffix:
             return "suffix", "suffix is not supported by this server"
         if self.best_of not in (None, 1, self.n or 1):
             return "best_of", "best_of is not supported by this server (use n)"
-        if self.logprobs:
-            return "logprobs", "logprobs are not supported by this server"
         return super().unsupported()
 
 
@@ -173,21 +193,23 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def chat_response(rid: str, model: str, texts: list[tuple[str, str]], usage_: dict[str, int]) -> dict[str, Any]:
-    """`chat.completion` with one choice per (text, finish_reason)."""
-    choices = [
-        {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": None, "finish_reason": reason}
-        for i, (text, reason) in enumerate(texts)
+def chat_response(rid: str, model: str, choices: list[tuple[str, str, dict | None]], usage_: dict[str, int]) -> dict[str, Any]:
+    """`chat.completion` with one choice per (text, finish_reason, logprobs object or None)."""
+    items = [
+        {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": reason}
+        for i, (text, reason, logprobs) in enumerate(choices)
     ]
-    return {"id": rid, "object": "chat.completion", "created": now(), "model": model, "choices": choices,
+    return {"id": rid, "object": "chat.completion", "created": now(), "model": model, "choices": items,
             "usage": usage_, "system_fingerprint": None}
 
 
-def completion_response(rid: str, model: str, texts: list[tuple[str, str]], usage_: dict[str, int]) -> dict[str, Any]:
-    choices = [
-        {"index": i, "text": text, "logprobs": None, "finish_reason": reason} for i, (text, reason) in enumerate(texts)
+def completion_response(rid: str, model: str, choices: list[tuple[str, str, dict | None]], usage_: dict[str, int]) -> dict[str, Any]:
+    """`text_completion` with one choice per (text, finish_reason, logprobs object or None)."""
+    items = [
+        {"index": i, "text": text, "logprobs": logprobs, "finish_reason": reason}
+        for i, (text, reason, logprobs) in enumerate(choices)
     ]
-    return {"id": rid, "object": "text_completion", "created": now(), "model": model, "choices": choices,
+    return {"id": rid, "object": "text_completion", "created": now(), "model": model, "choices": items,
             "usage": usage_}
 
 

@@ -1,0 +1,70 @@
+"""OpenAI's `logprobs` objects built from the sampler's `Completion`s and the prompt's log-probs.
+
+Every log-prob is the model's raw one (temperature 1, before penalties and filters), as the sampler
+records it (docs/sampling.md): the same numbers whatever the sampling settings, like vLLM's default.
+A sample that ended on a stop token (eos, end of turn) does not list it: the listed tokens are the
+ones whose text is in the answer (a stop string's last token is listed, its text cut).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chatforge.sampling import Completion
+from chatforge.sampling.prompt_logprobs import PromptLogprobs
+from chatforge.serve.token_text import TokenText
+
+
+def shown_tokens(completion: Completion) -> int:
+    """How many of the sample's tokens the answer shows: all but a stop token that ended it."""
+    return len(completion.token_ids) - (1 if isinstance(completion.stop_reason, int) else 0)
+
+
+def chat_logprobs(text: TokenText, completion: Completion) -> dict[str, Any]:
+    """`{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}], "refusal": None}`."""
+    content = []
+    for t in range(shown_tokens(completion)):
+        entry = text.entry(completion.token_ids[t], completion.logprobs[t])
+        alternatives = completion.top_logprobs[t] if completion.top_logprobs else []
+        entry["top_logprobs"] = [text.entry(i, lp) for i, lp in alternatives]
+        content.append(entry)
+    return {"content": content, "refusal": None}
+
+
+def char_offsets(tokenizer, ids: list[int], start: int = 0) -> list[int]:
+    """`start` + the length of the text of ids[:j], for each j: where token j's text begins."""
+    return [start + len(tokenizer.decode(ids[:j], skip_special_tokens=True)) for j in range(len(ids))]
+
+
+def completion_logprobs(
+    text: TokenText, completion: Completion, echo: PromptLogprobs | None = None,
+    prompt_ids: list[int] | None = None, prompt_text: str = "",
+) -> dict[str, Any]:
+    """`{"tokens", "token_logprobs", "top_logprobs", "text_offset"}` of a `text_completion` choice.
+
+    With `echo` (the prompt's `PromptLogprobs`), the prompt's tokens come first; the first has no
+    log-prob (null) and no alternatives (null). Each `top_logprobs` item maps token strings to
+    log-probs: the most likely ones (as many as were asked for) plus the chosen token (OpenAI: "up to logprobs + 1 elements").
+    `text_offset` counts characters of the choice's `text` (prompt text first when echoed).
+    """
+    shown = shown_tokens(completion)
+    ids = completion.token_ids[:shown]
+    tokens, logprobs, tops, offsets = [], [], [], []
+    if echo is not None and prompt_ids is not None:
+        tokens += [text.string_of(i) for i in prompt_ids]
+        logprobs += list(echo.logprobs)
+        tops += [None if alt is None else _top_dict(text, alt, chosen, lp)
+                 for alt, chosen, lp in zip(echo.top, prompt_ids, echo.logprobs)]
+        offsets += char_offsets(text.tokenizer, prompt_ids)
+    tokens += [text.string_of(i) for i in ids]
+    logprobs += completion.logprobs[:shown]
+    alternatives = completion.top_logprobs or [[] for _ in ids]
+    tops += [_top_dict(text, alt, chosen, lp) for alt, chosen, lp in zip(alternatives, ids, completion.logprobs)]
+    offsets += char_offsets(text.tokenizer, ids, start=len(prompt_text))
+    return {"tokens": tokens, "token_logprobs": logprobs, "top_logprobs": tops, "text_offset": offsets}
+
+
+def _top_dict(text: TokenText, alternatives: list[tuple[int, float]], chosen: int, logprob: float) -> dict[str, float]:
+    out = {text.string_of(i): lp for i, lp in alternatives}
+    out.setdefault(text.string_of(chosen), logprob)
+    return out
