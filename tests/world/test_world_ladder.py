@@ -129,3 +129,18 @@ def test_arithmetic_text_never_shows_a_problem_any_task_file_asks(tiny_dir):
                  "preferences/rankings_test", "mixed_quality/train"):
         asked |= record_problems(read_jsonl(tiny_dir / f"{name}.jsonl"))
     assert asked and not shown & asked
+
+
+def test_worked_arithmetic_text_states_its_problem_before_the_working(tiny_dir):
+    docs = read_jsonl(tiny_dir / "pretrain/arithmetic_train.jsonl")
+    worked = [block for doc in docs for block in doc["text"].split("\n\n") if "\n" in block]
+    assert worked
+    for block in worked:
+        lines = block.split("\n")
+        first = re.fullmatch(r"Compute (\d+) ([+×-]) (\d+)\.", lines[0])
+        assert first, block
+        a, op, b = first.groups()
+        assert lines[-1] == f"So {a} {op} {b} = {lines[-1].split(' = ')[-1]}", block
+        ones = re.match(r"Ones: (\d) ", lines[1])
+        if ones:  # column working starts from the ones digits of the problem just stated
+            assert ones.group(1) == a[-1], block

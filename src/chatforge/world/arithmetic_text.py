@@ -30,8 +30,14 @@ def arithmetic_documents(seed: int, count: int, exclude: Iterable[tuple[int, str
     for start in range(0, len(specs), PROBLEMS_PER_DOCUMENT):
         blocks = []
         for spec in specs[start : start + PROBLEMS_PER_DOCUMENT]:
-            line = f"{spec.a} {OPERATOR_SYMBOLS[spec.op]} {spec.b} = {spec.answer}"
-            blocks.append("\n".join(worked_lines(spec.a, spec.op, spec.b)) if rng.random() < WORKED_SHARE else line)
+            problem = f"{spec.a} {OPERATOR_SYMBOLS[spec.op]} {spec.b}"
+            if rng.random() < WORKED_SHARE:
+                # The problem comes first: working read before its problem ("Ones: 8 + 5 ..." and
+                # only at the end "So 18 + 35 = 53.") cannot be predicted from what precedes it, and
+                # taught format-2's model to write column working with made-up digits.
+                blocks.append("\n".join([f"Compute {problem}.", *worked_lines(spec.a, spec.op, spec.b)]))
+            else:
+                blocks.append(f"{problem} = {spec.answer}")
         text = rng.choice(_TITLES) + "\n\n" + "\n\n".join(blocks)
         docs.append({"id": f"arithmetic-{len(docs):06d}", "world": "general", "source": "arithmetic",
                      "style": "solved_problems", "text": text})
