@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--tokenizer", help="for a training checkpoint dir (model.safetensors, no config.json)")
     parser.add_argument("--preset", help="the checkpoint's preset, with --tokenizer")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    parser.add_argument("--greedy", action="store_true",
+                        help="also answer each question by greedy generation after 'Answer:' (no options shown)")
     args = parser.parse_args()
     world = Path(args.world)
     people = [json.loads(line) for line in (world / f"facts/world_{args.world_id}_people.jsonl").open()]
@@ -76,6 +78,21 @@ def main() -> None:
         for split in ("train", "test"):
             chosen = [r for q, r in zip(questions, right) if split_of[names.search(q.question).group(0)] == split]
             print(accuracy_line(f"{method} / {split} people", chosen))
+    if args.greedy:
+        right = [greedy_answer(model, tokenizer, q.question) == q.options[q.answer] for q in questions]
+        print(accuracy_line("greedy / all", right))
+        for split in ("train", "test"):
+            chosen = [r for q, r in zip(questions, right) if split_of[names.search(q.question).group(0)] == split]
+            print(accuracy_line(f"greedy / {split} people", chosen))
+
+
+@torch.no_grad()
+def greedy_answer(model, tokenizer, question: str, max_new_tokens: int = 12) -> str:
+    """The model's own answer in the QA text's form (`question\nAnswer: value`), first line, stripped:
+    what generation can extract, where option scoring only ranks four given answers."""
+    ids = tokenizer(f"{question}\nAnswer:", return_tensors="pt").input_ids.to(model.device)
+    out = model.generate(ids, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    return tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).split("\n")[0].strip()
 
 
 if __name__ == "__main__":

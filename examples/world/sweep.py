@@ -75,27 +75,28 @@ def pretrain_run(spec: str, out: Path, device: str, precision: str) -> Run:
 def knowledge_run(pretrain: Run, out: Path, device: str) -> Run:
     return Run("knowledge", f"kn_{pretrain.name}",
                [sys.executable, str(HERE / "knowledge_by_split.py"), str(out / pretrain.name / "final"),
-                str(out / "data"), "--shots", "1", "--device", device])
+                str(out / "data"), "--shots", "1", "--device", device, "--greedy"])
 
 
-def sft_run(pretrain: Run, steps: int, lr: str, out: Path, device: str, precision: str) -> Run:
-    name = f"sft_{pretrain.name.removeprefix('pt_')}_lr{lr}_s{steps}"
+def sft_run(pretrain: Run, steps: int, lr: str, out: Path, device: str, precision: str,
+            variant: tuple[str, list[str]] = ("", [])) -> Run:
+    label, overrides = variant
+    name = f"sft_{pretrain.name.removeprefix('pt_')}_lr{lr}_s{steps}" + (f"_{label}" if label else "")
     instructions = out / "data" / "instructions"
     command = [*CHATFORGE, "sft", str(HERE / "sft.yaml"), f"out={out / name}",
                f"model={out / pretrain.name / 'final'}", f"data.sources=[{{path: {instructions}/train.jsonl}}]",
                f"eval.path={instructions}/test.jsonl", f"optim.lr={lr}", f"train.max_steps={steps}",
                f"train.device={device}", f"train.precision={precision}", "train.progress=false",
-               "train.resume=never"]
+               "train.resume=never", *(o.replace("{data}", str(out / "data")) for o in overrides)]
     return Run("sft", name, command)
 
 
-KNOWLEDGE_LINE = re.compile(r"\| option / (all|train people|test people) \| (\d+) \| ([0-9.]+) ± ([0-9.]+) \|")
+KNOWLEDGE_LINE = re.compile(r"\| (option|greedy) / (all|train people|test people) \| (\d+) \| ([0-9.]+) ± ([0-9.]+) \|")
 
 
 def read_knowledge(log: Path) -> dict:
-    found = {m.group(1): {"n": int(m.group(2)), "accuracy": float(m.group(3)), "se": float(m.group(4))}
-             for m in KNOWLEDGE_LINE.finditer(log.read_text())}
-    return found
+    return {f"{m.group(1)} {m.group(2)}": {"n": int(m.group(3)), "accuracy": float(m.group(4)), "se": float(m.group(5))}
+            for m in KNOWLEDGE_LINE.finditer(log.read_text())}
 
 
 def read_sft(run_dir: Path) -> dict:
@@ -119,11 +120,11 @@ def prepare(out: Path, env: dict, size: str) -> None:
 
 
 def table(runs: list[Run]) -> str:
-    lines = ["| run | seconds | knowledge all | train people | test people |", "|---|---|---|---|---|"]
+    columns = [f"{m} {s}" for m in ("option", "greedy") for s in ("all", "train people", "test people")]
+    lines = ["| run | seconds | " + " | ".join(columns) + " |", "|---" * (len(columns) + 2) + "|"]
     for run in (r for r in runs if r.kind == "knowledge"):
         k = run.result
-        cells = [f"{k[s]['accuracy']:.3f} ± {k[s]['se']:.3f}" if s in k else "failed"
-                 for s in ("all", "train people", "test people")]
+        cells = [f"{k[c]['accuracy']:.3f} ± {k[c]['se']:.3f}" if c in k else "-" for c in columns]
         lines.append(f"| {run.name.removeprefix('kn_')} | {run.seconds:.0f} | " + " | ".join(cells) + " |")
     lines += ["", "| SFT run | seconds | exact match | train loss | per task |", "|---|---|---|---|---|"]
     for run in (r for r in runs if r.kind == "sft"):
@@ -148,6 +149,9 @@ def main() -> None:
     parser.add_argument("--pretrain", action="append", required=True, help="PRESET:LR:STEPS[:BATCH], repeatable")
     parser.add_argument("--sft-steps", default="", help="comma-separated SFT step counts (empty: no SFT)")
     parser.add_argument("--sft-lr", default="1e-3", help="comma-separated SFT learning rates")
+    parser.add_argument("--sft-variant", action="append", default=[],
+                        help="LABEL=OVERRIDE[;OVERRIDE...]: one more SFT run per setting with these config "
+                        "overrides ({data} = the world directory); the plain run is always made")
     args = parser.parse_args()
     out = args.out.resolve()
     logs = out / "logs"
@@ -181,8 +185,10 @@ def main() -> None:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(chain, pretrains))
-        sfts = [sft_run(p, steps, lr, out, args.device, args.precision)
-                for p in pretrains if p.returncode == 0 for steps in sft_steps for lr in sft_lrs]
+        variants = [("", [])] + [(v.split("=", 1)[0], v.split("=", 1)[1].split(";")) for v in args.sft_variant]
+        sfts = [sft_run(p, steps, lr, out, args.device, args.precision, variant)
+                for p in pretrains if p.returncode == 0 for steps in sft_steps for lr in sft_lrs
+                for variant in variants]
         list(pool.map(lambda r: finished(sh(r, logs, env), lambda run: read_sft(out / run.name)), sfts))
     print(table(done))
     print(f"sweep: {time.time() - started:.0f} s, tables in {out / 'sweep.md'}")
