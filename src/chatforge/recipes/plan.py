@@ -26,8 +26,14 @@ from pydantic import BaseModel
 
 from chatforge.config.load import _set_dotted, deep_merge, read_yaml, validate_config
 from chatforge.errors import ConfigError
-from chatforge.recipes.hashing import FileHasher, changed_keys, fingerprint, input_paths
-from chatforge.recipes.references import dotted_get, references_in, split_reference, substitute
+from chatforge.recipes.hashing import OUTPUT_KEYS, FileHasher, changed_keys, fingerprint, input_paths
+from chatforge.recipes.references import (
+    dotted_get,
+    referenced_values,
+    references_in,
+    split_reference,
+    substitute,
+)
 from chatforge.recipes.spec import NOT_RECIPE_STAGES, Recipe
 
 MARKER = "recipe_stage.json"
@@ -47,6 +53,7 @@ class Step:
     reason: str = ""
     fingerprint: str | None = None
     hashes: dict[str, str] = field(default_factory=dict)
+    inputs: dict[str, Any] = field(default_factory=dict)  # key -> resolved value, for every key the recipe gave a reference
 
     @property
     def module(self) -> str:
@@ -98,25 +105,32 @@ def resolve(recipe: Recipe, path: str | Path, root: Path) -> list[Step]:
         if "out" in data:
             raise ConfigError(f"{where}: remove `out`: the recipe sets it ({root / name})")
         lookup = _lookup(steps, names[index + 1 :], root, name)
-        data = _substitute(data, lookup, where)
+        raw, data = data, _substitute(data, lookup, where)
         directory = root / name
         if "out" in module.Config.model_fields:
             data["out"] = _out_value(module.Config, directory)
         cfg = validate_config(module.Config, data, source=where)
         config = cfg.model_dump(mode="json")
         upstream = _upstream(entry.config, entry.overrides)
-        steps[name] = Step(name, kind, directory, cfg, config, upstream, input_paths(config, root))
+        steps[name] = Step(name, kind, directory, cfg, config, upstream, input_paths(config, root),
+                           inputs=_inputs(raw, data))
     out = list(steps.values())
     if recipe.card is not None:
         where = f"{path}: card"
-        data = _substitute(recipe.card.model_dump(mode="json", exclude_unset=True), _lookup(steps, [], root, CARD), where)
+        raw = recipe.card.model_dump(mode="json", exclude_unset=True)
+        data = _substitute(raw, _lookup(steps, [], root, CARD), where)
         from chatforge.recipes.card.config import CardConfig
 
         cfg = validate_config(CardConfig, data, source=where)
         config = cfg.model_dump(mode="json")
         upstream = [r for r in _upstream(recipe.card.model_dump(mode="json"), {})]
-        out.append(Step(CARD, CARD, root / CARD, cfg, config, upstream, input_paths(config, root)))
+        out.append(Step(CARD, CARD, root / CARD, cfg, config, upstream, input_paths(config, root), inputs=_inputs(raw, data)))
     return out
+
+
+def _inputs(raw: dict, resolved: dict) -> dict[str, Any]:
+    """What the stage reads through references (its own output keys left out: `cache_dir` is written)."""
+    return {k: v for k, v in referenced_values(raw, resolved).items() if k.rsplit(".", 1)[-1] not in OUTPUT_KEYS}
 
 
 def _substitute(data: dict, lookup, where: str) -> dict:
@@ -272,10 +286,27 @@ def _why_changed(step: Step, marker: dict, inputs: dict[str, str]) -> str:
     return "fingerprint changed"
 
 
-def format_plan(steps: list[Step], root: Path, name: str) -> str:
+def _made_by(value: Any, steps: list[Step]) -> str:
+    """` (from STAGE)` when `value` is a path inside an earlier stage's directory."""
+    if isinstance(value, str) and value:
+        path = Path(value).resolve()
+        for step in steps:
+            if path.is_relative_to(step.dir.resolve()):
+                return f"  (from {step.name})"
+    return ""
+
+
+def format_plan(steps: list[Step], root: Path, name: str, inputs: bool = False) -> str:
+    """A line per step: its action and why; with `inputs`, below it what it reads: each key the recipe
+    filled by a reference, resolved, and each file from outside the recipe directory."""
     width = max(len(s.name) for s in steps)
     kinds = max(len(s.kind) for s in steps)
     lines = [f"recipe {name} -> {root}/ ({len(steps)} steps)"]
     for i, s in enumerate(steps, 1):
         lines.append(f"  {i:>2}. {s.name:<{width}}  {s.kind:<{kinds}}  {s.action:<6}  {s.reason}")
+        if inputs:
+            indent = " " * 8
+            shown = {str(v) for v in s.inputs.values()}
+            lines += [f"{indent}{key} = {value}{_made_by(value, steps)}" for key, value in s.inputs.items()]
+            lines += [f"{indent}reads {p} (outside the recipe)" for p in map(str, s.files) if p not in shown]
     return "\n".join(lines)

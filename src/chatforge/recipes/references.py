@@ -74,3 +74,19 @@ def dotted_get(tree: Any, keys: list[str], ref: str) -> Any:
             raise ConfigError(f"reference ${{{ref}}}: {done} has no key {key!r} (keys: {valid})")
         node = node[key]
     return node
+
+
+def referenced_values(raw: Any, resolved: Any, where: str = "") -> dict[str, Any]:
+    """{dotted key: resolved value} of every value of `raw` that holds a reference, read at the same
+    place of `resolved` (the substituted tree): what a stage takes from earlier stages and the machine."""
+    if isinstance(raw, str):
+        return {where or "(value)": resolved} if references_in(raw) else {}
+    out: dict[str, Any] = {}
+    if isinstance(raw, dict) and isinstance(resolved, dict):
+        for key, value in raw.items():
+            if key in resolved:
+                out.update(referenced_values(value, resolved[key], f"{where}.{key}" if where else str(key)))
+    elif isinstance(raw, list) and isinstance(resolved, list):
+        for i, (value, new) in enumerate(zip(raw, resolved)):
+            out.update(referenced_values(value, new, f"{where}[{i}]"))
+    return out

@@ -33,6 +33,7 @@ from chatforge.recipes.plan import (
     recipe_dir,
     resolve,
 )
+from chatforge.recipes.preflight import preflight
 
 
 @dataclass
@@ -51,7 +52,8 @@ def run_recipe(path: str | Path, out: str | None = None, first: str | None = Non
     steps = resolve(recipe, path, root)  # every config validated before anything runs
     hasher = FileHasher(root / ".input_hashes.json")
     decide(steps, root, hasher, first, only)
-    say(format_plan(steps, root, name))
+    preflight(steps, str(path))  # each stage's cheap checks of what it will read, before any of them runs
+    say(format_plan(steps, root, name, inputs=dry_run))
     chat = chat_model(recipe, steps)
     if dry_run:
         return RecipeResult(root, steps, None, chat)
