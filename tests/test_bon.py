@@ -139,7 +139,7 @@ def test_shipped_bon_examples_load_and_score_with_the_documented_reward_models()
 
 def _bon(out, base, prompts, *extra):
     model = [f"model={base}"] if base is not None else []  # none when rescoring samples=...
-    args = ["bon", *model, f"prompts={prompts}", f"out={out}", "n_max=8", "max_prompts=4",
+    args = ["bon", *model, f"data.sources={prompts}", f"out={out}", "n_max=8", "data.max_prompts=4",
             "sampling.max_new_tokens=12", "device=cpu", *extra]
     assert main(args) == 0
     return json.loads((out / "bon.json").read_text())
@@ -204,7 +204,7 @@ def test_stage_check_proxy_accuracy_and_rescoring(tmp_path, base_dir, world):
     written = [json.loads(line) for line in samples.read_text().splitlines()]
     again = [json.loads(line) for line in (tmp_path / "same" / "samples.jsonl").read_text().splitlines()]
     assert again == written
-    assert main(["bon", f"prompts={prompts}", f"out={tmp_path / 'x'}", "n_max=8", f"samples={samples}"]) == 2
+    assert main(["bon", f"data.sources={prompts}", f"out={tmp_path / 'x'}", "n_max=8", f"samples={samples}"]) == 2
 
 
 def test_stage_gold_proxy_on_instructions_is_monotone_and_reproducible(tmp_path, base_dir, world):
@@ -220,15 +220,15 @@ def test_stage_gold_proxy_on_instructions_is_monotone_and_reproducible(tmp_path,
 
 
 def test_stage_config_errors(tmp_path, base_dir, capsys):
-    assert main(["bon", "prompts=x.jsonl"]) == 2
+    assert main(["bon", "data.sources=x.jsonl"]) == 2
     assert "model is required" in capsys.readouterr().err
-    assert main(["bon", f"model={base_dir}", "prompts=x.jsonl", "n_max=4", "sampling.n=2"]) == 2
+    assert main(["bon", f"model={base_dir}", "data.sources=x.jsonl", "n_max=4", "sampling.n=2"]) == 2
     assert "sampling.n=2" in capsys.readouterr().err
-    assert main(["bon", f"model={base_dir}", "prompts=x.jsonl", "scorer.kind=function"]) == 2
+    assert main(["bon", f"model={base_dir}", "data.sources=x.jsonl", "scorer.kind=function"]) == 2
     assert "scorer.path" in capsys.readouterr().err
-    assert main(["bon", f"model={base_dir}", f"prompts={tmp_path / 'missing.jsonl'}", f"out={tmp_path / 'r'}"]) == 2
+    assert main(["bon", f"model={base_dir}", f"data.sources={tmp_path / 'missing.jsonl'}", f"out={tmp_path / 'r'}"]) == 2
     assert "not found" in capsys.readouterr().err
-    assert main(["bon", "model=m", "prompts=p", "sampling.temperature=0.7", "--print-config"]) == 0
+    assert main(["bon", "model=m", "data.sources=p", "sampling.temperature=0.7", "--print-config"]) == 0
     printed = capsys.readouterr().out
     assert "temperature: 0.7" in printed and "max_new_tokens: 128" in printed and "seed: 0" in printed
     assert main(["bon", "--help"]) == 0
@@ -281,7 +281,7 @@ def test_stage_writes_on_policy_pairs_from_preference_prompts(tmp_path, base_dir
     from chatforge.run_dir import RejectLog
 
     prompts = world / "preferences" / "pairs_train.jsonl"
-    report = _bon(tmp_path / "run", base_dir, prompts, "n_max=4", "max_prompts=6", "scorer.kind=function",
+    report = _bon(tmp_path / "run", base_dir, prompts, "n_max=4", "data.max_prompts=6", "scorer.kind=function",
                   f"scorer.path={length_proxy}", "write_pairs.min_margin=2")
     run = tmp_path / "run"
     samples = [json.loads(line) for line in (run / "samples.jsonl").read_text().splitlines()]
@@ -305,5 +305,5 @@ def test_stage_writes_on_policy_pairs_from_preference_prompts(tmp_path, base_dir
     with RejectLog(tmp_path / "rejected.jsonl") as rejects:
         loaded = list(read_pairs([PairSourceConfig(path=str(run / "pairs.jsonl"))], rejects))
     assert rejects.total == 0 and [p.chosen for p in loaded] == [e[1] for e in expected]
-    plain = _bon(tmp_path / "plain", None, prompts, "n_max=4", "max_prompts=6", f"samples={run / 'samples.jsonl'}")
+    plain = _bon(tmp_path / "plain", None, prompts, "n_max=4", "data.max_prompts=6", f"samples={run / 'samples.jsonl'}")
     assert plain["pairs"] is None and not (tmp_path / "plain" / "pairs.jsonl").exists()  # off by default

@@ -129,7 +129,7 @@ def test_a_section_given_in_part_keeps_the_stage_defaults_of_its_other_keys(tmp_
     wsd = load_config(dpo.Config, None, ["model=m", "schedule.kind=wsd"]).schedule
     assert (wsd.kind, wsd.warmup_ratio, wsd.decay_ratio) == ("wsd", 0.1, 0.2)
     # Two levels down, and through the Python API as well as the CLI.
-    cfg = rest.Config(model="m", train_prompts="a", test_prompts="b", e_step={"sampling": {"temperature": 0.7}})
+    cfg = rest.Config(model="m", data={"sources": "a", "val_sources": "b"}, e_step={"sampling": {"temperature": 0.7}})
     assert (cfg.e_step.sampling.temperature, cfg.e_step.sampling.max_new_tokens, cfg.e_step.sampling.seed) == (0.7, 128, 0)
     assert cfg.e_step.samples_per_prompt == 16 and cfg.m_step.optim.lr == 1e-3
     # Setting every key by hand gives the same config as the defaults.

@@ -49,8 +49,8 @@ def test_bon_rescoring_reads_samples_with_separators(tmp_path):
 
     samples = tmp_path / "samples.jsonl"
     samples.write_text(_jsonl([{"id": "q1", "responses": [SEPARATORS, "two"]}]), encoding="utf-8")
-    cfg = bon.Config(samples=str(samples), prompts=str(tmp_path / "prompts.jsonl"), n_max=2)
-    records = [{"id": "q1", "prompt": [{"role": "user", "content": "hi"}], "_where": "line 1"}]
+    cfg = bon.Config(samples=str(samples), data={"sources": str(tmp_path / "prompts.jsonl")}, n_max=2)
+    records = [{"id": "q1", "prompt": [{"role": "user", "content": "hi"}], "_source": "prompts.jsonl", "_where": "line 1"}]
     with RejectLog(None) as rejects:
         kept, texts = bon._earlier_samples(cfg, records, rejects)
     assert texts == [[SEPARATORS, "two"]]

@@ -88,8 +88,8 @@ def test_rest_stage_runs_iterations_and_resumes(tmp_path, chat_base, method, cap
     write_world(world, size="tiny")
     args = [
         "rest", f"model={chat_base}", f"out={tmp_path / 'run'}", f"method={method}",
-        f"train_prompts={world / 'verifiable' / 'train.jsonl'}", f"test_prompts={world / 'verifiable' / 'test.jsonl'}",
-        "max_train_prompts=6", "iterations=2", "e_step.samples_per_prompt=3", "e_step.sampling.max_new_tokens=8",
+        f"data.sources={world / 'verifiable' / 'train.jsonl'}", f"data.val_sources={world / 'verifiable' / 'test.jsonl'}",
+        "data.max_prompts=6", "iterations=2", "e_step.samples_per_prompt=3", "e_step.sampling.max_new_tokens=8",
         # An untrained model never answers correctly: the gold reward (in [-1, 1]) with threshold -1 keeps
         # every distinct sample, so the M-step has data.
         "e_step.scorer={kind: gold}", "e_step.threshold=-1", "e_step.cap_per_prompt=2", "m_step.max_steps=2",
@@ -117,6 +117,14 @@ def test_rest_stage_runs_iterations_and_resumes(tmp_path, chat_base, method, cap
         test = row["eval"]["test"]["all"]
         assert set(test) >= {"greedy", "pass@1", "pass@2", "maj@2"}
     assert (tmp_path / "run" / "report" / "rest.png").is_file()
+    # final/ is the last policy (iteration 2's M-step), complete, its weights the same file (hard links)
+    from chatforge.atomic_dir import check_complete
+
+    final, last = tmp_path / "run" / "final", tmp_path / "run" / "iter_2" / "sft" / "final"
+    assert summary["final"] == str(final) and summary["final_policy"] == str(last)
+    check_complete(final)
+    assert (final / "model.safetensors").read_bytes() == (last / "model.safetensors").read_bytes()
+    assert (final / "model.safetensors").stat().st_ino == (last / "model.safetensors").stat().st_ino
     printed = capsys.readouterr().out
     assert "| iteration | kept | train pass@1 |" in printed
 
@@ -132,7 +140,7 @@ def test_rest_reports_bad_prompt_files(tmp_path, chat_base, capsys):
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": [{"role": "assistant", "content": "hi"}]}\nnot json\n')
-    assert main(["rest", f"model={chat_base}", f"out={tmp_path / 'run'}", f"train_prompts={bad}", f"test_prompts={bad}"]) == 2
+    assert main(["rest", f"model={chat_base}", f"out={tmp_path / 'run'}", f"data.sources={bad}", f"data.val_sources={bad}"]) == 2
     err = capsys.readouterr().err
     assert "no usable prompts" in err and "bad_field: 1" in err and "bad_json: 1" in err
 
@@ -178,7 +186,7 @@ def test_tasks_is_a_typed_config_key():
 
     from chatforge.stages.rest import Config
 
-    cfg = Config(model="m", train_prompts="a", test_prompts="b", tasks=["arithmetic"])
-    assert cfg.tasks == ["arithmetic"] and Config(model="m", train_prompts="a", test_prompts="b").tasks is None
+    cfg = Config(model="m", data={"sources": "a", "val_sources": "b", "tasks": ["arithmetic"]})
+    assert cfg.data.tasks == ["arithmetic"] and Config(model="m", data={"sources": "a", "val_sources": "b"}).data.tasks is None
     with pytest.raises(ValidationError):
-        Config(model="m", train_prompts="a", test_prompts="b", tasks=[])
+        Config(model="m", data={"sources": "a", "val_sources": "b", "tasks": []})

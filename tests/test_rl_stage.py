@@ -23,7 +23,8 @@ PROXY = {"kind": "function", "path": "test_rl_stage:length_reward"}
 def _config(module, world, base_dir, out, **over):
     cfg = {
         "out": str(out), "model": str(base_dir),
-        "prompts": {"train": str(world / "verifiable/train.jsonl"), "test": str(world / "verifiable/test.jsonl"), "max_test": 3},
+        "data": {"sources": [{"path": str(world / "verifiable/train.jsonl")}], "val_sources": [{"path": str(world / "verifiable/test.jsonl")}],
+                 "max_val_prompts": 3},
         "rollout": {"prompts_per_rollout": 4, "samples_per_prompt": 2, "epochs": 2, "sampling": {"max_new_tokens": 6}},
         "train": {"max_steps": 2, "micro_batch_size": 2, "grad_accum_steps": 2, "eval_every": 0, "save_every": 2, "progress": False},
         "optim": {"lr": 1e-3},
@@ -65,7 +66,7 @@ def test_splitting_a_step_does_not_change_the_update(tmp_path, world, base_dir, 
     for micro, accum in ((4, 1), (2, 2), (1, 4)):
         out = tmp_path / f"{micro}x{accum}"
         cfg = _config(module, world, base_dir, out, **{"train.max_steps": 1, "train.micro_batch_size": micro,
-                                                       "train.grad_accum_steps": accum, "prompts.test": None, **extra})
+                                                       "train.grad_accum_steps": accum, "data.val_sources": [], **extra})
         module.run(cfg)
         results.append(_weights(out))
     if "ptx" in extra:  # the step's loss is the PPO token mean + γ × the pretraining windows' mean NLL
@@ -95,7 +96,7 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, world, base_
 
     over = {
         "train.max_steps": 6, "critic": "separate", "critic_lr_scale": 3.0, "reward.normalize": "running",
-        "kl.adaptive": {"target": 0.01, "horizon": 10}, "kl.coef": 0.1, "prompts.test": None,
+        "kl.adaptive": {"target": 0.01, "horizon": 10}, "kl.coef": 0.1, "data.val_sources": [],
     }
     whole = tmp_path / "whole"
     ppo.run(_config(ppo, world, base_dir, whole, **over))
@@ -157,7 +158,7 @@ def test_lora_reference_is_the_base_with_adapters_off(tmp_path, world, base_dir)
     from chatforge.stages._training import train
 
     cfg = _config(grpo, world, base_dir, tmp_path / "lora", **{
-        "mode": "lora", "prompts.test": None, "optim.lr": 5e-2, "train.max_steps": 5, "train.save_every": 0,
+        "mode": "lora", "data.val_sources": [], "optim.lr": 5e-2, "train.max_steps": 5, "train.save_every": 0,
     })
     base = AutoModelForCausalLM.from_pretrained(base_dir)
     assert frozen_reference(cfg, base, torch.device("cpu")) is None
@@ -210,7 +211,7 @@ def test_online_dpo_rounds_pairs_and_probes(tmp_path, world, base_dir):
 
     out = tmp_path / "odpo"
     cfg = _config(online_dpo, world, base_dir, out, **{
-        "train.max_steps": 4, "prompts.test": None, "min_margin": 0.2,
+        "train.max_steps": 4, "data.val_sources": [], "min_margin": 0.2,
         "dynamics": {"probes": str(world / "probes/probes.jsonl"), "max_probes": 2, "every": 2, "greedy_max_new_tokens": 4},
     })
     summary = online_dpo.run(cfg)

@@ -161,7 +161,8 @@ def _format_error(cls: type[BaseModel], err: dict[str, Any], source: str | None,
         renamed = _renamed_at(cls, field_path[:-1], field_path[-1])
         if renamed:
             new = ".".join(field_path[:-1] + [renamed])
-            return f"{origin}: key {dotted!r} is now {new!r} (renamed; the same value goes there)"
+            inner = _inner_renames(cls, new.split("."), err.get("input"))  # a renamed section's renamed keys
+            return f"{origin}: key {dotted!r} is now {new!r} (renamed; the same value goes there{inner})"
         valid = sorted(_fields_at(cls, field_path[:-1]))
         guess = difflib.get_close_matches(field_path[-1], valid, n=1, cutoff=0.5)
         hint = f"; did you mean {'.'.join(field_path[:-1] + [guess[0]])!r}?" if guess else ""
@@ -222,6 +223,14 @@ def _renamed_at(cls: type[BaseModel], path: list[str], key: str) -> str | None:
         if new:
             return new
     return None
+
+
+def _inner_renames(cls: type[BaseModel], path: list[str], value: Any) -> str:
+    """", with 'a' now 'b'" for the keys of `value` (the old section) that the section at `path` renames."""
+    if not isinstance(value, dict):
+        return ""
+    pairs = [(key, _renamed_at(cls, path, key)) for key in value]
+    return "".join(f", with {old!r} now {new!r}" for old, new in pairs if new)
 
 
 def _models_at(cls: type[BaseModel], path: list[str]) -> list[type[BaseModel]]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
 from chatforge.config.base import StrictModel
 from chatforge.data.corpus import SourceConfig
+from chatforge.data.prompts import PromptSources
 from chatforge.engine.config import OptimConfig, TrainConfig
 from chatforge.engine.schedules import ScheduleConfig, default_schedule
 from chatforge.losses.policy import KLEstimator
@@ -21,12 +22,23 @@ def rollout_sampling(**kw) -> SamplingConfig:
     return SamplingConfig(**({"temperature": 1.0, "max_new_tokens": 64, "seed": 0} | kw))
 
 
-class PromptsConfig(StrictModel):
-    train: str = Field(description="JSONL of training prompts (world records: `prompt` messages, or `messages`) (required)")
-    test: str | None = Field(None, description="JSONL of held-out prompts: gold reward before, during and after training")
-    max_train: int | None = Field(None, ge=1, description="use the first N training prompts")
-    max_test: int | None = Field(100, ge=1, description="held-out prompts evaluated")
-    tasks: list[str] | None = Field(None, min_length=1, description="keep only prompts of these tasks (train and test)")
+class RLDataConfig(StrictModel):
+    """The prompts: `sources` trained on, `val_sources` held out (the keys of sft, rm and dpo)."""
+
+    # the keys of the old `prompts:` section; a config that still uses them is told the new ones
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "train": "sources", "test": "val_sources", "max_train": "max_prompts", "max_test": "max_val_prompts",
+    }
+
+    sources: PromptSources = Field(
+        min_length=1, description="training prompts: [{path, split}] or one path; world records: `prompt` messages, or `messages` (required)"
+    )
+    val_sources: PromptSources = Field(
+        default_factory=list, description="held-out prompts: gold reward before, during and after training ([]: none)"
+    )
+    max_prompts: int | None = Field(None, ge=1, description="use the first N training prompts")
+    max_val_prompts: int | None = Field(100, ge=1, description="held-out prompts evaluated")
+    tasks: list[str] | None = Field(None, min_length=1, description="keep only prompts of these tasks (training and held out)")
 
 
 class RolloutConfig(StrictModel):
@@ -93,11 +105,13 @@ class RLCommon(StrictModel):
     settings. A stage adds its loss (and ppo/grpo their `kl`) and overrides a default where its own
     differs (`out`; grpo's and online_dpo's `rollout`, online_dpo's `optim`)."""
 
+    renamed_keys: ClassVar[dict[str, str]] = {"prompts": "data"}  # prompts.train/test: data.sources/val_sources
+
     out: str = Field(description="run directory")
     model: str = Field(description="the starting policy: a chat model directory, usually an SFT run's final/ (required)")
     tokenizer: str | None = Field(None, description="tokenizer directory; default: the model directory")
     reference: str | None = Field(None, description="reference model directory; default: the starting model (LoRA: its base)")
-    prompts: PromptsConfig
+    data: RLDataConfig
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     diagnostics: DiagnosticsConfig = Field(default_factory=DiagnosticsConfig)

@@ -16,9 +16,9 @@ def load_rl_prompts(ctx) -> tuple[list[dict], list[dict]]:
     """(training, held-out) prompt records (world layout; unusable lines go to rejected.jsonl)."""
     from chatforge.data.prompts import load_prompts
 
-    p = ctx.cfg.prompts
-    train = load_prompts(p.train, p.max_train, ctx.rejects, p.tasks)
-    test = load_prompts(p.test, p.max_test, ctx.rejects, p.tasks) if p.test else []
+    data = ctx.cfg.data
+    train = load_prompts(data.sources, data.max_prompts, ctx.rejects, data.tasks)
+    test = load_prompts(data.val_sources, data.max_val_prompts, ctx.rejects, data.tasks) if data.val_sources else []
     return train, test
 
 

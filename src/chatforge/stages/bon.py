@@ -17,8 +17,8 @@ gold (part, world), check, function (path, batched, kwargs), reward_model (path,
 batch_size, max_length, device, dtype), combined (rule, components, weights, safety_threshold,
 normalize, ...); see docs/best_of_n.md.
 
-    chatforge bon model=runs/sft/final prompts=world/verifiable/test.jsonl n_max=16
-    chatforge bon model=runs/sft/final prompts=... scorer.kind=reward_model scorer.path=runs/rm/final
+    chatforge bon model=runs/sft/final data.sources=world/verifiable/test.jsonl n_max=16
+    chatforge bon model=runs/sft/final data.sources=... scorer.kind=reward_model scorer.path=runs/rm/final
 """
 
 from __future__ import annotations
@@ -27,12 +27,13 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import Field, model_validator
 
 from chatforge.config.base import StrictModel
+from chatforge.data.prompts import PromptSources, Sources, prompt_records, source_names
 from chatforge.data.safe_json import jsonl_lines
 from chatforge.errors import ChatforgeError, ConfigError, DataError
 from chatforge.run_dir import RejectLog, RunDir
@@ -48,14 +49,25 @@ class PairsConfig(StrictModel):
     )
 
 
+class BonDataConfig(StrictModel):
+    """The prompts sampled: `sources`, as sft, rm and dpo name their data (bon holds nothing out)."""
+
+    sources: PromptSources = Field(
+        min_length=1,
+        description="prompts: [{path, split}] or one path; records with `prompt` (messages) or `messages` "
+        "(a trailing assistant turn is dropped) (required)",
+    )
+    max_prompts: int | None = Field(100, ge=1, description="use the first N usable prompts (null: all)")
+
+
 class Config(StrictModel):
+    # the keys before data.sources; a config that still uses them is told the new ones
+    renamed_keys: ClassVar[dict[str, str]] = {"prompts": "data.sources", "max_prompts": "data.max_prompts"}
+
     out: str = Field("runs/bon", description="run directory")
     model: str | None = Field(None, description="Hugging Face causal-LM directory that samples (required unless samples)")
     tokenizer: str | None = Field(None, description="tokenizer directory; default: the model directory")
-    prompts: str = Field(
-        description="JSONL of prompts: records with `prompt` (messages) or `messages` (a trailing assistant turn is dropped)"
-    )
-    max_prompts: int | None = Field(100, ge=1, description="use the first N usable prompts (null: all)")
+    data: BonDataConfig
     n_max: int = Field(16, ge=1, description="samples per prompt; best-of-N is measured for N = 1, 2, 4, ..., n_max")
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(**SAMPLING_DEFAULTS), description="sampling settings (n is set to n_max)"
@@ -81,11 +93,12 @@ class Config(StrictModel):
         return self
 
 
-def read_prompts(path: str | Path, limit: int | None, rejects: RejectLog) -> list[dict[str, Any]]:
-    """Records of `path` with their prompt messages in `prompt` (other fields kept, `messages` removed)
-    and their line in `_where`; unreadable lines and records without a prompt go to `rejects`."""
+def read_prompts(sources: Sources, limit: int | None, rejects: RejectLog) -> list[dict[str, Any]]:
+    """Records of `sources` with their prompt messages in `prompt` (other fields kept, `messages`
+    removed), their file in `_source` and line in `_where`; unreadable lines and records without a
+    prompt go to `rejects`."""
     from chatforge.data.parsers import prompt_messages
-    from chatforge.data.records import RecordError, jsonl_objects
+    from chatforge.data.records import RecordError
 
     def parse(record: dict, source: str, where: str) -> dict:
         messages = prompt_messages(record)
@@ -93,11 +106,11 @@ def read_prompts(path: str | Path, limit: int | None, rejects: RejectLog) -> lis
             raise RecordError("bad_field", "every message needs a role and text content")
         out = {k: v for k, v in record.items() if k != "messages"}
         out["prompt"] = messages
-        out.setdefault("id", f"{Path(path).stem}:{where.removeprefix('line ')}")
-        out["_where"] = where
+        out.setdefault("id", f"{Path(source).stem}:{where.removeprefix('line ')}")
+        out["_source"], out["_where"] = source, where
         return out
 
-    return jsonl_objects(path, parse, rejects, "bon: prompts file", limit)
+    return prompt_records(sources, parse, rejects, limit)
 
 
 def best_of_n_table(per_prompt: list[dict[str, list[float]]], grid: list[int]) -> list[dict[str, Any]]:
@@ -154,7 +167,7 @@ def _sample(cfg: Config, records: list[dict], rejects: RejectLog, say) -> tuple[
     for record in records:
         prompt_ids = chat_prompt(tokenizer, record["prompt"])
         if limit is not None and len(prompt_ids) >= limit:
-            rejects.add(cfg.prompts, record["_where"], "prompt_too_long", f"{len(prompt_ids)} tokens >= {limit}", record)
+            rejects.add(record["_source"], record["_where"], "prompt_too_long", f"{len(prompt_ids)} tokens >= {limit}", record)
             continue
         kept.append(record)
         ids.append(prompt_ids)
@@ -188,7 +201,7 @@ def _earlier_samples(cfg: Config, records: list[dict], rejects: RejectLog) -> tu
         responses = by_id.get(str(record["id"]))
         if responses is None or len(responses) < cfg.n_max:
             found = "no row" if responses is None else f"{len(responses)} responses"
-            rejects.add(cfg.prompts, record["_where"], "no_samples", f"{path}: {found} for n_max={cfg.n_max}", record)
+            rejects.add(record["_source"], record["_where"], "no_samples", f"{path}: {found} for n_max={cfg.n_max}", record)
             continue
         kept.append(record)
         texts.append(responses[: cfg.n_max])
@@ -211,7 +224,7 @@ def _score(cfg: Config, records: list[dict], texts: list[list[str]], rejects: Re
             proxy = proxy_scorer.score(prompts, responses)
             gold = proxy if same else gold_scorer.score(prompts, responses)
         except ChatforgeError as exc:
-            rejects.add(cfg.prompts, record["_where"], "unscorable", str(exc), record)
+            rejects.add(record["_source"], record["_where"], "unscorable", str(exc), record)
             continue
         checked = [1.0 if world_correct(record, r) else 0.0 for r in responses] if is_verifiable(record) else None
         results.append({"record": record, "responses": responses, "proxy": proxy, "gold": gold, "check": checked})
@@ -250,7 +263,7 @@ def pair_records(results: list[dict], min_margin: float) -> tuple[list[dict], di
         best, worst = choice
         record = r["record"]
         is_pair = "chosen" in record and "rejected" in record
-        drop = {"prompt", "_where", *(_PAIR_FIELDS if is_pair else ())}
+        drop = {"prompt", "_source", "_where", *(_PAIR_FIELDS if is_pair else ())}
         out = {k: v for k, v in record.items() if k not in drop and not (is_pair and k.startswith(("chosen_", "rejected_")))}
         out.update(
             prompt=record["prompt"], chosen=r["responses"][best], rejected=r["responses"][worst],
@@ -273,7 +286,7 @@ def _write_outputs(run_dir: RunDir, results: list[dict], write_best: bool) -> No
     with (run_dir.root / "best.jsonl").open("w", encoding="utf-8") as fh:
         for r in results:
             best = max(range(len(r["proxy"])), key=lambda j: r["proxy"][j])  # first of tied best
-            record = {k: v for k, v in r["record"].items() if k not in ("prompt", "_where")}
+            record = {k: v for k, v in r["record"].items() if k not in ("prompt", "_source", "_where")}
             record["messages"] = [*r["record"]["prompt"], {"role": "assistant", "content": r["responses"][best]}]
             record.update(proxy=r["proxy"][best], gold=r["gold"][best])
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -287,9 +300,9 @@ def run(cfg: Config) -> dict:
     run_dir.write_config(cfg)
     torch.manual_seed(cfg.sampling.seed or 0)
     with RejectLog(run_dir.rejected) as rejects:
-        records = read_prompts(cfg.prompts, cfg.max_prompts, rejects)
+        records = read_prompts(cfg.data.sources, cfg.data.max_prompts, rejects)
         if not records:
-            raise DataError(f"bon: no usable prompts in {cfg.prompts} ({rejects.summary_line()})")
+            raise DataError(f"bon: no usable prompts in {source_names(cfg.data.sources)} ({rejects.summary_line()})")
         print(f"bon: {len(records)} prompts x {cfg.n_max} samples, proxy {cfg.scorer.kind}, gold {cfg.gold.kind}")
         start = time.perf_counter()
         if cfg.samples:
@@ -313,7 +326,7 @@ def run(cfg: Config) -> dict:
             print(f"pairs.jsonl: {len(pairs)} pairs (best vs worst, margin >= {cfg.write_pairs.min_margin}); "
                   f"no pair: {skipped['below_margin']} prompts below the margin, {skipped['identical_responses']} identical")
         report = {
-            "model": cfg.model, "samples": cfg.samples, "prompts_file": cfg.prompts, "prompts": len(results),
+            "model": cfg.model, "samples": cfg.samples, "prompts_file": source_names(cfg.data.sources), "prompts": len(results),
             "n_max": cfg.n_max,
             "scorer": cfg.scorer.model_dump(mode="json"), "gold_scorer": cfg.gold.model_dump(mode="json"),
             "temperature": cfg.sampling.temperature, "sample_seconds": round(sample_seconds, 1),

@@ -7,7 +7,7 @@ options) or RLOO (leave-one-out baseline), both with the clipped surrogate and a
 `loss.loss_aggregation` averages per token, per sequence (GRPO) or by a constant (Dr. GRPO). The KL
 to the reference is a loss term by default (k3, β = kl.coef), or in the reward (`kl.in_reward`).
 
-    chatforge grpo model=runs/sft/world/final prompts.train=world/verifiable/train.jsonl rollout.samples_per_prompt=4
+    chatforge grpo model=runs/sft/world/final data.sources=world/verifiable/train.jsonl rollout.samples_per_prompt=4
     chatforge grpo ... loss.advantage=rloo
 """
 

@@ -3,8 +3,8 @@
 docs/rl.md). The loss is the offline stage's (`chatforge.dpo`, `loss.*`); `dynamics` runs the
 learning-dynamics probes on it (docs/dynamics.md).
 
-    chatforge online-dpo model=runs/sft/world/final prompts.train=world/preferences/pairs_train.jsonl \\
-        prompts.test=world/verifiable/test.jsonl
+    chatforge online-dpo model=runs/sft/world/final data.sources=world/preferences/pairs_train.jsonl \\
+        data.val_sources=world/verifiable/test.jsonl
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ the last token, −β·KL on every token) and GAE advantages, and serve `rollout
 minibatches. With `mode: lora` the policy trains adapters and the reference is the frozen base
 (adapters off); the value head trains in full.
 
-    chatforge ppo model=runs/sft/world/final prompts.train=world/verifiable/train.jsonl prompts.test=world/verifiable/test.jsonl
+    chatforge ppo model=runs/sft/world/final data.sources=world/verifiable/train.jsonl data.val_sources=world/verifiable/test.jsonl
 """
 
 from __future__ import annotations

@@ -19,15 +19,18 @@ Each iteration i = 1..`iterations`:
    samples), maj@n (majority vote), overall, per task and, for arithmetic prompts, per operator; the
    train-test gap is the over-fitting the ReST-EM paper reports after a few iterations.
 
-`tasks` (e.g. `[arithmetic]`) keeps only the prompts of those tasks, train and held out.
+`data.sources` are the training prompts (sampled in the E-step), `data.val_sources` the held-out ones
+(evaluation only), as sft, rm and dpo name their data; `data.tasks` (e.g. `[arithmetic]`) keeps only
+the prompts of those tasks, train and held out.
 
-Iteration 0 evaluates `model` itself. Every iteration's files are kept under `OUT/iter_<i>/`
+Iteration 0 evaluates `model` itself. The last policy is `OUT/final/` (as every training stage leaves
+its model; its files are hard links into the last M-step's `final/`). Every iteration's files are kept under `OUT/iter_<i>/`
 (`samples.jsonl` with every sample and its reward, `kept.jsonl` the fine-tuning set in messages
 format, `sft/` the M-step run, `eval.json`); a rerun skips what is finished. `OUT/report/summary.json`
 and `rest.png` hold the per-iteration table.
 
-    chatforge rest model=runs/sft/world_full/final train_prompts=world/verifiable/train.jsonl \\
-        test_prompts=world/verifiable/test.jsonl iterations=3
+    chatforge rest model=runs/sft/world_full/final data.sources=world/verifiable/train.jsonl \\
+        data.val_sources=world/verifiable/test.jsonl iterations=3
 """
 
 from __future__ import annotations
@@ -35,12 +38,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from chatforge.config.base import StrictModel
-from chatforge.data.prompts import load_prompts
+from chatforge.data.prompts import PromptSources, load_prompts
 from chatforge.data.safe_json import jsonl_lines
 from chatforge.engine.config import OptimConfig
 from chatforge.errors import ConfigError
@@ -84,17 +87,30 @@ class RestEvalConfig(StrictModel):
     max_test_prompts: int | None = Field(None, ge=1, description="held-out prompts evaluated (None: all)")
 
 
+class RestDataConfig(StrictModel):
+    """The prompts: `sources` sampled and trained on, `val_sources` held out (the keys of sft, rm and dpo)."""
+
+    sources: PromptSources = Field(
+        min_length=1, description="training prompts: [{path, split}] or one path; world verifiable records: prompt, task, answer (required)"
+    )
+    val_sources: PromptSources = Field(min_length=1, description="held-out prompts, same layout (required)")
+    max_prompts: int | None = Field(None, ge=1, description="use the first N training prompts")
+    tasks: list[str] | None = Field(
+        None, min_length=1, description="keep only prompts whose `task` is one of these (e.g. [arithmetic]), train and test; None: all"
+    )
+
+
 class Config(StrictModel):
+    # the keys before data.sources / data.val_sources; a config that still uses them is told the new ones
+    renamed_keys: ClassVar[dict[str, str]] = {
+        "train_prompts": "data.sources", "test_prompts": "data.val_sources", "max_train_prompts": "data.max_prompts", "tasks": "data.tasks",
+    }
+
     out: str = Field("runs/rest", description="run directory")
     model: str = Field(description="the base policy: a Hugging Face causal-LM directory with a chat template (required)")
     tokenizer: str | None = Field(None, description="tokenizer directory; default: the model directory")
     method: Literal["rest_em", "rejection_sampling"] = Field("rest_em", description="what the E-step keeps")
-    train_prompts: str = Field(description="JSONL of training prompts (world verifiable records: prompt, task, answer)")
-    test_prompts: str = Field(description="JSONL of held-out prompts, same layout")
-    max_train_prompts: int | None = Field(None, ge=1, description="use the first N training prompts")
-    tasks: list[str] | None = Field(
-        None, min_length=1, description="keep only prompts whose `task` is one of these (e.g. [arithmetic]), train and test; None: all"
-    )
+    data: RestDataConfig
     iterations: int = Field(3, ge=1, description="E-step + M-step rounds")
     e_step: EStepConfig = Field(default_factory=EStepConfig)
     m_step: MStepConfig = Field(default_factory=MStepConfig)
@@ -181,12 +197,12 @@ def run(cfg: Config) -> dict:
 
     scorer = build_scorer(cfg.e_step.scorer)
     with RejectLog(run_dir.rejected) as rejects:
-        train = load_prompts(cfg.train_prompts, cfg.max_train_prompts, rejects, cfg.tasks)
-        test = load_prompts(cfg.test_prompts, cfg.eval.max_test_prompts, rejects, cfg.tasks)
+        train = load_prompts(cfg.data.sources, cfg.data.max_prompts, rejects, cfg.data.tasks)
+        test = load_prompts(cfg.data.val_sources, cfg.eval.max_test_prompts, rejects, cfg.data.tasks)
     train_eval = train[: cfg.eval.max_train_prompts]
     print(
         f"{cfg.method}: {len(train)} training prompts, {len(test)} held-out"
-        + (f" (tasks {', '.join(cfg.tasks)})" if cfg.tasks else "")
+        + (f" (tasks {', '.join(cfg.data.tasks)})" if cfg.data.tasks else "")
         + f" | {cfg.iterations} iterations x "
         f"{cfg.e_step.samples_per_prompt} samples per prompt | M-step from {cfg.m_step.init}"
     )
@@ -229,15 +245,45 @@ def run(cfg: Config) -> dict:
         row["eval"] = _evaluate(cfg, policy_dir, train_eval, test, it_dir / "eval.json")
         rows.append(row)
         print(format_row(row, cfg))
-    summary = {"method": cfg.method, "iterations": rows}
+    _write_final(cfg, policy_dir, run_dir.final)
+    summary = {"method": cfg.method, "final": str(run_dir.final), "final_policy": policy_dir, "iterations": rows}
     run_dir.write_summary(summary)
     print(format_table(rows, cfg))
     print(format_task_table(rows, cfg))
     if any("by_operator" in r.get("eval", {}).get("test", {}) for r in rows):
         print(format_task_table(rows, cfg, group="by_operator"))
     _plot(rows, cfg, run_dir.report / "rest.png")
-    print(f"done: {cfg.out} | table in {run_dir.summary}, plot {run_dir.report / 'rest.png'}")
+    print(f"done: {run_dir.final} (the policy of {policy_dir}) | table in {run_dir.summary}, plot {run_dir.report / 'rest.png'}")
     return summary
+
+
+def _write_final(cfg: Config, policy_dir: str, final: Path) -> None:
+    """OUT/final/: the last policy, where every training stage leaves its model (a recipe's `${rest.final}`).
+
+    Its files are hard links to the policy's (no second copy of the weights; a copy where the
+    filesystem cannot link), written through `atomic_dir`: a kill leaves the previous final/ or none.
+    Every writer replaces a directory rather than a file in it, so a linked file never changes."""
+    import os
+    import shutil
+
+    from chatforge.atomic_dir import MARKER, atomic_dir, check_complete
+
+    source = Path(policy_dir)
+    check_complete(source)
+    with atomic_dir(final) as tmp:
+        for file in sorted(source.rglob("*")):
+            name = file.relative_to(source)
+            if not file.is_file() or name == Path(MARKER):  # atomic_dir writes final/'s own marker
+                continue
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(file, tmp / name)
+            except OSError:
+                shutil.copy2(file, tmp / name)
+        if policy_dir == cfg.model and cfg.tokenizer:  # the base model, whose tokenizer is elsewhere
+            from chatforge.tokenizer.load import load_tokenizer
+
+            load_tokenizer(cfg.tokenizer).save_pretrained(tmp)
 
 
 def _e_step(cfg: Config, policy_dir: str, train: list[dict], scorer, path: Path, iteration: int):
