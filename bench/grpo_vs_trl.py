@@ -120,7 +120,7 @@ def chatforge_config(spec: dict, algo: str, out: Path):
     rloo = algo == "rloo"
     return grpo.Config.model_validate({
         "out": str(out), "model": spec["model_dir"],
-        "prompts": {"train": spec["prompts_file"], "test": None},
+        "data": {"sources": [{"path": str(spec["prompts_file"])}]},
         "rollout": {"prompts_per_rollout": spec["prompts_per_step"], "samples_per_prompt": spec["group"], "epochs": 1,
                     "forward_batch_size": rows,  # TRL scores the whole generation batch in one forward
                     "sampling": {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": spec["max_new_tokens"],
