@@ -72,10 +72,10 @@ def pretrain_run(spec: str, out: Path, device: str, precision: str) -> Run:
     return Run("pretrain", name, command)
 
 
-def knowledge_run(pretrain: Run, out: Path, device: str) -> Run:
-    return Run("knowledge", f"kn_{pretrain.name}",
-               [sys.executable, str(HERE / "knowledge_by_split.py"), str(out / pretrain.name / "final"),
-                str(out / "data"), "--shots", "1", "--device", device, "--greedy"])
+def knowledge_run(model: Run, out: Path, device: str, greedy: bool = True) -> Run:
+    return Run("knowledge", f"kn_{model.name}",
+               [sys.executable, str(HERE / "knowledge_by_split.py"), str(out / model.name / "final"),
+                str(out / "data"), "--shots", "1", "--device", device, *(["--greedy"] if greedy else [])])
 
 
 def sft_run(pretrain: Run, steps: int, lr: str, out: Path, device: str, precision: str,
@@ -149,6 +149,8 @@ def main() -> None:
     parser.add_argument("--pretrain", action="append", required=True, help="PRESET:LR:STEPS[:BATCH], repeatable")
     parser.add_argument("--sft-steps", default="", help="comma-separated SFT step counts (empty: no SFT)")
     parser.add_argument("--sft-lr", default="1e-3", help="comma-separated SFT learning rates")
+    parser.add_argument("--sft-knowledge", action="store_true",
+                        help="also score every SFT model on the knowledge test (what SFT made it forget)")
     parser.add_argument("--sft-variant", action="append", default=[],
                         help="LABEL=OVERRIDE[;OVERRIDE...]: one more SFT run per setting with these config "
                         "overrides ({data} = the world directory); the plain run is always made")
@@ -189,7 +191,13 @@ def main() -> None:
         sfts = [sft_run(p, steps, lr, out, args.device, args.precision, variant)
                 for p in pretrains if p.returncode == 0 for steps in sft_steps for lr in sft_lrs
                 for variant in variants]
-        list(pool.map(lambda r: finished(sh(r, logs, env), lambda run: read_sft(out / run.name)), sfts))
+        def sft_chain(run: Run) -> None:
+            finished(sh(run, logs, env), lambda r: read_sft(out / r.name))
+            if args.sft_knowledge and run.returncode == 0:
+                knowledge = sh(knowledge_run(run, out, args.device, greedy=False), logs, env)
+                finished(knowledge, lambda r: read_knowledge(logs / f"{r.name}.log"))
+
+        list(pool.map(sft_chain, sfts))
     print(table(done))
     print(f"sweep: {time.time() - started:.0f} s, tables in {out / 'sweep.md'}")
 
