@@ -25,10 +25,10 @@ def load_rl_prompts(ctx) -> tuple[list[dict], list[dict]]:
 def frozen_reference(cfg, model: torch.nn.Module, device) -> torch.nn.Module | None:
     """The reference policy: `cfg.reference` if given; None for LoRA (the base with adapters off);
     else a frozen copy of the starting model. Eval mode, no gradients."""
-    from chatforge.stages._training import load_causal_lm
+    from chatforge.models.build import load_pretrained
 
     if cfg.reference is not None:
-        reference = load_causal_lm(cfg.reference, None, device)
+        reference = load_pretrained(cfg.reference).to(device)
     elif getattr(cfg, "mode", "full") == "lora":
         return None
     else:
