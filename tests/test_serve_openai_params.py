@@ -16,9 +16,9 @@ import torch
 openai = pytest.importorskip("openai")
 
 from chatforge.sampling import Sampler, SamplingConfig, chat_prompt  # noqa: E402
+from chatforge.sampling.token_text import TokenText, byte_level_table  # noqa: E402
 from chatforge.serve import ServeConfig  # noqa: E402
 from chatforge.serve.server import BackgroundServer, build  # noqa: E402
-from chatforge.serve.token_text import TokenText, byte_level_table  # noqa: E402
 from test_serve import assert_openai_error, post_raw  # noqa: E402
 from tiny_models import make_tiny_model  # noqa: E402
 
@@ -186,6 +186,24 @@ def test_every_listed_parameter_in_one_request(client):
         assert all(len(top) >= 3 for top in choice.logprobs.top_logprobs[1:])
 
 
+def test_response_format_json_object_is_constrained(client):
+    from chatforge.sampling.json_prefix import JsonPrefix
+
+    for seed in range(3):
+        reply = client.chat.completions.create(model="tiny", messages=MESSAGES, temperature=1.0, seed=seed, max_tokens=40,
+                                               n=2, response_format={"type": "json_object"})
+        for choice in reply.choices:
+            text = choice.message.content
+            assert text.lstrip().startswith("{") and JsonPrefix().feed_all(text.encode()), text
+            if choice.finish_reason == "stop":
+                assert isinstance(json.loads(text), dict)
+    streamed = client.chat.completions.create(model="tiny", messages=MESSAGES, temperature=1.0, seed=1, max_tokens=40,
+                                              response_format={"type": "json_object"}, stream=True)
+    whole = client.chat.completions.create(model="tiny", messages=MESSAGES, temperature=1.0, seed=1, max_tokens=40,
+                                           response_format={"type": "json_object"})
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == whole.choices[0].message.content
+
+
 @pytest.mark.parametrize(("endpoint", "fields", "param"), [
     ("chat", {"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
     ("chat", {"top_logprobs": 2}, "top_logprobs"),
@@ -194,7 +212,6 @@ def test_every_listed_parameter_in_one_request(client):
     ("chat", {"frequency_penalty": -2.01}, "frequency_penalty"),
     ("chat", {"repetition_penalty": 0}, "repetition_penalty"),
     ("chat", {"min_p": 1.5}, "min_p"),
-    ("chat", {"response_format": {"type": "json_object"}}, "response_format"),
     ("chat", {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
     ("chat", {"response_format": {"type": "yaml"}}, "response_format.type"),
     ("chat", {"logprobs": 1}, "logprobs"),

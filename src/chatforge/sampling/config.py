@@ -24,6 +24,9 @@ class SamplingConfig(StrictModel):
         1.0, gt=0.0, le=10.0, description="CTRL's: logits of tokens in the prompt or generated so far / it (positive) or x it (negative); 1 = off"
     )
     top_logprobs: int = Field(0, ge=0, le=20, description="record the log-probs of this many most likely tokens at every step (Completion.top_logprobs)")
+    response_format: Literal["text", "json_object"] = Field(
+        "text", description="json_object = constrained decoding: every sample is a prefix of a JSON object, a whole one when it stops"
+    )
     max_new_tokens: int = Field(256, ge=1, description="generated tokens per sample at most (finish_reason=length)")
     n: int = Field(1, ge=1, description="samples per prompt")
     stop: list[str] = Field(default_factory=list, description="stop strings; the text is cut before the first one")

@@ -32,6 +32,8 @@ from chatforge.sampling.cache_arg import cache_kwargs
 from chatforge.sampling.completion import Completion, FinishReason, OnToken
 from chatforge.sampling.config import SamplingConfig
 from chatforge.sampling.fast_decode import FastDecoder, unsupported_reason
+from chatforge.sampling.json_constraint import JsonConstraint
+from chatforge.sampling.json_prefix import JsonPrefix
 from chatforge.sampling.processors import min_p_filter, presence_frequency_penalty, repetition_penalty
 
 if TYPE_CHECKING:
@@ -196,6 +198,7 @@ class Sampler:
         self._vllm = None
         self._default_stop_ids: list[int] | None = None
         self._fast: FastDecoder | None = None
+        self._json: dict[tuple, object] = {}  # JsonConstraint per (vocab, stop ids, device): its masks are cached
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -313,6 +316,8 @@ class Sampler:
             positions = positions.repeat_interleave(repeats, dim=0)
         next_pos = positions[:, -1:] + 1  # (B, 1)
         penalties = _Penalties.for_batch(cfg, [prompts[r // repeats] for r in range(n_rows)], logits_BV.shape[-1], device)
+        json_rule = self._json_constraint(logits_BV.shape[-1], stop_ids, device) if cfg.response_format == "json_object" else None
+        json_states = [JsonPrefix() for _ in range(n_rows)] if json_rule is not None else []
 
         stop_ids_t = torch.tensor(stop_ids, dtype=torch.long, device=device) if stop_ids else None
         stop_window = max((len(s) for s in cfg.stop), default=0) + 4  # tokens: each is at least one character
@@ -325,6 +330,9 @@ class Sampler:
         while True:
             # 2) choose the next token of every active row (after the penalties); record its raw log-prob
             processed_BV = penalties.apply(logits_BV) if penalties is not None else logits_BV
+            if json_rule is not None:
+                allowed_BV = torch.stack([json_rule.mask(json_states[row]) for row in active])
+                processed_BV = processed_BV.masked_fill(~allowed_BV, float("-inf"))
             next_B = choose_tokens(processed_BV, cfg, generator)
             logp_BV = torch.log_softmax(logits_BV, dim=-1)
             logp_B = logp_BV.gather(-1, next_B[:, None])[:, 0]
@@ -343,6 +351,10 @@ class Sampler:
                 tokens[row].append(next_list[b])
                 logps[row].append(logp_list[b])
                 finished = self._finish(row, row_prompt[row], tokens[row], logps[row], stop_list[b], cfg, stop_window)
+                if json_rule is not None and finished is None:
+                    json_rule.advance(json_states[row], next_list[b])
+                    if json_states[row].complete and not stop_ids:  # nothing may follow and no stop id to end on
+                        finished = self._completion(row_prompt[row], tokens[row], logps[row], "stop", None)
                 if finished is None and len(tokens[row]) >= max_new[row]:
                     finished = self._completion(row_prompt[row], tokens[row], logps[row], "length", None)
                 if finished is None:
@@ -375,6 +387,12 @@ class Sampler:
                 if completion is not None:  # a stop string may have cut the token ids
                     completion.top_logprobs = tops[row][: len(completion.token_ids)]
         return [c for c in done if c is not None]
+
+    def _json_constraint(self, vocab: int, stop_ids: list[int], device) -> JsonConstraint:
+        key = (vocab, tuple(stop_ids), str(device))
+        if key not in self._json:
+            self._json[key] = JsonConstraint(self.tokenizer, vocab, stop_ids, device)
+        return self._json[key]
 
     def _stepper(self, cfg: SamplingConfig, rows: int, capacity: int) -> _TransformersSteps | _FastSteps:
         """The forwards: chatforge's fast decoder where it applies (and is not switched off), else transformers'."""

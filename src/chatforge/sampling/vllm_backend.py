@@ -37,6 +37,9 @@ class VLLMBackend:
     def generate(self, prompt_ids: list[list[int]], cfg: SamplingConfig, stop_ids: list[int]):
         from vllm import SamplingParams
 
+        if cfg.response_format != "text":
+            raise ConfigError("sampling.response_format json_object is decoded by the torch backend only; use backend=torch")
+
         params = SamplingParams(
             n=cfg.n,
             temperature=cfg.temperature,

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from chatforge.data.safe_json import JsonRejected, decode_json
 from chatforge.sampling import SamplingConfig, max_positions
+from chatforge.sampling.token_text import TokenText
 from chatforge.serve.chat_page import chat_page
 from chatforge.serve.config import ServeConfig
 from chatforge.serve.engine import Job, JobResult, ModelWorker
@@ -42,7 +43,6 @@ from chatforge.serve.protocol import (
     parse_request,
     usage,
 )
-from chatforge.serve.token_text import TokenText
 from chatforge.serve.tokenize import detokenize, tokenize, tokenizer_info
 
 logger = logging.getLogger("chatforge.serve")
@@ -143,6 +143,7 @@ class Server:
             frequency_penalty=req.frequency_penalty or 0.0,
             repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
             top_logprobs=top_logprobs,
+            response_format="json_object" if req.response_format and req.response_format.type == "json_object" else "text",
             max_new_tokens=max(max_tokens, 1),  # max_tokens 0 (echo only) decodes nothing: Job.generate
             n=n,
             stop=req.stop or [],

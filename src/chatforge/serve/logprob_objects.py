@@ -12,7 +12,7 @@ from typing import Any
 
 from chatforge.sampling import Completion
 from chatforge.sampling.prompt_logprobs import PromptLogprobs
-from chatforge.serve.token_text import TokenText
+from chatforge.sampling.token_text import TokenText
 
 
 def shown_tokens(completion: Completion) -> int:

@@ -115,10 +115,9 @@ class _Sampling(_Request):
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, message) of the first field set to something this server cannot do, else None."""
-        if self.response_format is not None and self.response_format.type != "text":
-            return ("response_format", f"response_format {self.response_format.type!r} is not supported by this "
-                    "server: it has no constrained decoding, so it could not guarantee JSON (give {\"type\": \"text\"} "
-                    "or leave it out)")
+        if self.response_format is not None and self.response_format.type == "json_schema":
+            return ("response_format", "response_format json_schema is not supported by this server (its constrained "
+                    "decoding knows JSON objects, not schemas): use {\"type\": \"json_object\"}")
         if self.logit_bias:
             return "logit_bias", "logit_bias is not supported by this server"
         return None

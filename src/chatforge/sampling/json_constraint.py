@@ -1,0 +1,75 @@
+"""`response_format: json_object`: constrained decoding to a JSON object, one token mask per step.
+
+For each sample the sampler keeps a `JsonPrefix` (json_prefix.py). Before a token is chosen, every
+token whose bytes the automaton refuses gets logit -inf; once the object has closed, only the stop
+ids remain (the sample ends there). So a sample that ends on a stop token is a whole JSON object,
+and one cut by `max_tokens` (`finish_reason: length`) is a prefix of one, as OpenAI documents for
+its JSON mode. Special tokens never occur inside the JSON. Stop strings are still applied and can
+cut the object: do not combine them.
+
+A mask depends only on the automaton's state (`JsonPrefix.key_state`), so masks are cached per state
+(inside a string the state repeats token after token). Building one tests each token's bytes,
+grouped by first byte so that a refused first byte rules out its whole group at once.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, defaultdict
+
+import torch
+
+from chatforge.errors import ChatforgeError
+from chatforge.sampling.json_prefix import JsonPrefix
+from chatforge.sampling.token_text import TokenText
+
+MAX_CACHED_MASKS = 4096
+
+
+class JsonConstraint:
+    def __init__(self, tokenizer, vocab_size: int, stop_ids: list[int], device: torch.device | str = "cpu"):
+        text = TokenText(tokenizer)
+        self.vocab_size, self.device = vocab_size, device
+        self.stop_ids = [i for i in stop_ids if i < vocab_size]
+        self.token_bytes: list[bytes | None] = [None] * vocab_size
+        self.by_first_byte: dict[int, list[int]] = defaultdict(list)
+        for i in range(min(vocab_size, len(tokenizer))):
+            if i in text.special or i in self.stop_ids:
+                continue
+            data = text.bytes_of(i)
+            if data:
+                self.token_bytes[i] = data
+                self.by_first_byte[data[0]].append(i)
+        self._masks: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    def mask(self, state: JsonPrefix) -> torch.Tensor:
+        """(vocab,) bool: the tokens that may come next in `state`."""
+        key = state.key_state()
+        cached = self._masks.get(key)
+        if cached is not None:
+            self._masks.move_to_end(key)
+            return cached
+        allowed = torch.zeros(self.vocab_size, dtype=torch.bool)
+        if state.complete:
+            allowed[self.stop_ids] = True
+        else:
+            for first, ids in self.by_first_byte.items():
+                after_first = state.copy()
+                if not after_first.feed(first):
+                    continue
+                for i in ids:
+                    data = self.token_bytes[i]
+                    if len(data) == 1 or after_first.copy().feed_all(data[1:]):
+                        allowed[i] = True
+        if not allowed.any():
+            raise ChatforgeError("response_format json_object: no token of this vocabulary can continue the JSON")
+        allowed = allowed.to(self.device)
+        self._masks[key] = allowed
+        if len(self._masks) > MAX_CACHED_MASKS:
+            self._masks.popitem(last=False)
+        return allowed
+
+    def advance(self, state: JsonPrefix, token_id: int) -> None:
+        """Feed the chosen token (a stop id changes nothing: the sample ends)."""
+        data = self.token_bytes[token_id] if token_id < self.vocab_size else None
+        if data is not None and not state.feed_all(data):
+            raise ChatforgeError(f"response_format json_object: token {token_id} was chosen outside its mask")
