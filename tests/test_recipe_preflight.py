@@ -34,6 +34,7 @@ def three_stages(sft: dict) -> dict:
         "pretrain": {"config": {"model": {"preset": "llama-1m"},
                                 "data": {"sources": [{"path": "${world.dir}/pretrain/world_a_train.jsonl"}], "seq_len": 32},
                                 "train": {"max_steps": 1, "micro_batch_size": 2, "save_every": 0, "eval_every": 0},
+                                "schedule": {"kind": "constant", "warmup_steps": 0},
                                 "final_eval_documents": 1}},
         "sft": {"config": {"model": "${pretrain.final}", "data": {"sources": [{"path": "${world.dir}/instructions/train.jsonl"}]},
                            **sft}},
@@ -206,3 +207,25 @@ def test_every_recipe_under_recipes_passes_its_preflight(recipe, tmp_path, monke
         return
     run_recipe(recipe, out=str(tmp_path / recipe.stem), dry_run=True, say=lines.append)
     assert "run     not run yet" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("pretrain", "message"),
+    [
+        # a mixture stage weighting a source that does not exist: found when the data was tokenized
+        ({"data": {"sources": [{"path": "builtin:pydoc", "name": "docs"}],
+                   "stages": [{"name": "main", "weights": {"doc": 1.0}}]}},
+         r"stage 'pretrain': data\.stages\[0\] \(main\): weight for 'doc', not a data source; did you mean 'docs'\?"),
+        # a typo in a preset's config_overrides: found when the model was built
+        ({"data": {"sources": [{"path": "builtin:pydoc"}]}, "model": {"preset": "llama-1m", "config_overrides": {"num_hidden_layer": 2}}},
+         r"stage 'pretrain': model\.config_overrides: LlamaConfig has no field 'num_hidden_layer'; did you mean 'num_hidden_layers'\?"),
+        # an EWC Fisher file that is not there
+        ({"data": {"sources": [{"path": "builtin:pydoc"}]}, "ewc": {"weight": 1.0, "fisher": "{tmp}/ewc.safetensors"}},
+         r"stage 'pretrain': ewc\.fisher: not found: {tmp}/ewc\.safetensors"),
+    ],
+)
+def test_pretraining_mixture_model_and_ewc_are_checked_up_front(tmp_path, pretrain, message):
+    pretrain = json.loads(json.dumps(pretrain).replace("{tmp}", str(tmp_path)))
+    recipe = {"stages": {"world": {"stage": "world write", "config": {"size": "tiny"}}, "pretrain": {"config": pretrain}}}
+    with pytest.raises(ConfigError, match=message.replace("{tmp}", str(tmp_path))):
+        run_recipe(write(tmp_path, recipe), out=str(tmp_path / "out"), dry_run=True, say=lambda *_: None)

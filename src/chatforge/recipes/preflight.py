@@ -250,7 +250,28 @@ def _pretrain(cfg, made: Made) -> None:
             text_sources(f"domains[{i}].texts", [domain.texts], made)
         if domain.knowledge is not None:
             existing(f"domains[{i}].knowledge.path", domain.knowledge.path, made)
+    ewc_inputs(cfg.ewc, made)
+    mixture_and_model(cfg)
     own_check("chatforge.stages.pretrain", cfg)
+
+
+def mixture_and_model(cfg) -> None:
+    """The data mixture's plan (source names, stage weights and starts against the LR schedule's
+    phases) and a preset's `config_overrides`: what pretraining checks once its data is tokenized."""
+    from chatforge.data.mixture import plan_mixture
+    from chatforge.engine.schedules import phases
+    from chatforge.models.presets import hf_config
+
+    starts = {p.name: p.start for p in phases(cfg.schedule, cfg.train.max_steps)}
+    plan_mixture(cfg.data.sources, cfg.data.replay, cfg.data.stages, cfg.train.max_steps, starts)
+    if cfg.model.path is None and cfg.model.config_overrides:
+        hf_config(cfg.model.preset, 256, {}, cfg.model.config_overrides)  # the vocabulary does not matter here
+
+
+def ewc_inputs(ewc, made: Made) -> None:
+    if ewc is not None:
+        existing("ewc.fisher", ewc.fisher, made)
+        text_sources("ewc.sources", ewc.sources, made)
 
 
 def _sft(cfg, made: Made) -> None:
@@ -266,6 +287,7 @@ def _sft(cfg, made: Made) -> None:
         text_sources("data.pretrain_mix.sources", cfg.data.pretrain_mix.sources, made)
     if cfg.eval is not None:
         existing("eval.path", cfg.eval.path, made)
+    ewc_inputs(cfg.ewc, made)
 
 
 def _rm(cfg, made: Made) -> None:
