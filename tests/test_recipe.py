@@ -198,6 +198,9 @@ def test_fingerprint_ignores_cosmetic_keys_and_changed_keys_names_the_rest():
     assert fingerprint("sft", a, {}, {}) != fingerprint("sft", b, {}, {})
     assert fingerprint("sft", a, {"pretrain": "run1"}, {}) != fingerprint("sft", a, {"pretrain": "run2"}, {})
     assert changed_keys(a, b) == ["train.max_steps"]
+    # a setting the stage's code added (null by default) or dropped changes the fingerprint: the plan names it
+    assert changed_keys({"size": "small"}, {"size": "small", "string_form": None}) == ["string_form (new)"]
+    assert changed_keys({"size": "small", "old": 1}, {"size": "small"}) == ["old (gone)"]
 
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.yaml")), ids=lambda p: p.stem)

@@ -106,12 +106,18 @@ def fingerprint(kind: str, config: dict, inputs: dict[str, str], files: dict[str
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+_ABSENT = object()  # a key one config has and the other lacks (a stage's code added or dropped a setting)
+
+
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two resolved configs (cosmetic keys ignored)."""
+    """Dotted keys whose values differ between two resolved configs (cosmetic keys ignored); a key
+    only one of them has counts, even when its value is null."""
     old, new = without_cosmetic(old), without_cosmetic(new)
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []
         for key in sorted(set(old) | set(new), key=str):
-            out += changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")
+            out += changed_keys(old.get(key, _ABSENT), new.get(key, _ABSENT), f"{prefix}{key}.")
         return out
+    if old is _ABSENT or new is _ABSENT:
+        return [f"{prefix.rstrip('.')} ({'new' if old is _ABSENT else 'gone'})"]
     return [] if old == new else [prefix.rstrip(".") or "(config)"]
