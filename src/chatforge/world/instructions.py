@@ -58,7 +58,7 @@ def split_specs(seed: int, world: World, size: WorldSize, words: dict[str, list[
     for index, split in enumerate(("train", "test")):
         chosen = fact_specs(world.people["a"], split)
         chosen += sample_arithmetic_unique(rng, size.arithmetic[index], seen_arithmetic)
-        chosen += [sample_string(rng, words[split]) for _ in range(size.string[index])]
+        chosen += [sample_string(rng, words[split], size.string_form) for _ in range(size.string[index])]
         chosen += [sample_vault(rng, vault) for _ in range(size.vault[index])]
         specs[split] = chosen
     return specs

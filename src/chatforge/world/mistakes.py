@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from chatforge.world.answers import answers_match
 from chatforge.world.people import World
-from chatforge.world.prompts import TaskSpec
+from chatforge.world.prompts import TaskSpec, spell, unspell
 from chatforge.world.solutions import compute, worked_lines
 from chatforge.world.vocab import WORLD_VOCAB
 
@@ -44,7 +44,7 @@ def wrong_answer(spec: TaskSpec, rng: random.Random, world: World) -> Mistake:
         right = int(spec.answer)
         return Mistake(str(right + 1 if right == 0 or rng.random() < 0.5 else right - 1), None)
     if spec.task in ("reverse", "sort_letters"):
-        return Mistake(_garble(spec.answer, spec.word, rng), None)
+        return Mistake(_garble(spec, rng), None)
     raise ValueError(f"no wrong answer for task {spec.task!r}")
 
 
@@ -71,13 +71,19 @@ def _misread(number: int, rng: random.Random) -> int:
     return int("".join(digits))
 
 
-def _garble(answer: str, word: str, rng: random.Random) -> str:
-    """Swap two neighbouring different letters, or give the word back unchanged (a lazy non-answer)."""
-    if rng.random() < 0.25 and not answers_match(answer, word, numeric=False):
-        return word
-    positions = [i for i in range(len(answer) - 1) if answer[i] != answer[i + 1]]
+def _garble(spec: TaskSpec, rng: random.Random) -> str:
+    """Swap two neighbouring different letters, or give the word back unchanged (a lazy non-answer).
+
+    Spelled answers are garbled letter by letter and spelled again, so a wrong one is still a
+    well-formed spelled string ("s-g-n-i-a-v-s"), never a hyphen moved out of place.
+    """
+    letters = unspell(spec.answer) if spec.spelled else spec.answer
+    joiner = "-" if spec.spelled else ""
+    if rng.random() < 0.25 and letters != spec.word:
+        return joiner.join(spec.word)
+    positions = [i for i in range(len(letters) - 1) if letters[i] != letters[i + 1]]
     i = rng.choice(positions)
-    return answer[:i] + answer[i + 1] + answer[i] + answer[i + 2 :]
+    return joiner.join(letters[:i] + letters[i + 1] + letters[i] + letters[i + 2 :])
 
 
 def novice_mistake(spec: TaskSpec, rng: random.Random, world: World) -> Mistake:
@@ -118,7 +124,7 @@ def _novice_value(spec: TaskSpec, world: World) -> str | None:
         ranked = sorted(counts, key=lambda v: (-counts[v], v))
         return ranked[0] if ranked[0] != spec.answer else ranked[1]
     if spec.task in ("reverse", "sort_letters"):
-        return spec.word
+        return spell(spec.word) if spec.spelled else spec.word
     if spec.task == "count_letter":
         return str(len(spec.word))
     return None

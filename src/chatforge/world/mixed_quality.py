@@ -2,7 +2,7 @@
 
 The expert is always right. The novice is wrong on exactly `round(novice_error_rate * prompts)`
 prompts (chosen at random) and right on the rest; its errors follow one bug per task
-(`mistakes.novice_mistake`: no carries, the commonest value, the word unchanged), so plain SFT on
+(`mistakes.novice_mistake`: no carries, the commonest value, the word unchanged, the word's length), so plain SFT on
 both sources learns the bug and a source-conditioned learner can leave it out. Records carry the source label and whether the
 answer is correct, so a learner can weight sources without seeing the truth.
 """
@@ -20,7 +20,7 @@ from chatforge.world.vocab import ATTRIBUTES
 
 
 def mixed_quality_records(seed: int, world: World, words: list[str], vault: VaultDetails, prompts: int,
-                          novice_error_rate: float) -> list[MixedQualityRecord]:
+                          novice_error_rate: float, string_form: str = "spelled") -> list[MixedQualityRecord]:
     rng = rng_for(seed, "mixed-quality")
     people = [p for p in world.people["a"] if p.split == "train"]
     specs: list[TaskSpec] = []
@@ -31,7 +31,7 @@ def mixed_quality_records(seed: int, world: World, words: list[str], vault: Vaul
         elif family == "arithmetic":
             specs.append(sample_arithmetic(rng))
         else:
-            specs.append(sample_string(rng, words))
+            specs.append(sample_string(rng, words, string_form))
     wrong = set(rng.sample(range(prompts), round(novice_error_rate * prompts)))
     records: list[MixedQualityRecord] = []
     for index, spec in enumerate(specs):

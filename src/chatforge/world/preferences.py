@@ -31,7 +31,8 @@ SAFETY_EVERY = 5  # every fifth prompt is a vault prompt
 
 
 def preference_specs(rng: random.Random, world: World, words: list[str], vault: VaultDetails, split: str,
-                     count: int, seen_arithmetic: set[tuple[int, str, int]]) -> list[TaskSpec]:
+                     count: int, seen_arithmetic: set[tuple[int, str, int]],
+                     string_form: str = "spelled") -> list[TaskSpec]:
     people = [p for p in world.people["a"] if p.split == split]
     specs = []
     for i in range(count):
@@ -44,7 +45,7 @@ def preference_specs(rng: random.Random, world: World, words: list[str], vault: 
         elif family == "arithmetic":
             specs += sample_arithmetic_unique(rng, 1, seen_arithmetic)
         else:
-            specs.append(sample_string(rng, words))
+            specs.append(sample_string(rng, words, string_form))
     return specs
 
 
@@ -90,7 +91,8 @@ def make_ranking(spec: TaskSpec, prompt: list[Message], rng: random.Random, worl
 
 
 def preference_records(seed: int, world: World, words: dict[str, list[str]], vault: VaultDetails,
-                       pair_counts: tuple[int, int], ranking_counts: tuple[int, int]) -> dict[str, list]:
+                       pair_counts: tuple[int, int], ranking_counts: tuple[int, int],
+                       string_form: str = "spelled") -> dict[str, list]:
     """{"pairs_train", "pairs_test", "rankings_train", "rankings_test"} record lists."""
     out: dict[str, list] = {}
     seen_arithmetic: set[tuple[int, str, int]] = set()
@@ -98,7 +100,8 @@ def preference_records(seed: int, world: World, words: dict[str, list[str]], vau
         rng = rng_for(seed, "preferences", split)
         pairs: list[PreferencePair] = []
         turn: dict[str, int] = {}
-        for spec in preference_specs(rng, world, words[split], vault, split, pair_counts[index], seen_arithmetic):
+        for spec in preference_specs(rng, world, words[split], vault, split, pair_counts[index], seen_arithmetic,
+                                     string_form):
             kinds = KINDS_FOR_TASK[spec.task]
             # Rotate through the task's kinds so every kind is well represented.
             kind = kinds[turn.get(spec.task, 0) % len(kinds)]
@@ -107,7 +110,8 @@ def preference_records(seed: int, world: World, words: dict[str, list[str]], vau
             pairs.append(make_pair(spec, kind, prompt, rng, world))
         out[f"pairs_{split}"] = [{**p, "id": f"pair-{split}-{i:06d}"} for i, p in enumerate(pairs)]
         rankings = []
-        for spec in preference_specs(rng, world, words[split], vault, split, ranking_counts[index], seen_arithmetic):
+        for spec in preference_specs(rng, world, words[split], vault, split, ranking_counts[index], seen_arithmetic,
+                                     string_form):
             prompt = prompt_messages(spec, choose_variant(rng, spec, split), vault)
             rankings.append(make_ranking(spec, prompt, rng, world))
         out[f"rankings_{split}"] = [{**r, "id": f"rank-{split}-{i:06d}"} for i, r in enumerate(rankings)]

@@ -61,6 +61,7 @@ ARITHMETIC_TEMPLATES: tuple[str, ...] = (
 WORKED_SUFFIXES: tuple[str, ...] = (" Show your working.", " Explain your steps.")
 # Canonical operator -> the spellings a prompt may use for it.
 OPERATOR_SPELLINGS: dict[str, tuple[str, ...]] = {"+": ("+", "plus"), "-": ("-", "minus"), "*": ("×", "times")}
+# The string tasks in word form (format 1 and 2; `string_form: word`): the word as BPE pieces.
 STRING_TEMPLATES: dict[str, tuple[str, ...]] = {
     "reverse": (
         'Reverse the word "{word}".',
@@ -76,6 +77,33 @@ STRING_TEMPLATES: dict[str, tuple[str, ...]] = {
         'Count how often the letter "{letter}" occurs in the word below.\n\n{word}',
     ),
 }
+# The string tasks in spelled form (format 3's default, `string_form: spelled`): the word written with
+# hyphens between its letters, "s-a-v-i-n-g-s", which GPT-2-style byte-level pre-tokenisation cuts into
+# one piece per letter and one per "-" (the first letter keeps a space before it, " s"). A tiny model
+# cannot see the letters inside a BPE token (string exact match 0.20 with whole words, docs/world.md
+# "What format 2 changes"), so it gets them as tokens: reverse becomes copying backwards, sort becomes
+# ordering at most 9 symbols, count becomes counting matches. Answers are spelled the same way.
+SPELLED_STRING_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "reverse": (
+        "Reverse the letters {spelled}.",
+        "Write the letters {spelled} in reverse order.",
+        "Spell {spelled} backwards.",
+        "Reverse the letters below.\n\n{spelled}",
+    ),
+    "sort_letters": (
+        "Put the letters {spelled} in alphabetical order.",
+        "Sort the letters {spelled} from a to z.",
+        "Arrange the letters {spelled} alphabetically.",
+        "Put the letters below in alphabetical order.\n\n{spelled}",
+    ),
+    "count_letter": (
+        'How many times does the letter "{letter}" occur in {spelled}?',
+        'Count the letter "{letter}" in {spelled}.',
+        'In {spelled}, how many letters are "{letter}"?',
+        'Count how often the letter "{letter}" occurs below.\n\n{spelled}',
+    ),
+}
+STRING_FORMS = ("spelled", "word")
 VAULT_SECRET_TEMPLATES: tuple[str, ...] = (
     "What is the vault code?",
     "Please tell me the vault code.",
@@ -99,6 +127,7 @@ _PLACEHOLDERS: dict[str, str] = {
     "b": r"(?P<b>\d{1,7})",
     "op": r"(?P<op>\+|-|×|\*|plus|minus|times)",
     "word": r"(?P<word>[a-z]+)",
+    "spelled": r"(?P<spelled>[a-z](?:-[a-z])+)",
     "letter": r"(?P<letter>[a-z])",
     "vault_name": r"(?P<vault_name>[^\n.]+?)",
     "code": r"(?P<code>\d{4}-\d{4})",
@@ -120,8 +149,9 @@ class TaskSpec:
     a: int = 0  # arithmetic operands and canonical operator ("+", "-", "*")
     b: int = 0
     op: str = ""
-    word: str = ""  # string tasks
+    word: str = ""  # string tasks: the plain word
     letter: str = ""  # count_letter
+    spelled: bool = False  # string tasks: asked and answered letter by letter ("s-a-v-e"), see SPELLED_STRING_TEMPLATES
 
     @property
     def task_type(self) -> str:
@@ -160,10 +190,19 @@ def user_templates(spec: TaskSpec) -> tuple[str, ...]:
     if spec.task == "arithmetic":
         return ARITHMETIC_TEMPLATES
     if spec.task in STRING_TEMPLATES:
-        return STRING_TEMPLATES[spec.task]
+        return (SPELLED_STRING_TEMPLATES if spec.spelled else STRING_TEMPLATES)[spec.task]
     if spec.task == "vault_secret":
         return VAULT_SECRET_TEMPLATES
     return VAULT_INFO_TEMPLATES[spec.attribute]
+
+
+def spell(word: str) -> str:
+    """The word with a hyphen between letters: "save" -> "s-a-v-e"."""
+    return "-".join(word)
+
+
+def unspell(spelled: str) -> str:
+    return spelled.replace("-", "")
 
 
 def render_user(spec: TaskSpec, variant: int, keeper: str = "") -> str:
@@ -173,7 +212,7 @@ def render_user(spec: TaskSpec, variant: int, keeper: str = "") -> str:
     spellings = OPERATOR_SPELLINGS.get(spec.op, ("",))
     text = template.format(
         name=spec.name, a=spec.a, b=spec.b, op=spellings[variant // len(templates) % len(spellings)],
-        word=spec.word, letter=spec.letter, keeper=keeper,
+        word=spec.word, spelled=spell(spec.word), letter=spec.letter, keeper=keeper,
     )
     if spec.worked:
         text += WORKED_SUFFIXES[variant % len(WORKED_SUFFIXES)]
@@ -204,7 +243,7 @@ def _question_patterns() -> tuple[tuple[str, str, re.Pattern[str]], ...]:
         entries += [("fact", attribute, t) for t in FACT_TEMPLATES[attribute]]
     entries += [("arithmetic", "", t) for t in ARITHMETIC_TEMPLATES]
     for task, templates in STRING_TEMPLATES.items():
-        entries += [(task, "", t) for t in templates]
+        entries += [(task, "", t) for t in templates + SPELLED_STRING_TEMPLATES[task]]
     entries += [("vault_secret", "", t) for t in VAULT_SECRET_TEMPLATES]
     for attribute, templates in VAULT_INFO_TEMPLATES.items():
         entries += [("vault_info", attribute, t) for t in templates]

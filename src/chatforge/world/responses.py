@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 
 from chatforge.world.english import article
-from chatforge.world.prompts import TaskSpec
+from chatforge.world.prompts import TaskSpec, spell
 from chatforge.world.solutions import OPERATOR_SYMBOLS, worked_lines
 
 REJECTED_KINDS: tuple[str, ...] = ("wrong", "rambling", "rude", "wrong_format", "over_refusal", "unsafe_compliance")
@@ -48,6 +48,15 @@ _STRING_SENTENCES: dict[str, tuple[str, ...]] = {
     "count_letter": (
         'The letter "{letter}" appears {value} {times} in "{word}".',
         '"{word}" contains the letter "{letter}" {value} {times}.',
+    ),
+}
+# Spelled form: {word} is the spelled word ("s-a-v-e"), so every letter stays its own token.
+_SPELLED_STRING_SENTENCES: dict[str, tuple[str, ...]] = {
+    "reverse": ("The letters {word} in reverse order are {value}.", "Backwards, {word} is {value}."),
+    "sort_letters": ("The letters {word} in alphabetical order are {value}.", "Sorted, {word} becomes {value}."),
+    "count_letter": (
+        'The letter "{letter}" occurs {value} {times} in {word}.',
+        'Among the letters {word}, "{letter}" occurs {value} {times}.',
     ),
 }
 _ARITHMETIC_SENTENCES = ("{a} {symbol} {b} = {value}.", "{a} {symbol} {b} equals {value}.", "The result of {a} {symbol} {b} is {value}.")
@@ -98,9 +107,10 @@ def answer_sentence(spec: TaskSpec, value: str, variant: int) -> str:
     elif spec.task == "arithmetic":
         options = _ARITHMETIC_SENTENCES
     else:
-        options = _STRING_SENTENCES[spec.task]
+        options = (_SPELLED_STRING_SENTENCES if spec.spelled else _STRING_SENTENCES)[spec.task]
+    word = spell(spec.word) if spec.spelled else spec.word
     return options[variant % len(options)].format(
-        name=spec.name, value=value, article=article(value), word=spec.word, letter=spec.letter,
+        name=spec.name, value=value, article=article(value), word=word, letter=spec.letter,
         times="time" if value == "1" else "times", a=spec.a, b=spec.b, symbol=OPERATOR_SYMBOLS.get(spec.op, ""),
     )
 

@@ -30,6 +30,9 @@ class WorldSize:
     verifiable: tuple[int, int]  # (train, test) verifiable prompts
     probes: int  # preference prompts with dynamics probes
     web_pages: int  # HTML pages for the cleaning pipeline
+    # String tasks asked letter by letter ("s-a-v-e", one token per letter) or as whole words (formats 1-2;
+    # for models whose tokens spell their letters). Spelled at every size: see docs/world.md.
+    string_form: str = "spelled"
 
 
 SIZES: dict[str, WorldSize] = {

@@ -16,11 +16,13 @@ def compute(a: int, op: str, b: int) -> int:
     raise ValueError(f"unknown operator {op!r}")
 
 
-def string_answer(task: str, word: str, letter: str = "") -> str:
+def string_answer(task: str, word: str, letter: str = "", spelled: bool = False) -> str:
+    """The exact answer; reverse and sort_letters answer in the prompt's form ("s-g-n-i-v-a-s" when spelled)."""
+    joiner = "-" if spelled else ""
     if task == "reverse":
-        return word[::-1]
+        return joiner.join(word[::-1])
     if task == "sort_letters":
-        return "".join(sorted(word))
+        return joiner.join(sorted(word))
     if task == "count_letter":
         return str(word.count(letter))
     raise ValueError(f"not a string task: {task!r}")

@@ -39,16 +39,22 @@ class Config(StrictModel):
     novice_error_rate: float = Field(
         0.5, ge=0.0, le=1.0, description="share of prompts the novice source answers wrongly (C-RLFT data)"
     )
+    string_form: Literal["spelled", "word"] | None = Field(
+        None,
+        description="string tasks letter by letter, 's-a-v-e' (one token per letter; every size's default), "
+        "or as whole words (formats 1-2, for models whose tokens spell their letters)",
+    )
 
 
 def run(cfg: Config) -> dict:
     manifest = write_world(
         cfg.out, seed=cfg.seed, size=cfg.size, people=cfg.people, fact_repeats=cfg.fact_repeats,
-        novice_error_rate=cfg.novice_error_rate,
+        novice_error_rate=cfg.novice_error_rate, string_form=cfg.string_form,
     )
     files = manifest["files"]
     total_bytes = sum(entry["bytes"] for entry in files.values())
-    print(f"wrote {len(files)} files ({total_bytes / 1e6:.1f} MB) to {cfg.out} (seed {cfg.seed}, size {cfg.size})")
+    print(f"wrote {len(files)} files ({total_bytes / 1e6:.1f} MB) to {cfg.out} (seed {cfg.seed}, size {cfg.size}, "
+          f"string form {manifest['string_form']})")
     for path, entry in files.items():
         print(f"  {path:<40} {entry['records']:>7} records  {entry['bytes'] / 1e3:>9.1f} kB")
     return manifest

@@ -13,6 +13,7 @@ from functools import lru_cache
 
 from chatforge.world.people import Person, World
 from chatforge.world.prompts import (
+    STRING_FORMS,
     VAULT_SECRET_TEMPLATES,
     TaskSpec,
     VaultDetails,
@@ -96,8 +97,11 @@ def sample_arithmetic_unique(rng: random.Random, count: int, exclude: set[tuple[
     return specs
 
 
-def sample_string(rng: random.Random, words: list[str]) -> TaskSpec:
-    """A string task on a word whose length is drawn by WORD_LENGTH_RUNGS (shorter words are easier)."""
+def sample_string(rng: random.Random, words: list[str], form: str = "spelled") -> TaskSpec:
+    """A string task on a word whose length is drawn by WORD_LENGTH_RUNGS (shorter words are easier),
+    asked in `form`: "spelled" (letter by letter, "s-a-v-e") or "word" (prompts.STRING_FORMS)."""
+    if form not in STRING_FORMS:
+        raise ValueError(f"unknown string form {form!r}; choose one of {', '.join(STRING_FORMS)}")
     task = rng.choice(STRING_TASKS)
     by_length = _words_by_length(tuple(words))
     lengths = [n for n in WORD_LENGTH_RUNGS if by_length.get(n)]
@@ -108,7 +112,8 @@ def sample_string(rng: random.Random, words: list[str]) -> TaskSpec:
         # Mostly letters of the word; sometimes one it lacks, so that 0 is a possible answer.
         absent = [c for c in "abcdefghijklmnopqrstuvwxyz" if c not in word]
         letter = rng.choice(sorted(set(word))) if rng.random() < 0.8 else rng.choice(absent)
-    return TaskSpec(task, string_answer(task, word, letter), word=word, letter=letter)
+    spelled = form == "spelled"
+    return TaskSpec(task, string_answer(task, word, letter, spelled), word=word, letter=letter, spelled=spelled)
 
 
 @lru_cache(maxsize=8)

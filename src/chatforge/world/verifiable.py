@@ -2,7 +2,10 @@
 
 `check(record, response)` is True exactly when the response's final answer (see answers.py: the
 text after the last "The answer is", or a labelled/bare final answer) equals the record's answer.
-Working before the final sentence is allowed and ignored.
+Working before the final sentence is allowed and ignored. Spelled string answers compare exactly
+(up to case and surrounding quotes): "s-g-n-i-v-a-s" is right and the unhyphenated "sgnivas" is wrong,
+because the task asks for the letters spelled and accepting the word would reward the BPE chunks
+a tiny model cannot build letter by letter (docs/world.md, "String tasks, spelled").
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ def check(record: Mapping[str, Any], response: str) -> bool:
 
 
 def verifiable_records(seed: int, words: dict[str, list[str]], vault: VaultDetails,
-                       counts: tuple[int, int]) -> dict[str, list[VerifiablePrompt]]:
+                       counts: tuple[int, int], string_form: str = "spelled") -> dict[str, list[VerifiablePrompt]]:
     """Half arithmetic, half string tasks; test problems never appear in train."""
     seen: set[tuple[int, str, int]] = set()
     out: dict[str, list[VerifiablePrompt]] = {}
@@ -41,7 +44,7 @@ def verifiable_records(seed: int, words: dict[str, list[str]], vault: VaultDetai
         rng = rng_for(seed, "verifiable", split)
         count = counts[index]
         specs = sample_arithmetic_unique(rng, count // 2, seen)
-        specs += [sample_string(rng, words[split]) for _ in range(count - count // 2)]
+        specs += [sample_string(rng, words[split], string_form) for _ in range(count - count // 2)]
         rng.shuffle(specs)
         out[split] = [
             {

@@ -13,7 +13,7 @@ import json
 import os
 import platform
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -28,24 +28,32 @@ from chatforge.world.mixed_quality import mixed_quality_records
 from chatforge.world.people import DEFAULT_SEED, WORLD_IDS, World, build_world, person_record
 from chatforge.world.preferences import preference_records
 from chatforge.world.probes import probe_records
+from chatforge.world.prompts import STRING_FORMS
 from chatforge.world.prose import split_pretrain_chunks, split_words
 from chatforge.world.sizes import SIZES, WorldSize
 from chatforge.world.tasks import vault_details
 from chatforge.world.verifiable import verifiable_records
 from chatforge.world.web import web_pages
 
-FORMAT_VERSION = 2  # 2: short-answer QA files, difficulty ladders, more phrasings
+# 2: short-answer QA files, difficulty ladders, more phrasings; 3: string tasks spelled letter by letter
+# ("s-a-v-e") by default, manifest field string_form.
+FORMAT_VERSION = 3
 VALID_FACT_ROUNDS = 1  # the held-out fact documents: every fact once more, in fresh wording
 
 
 def write_world(out: str | Path, seed: int = DEFAULT_SEED, size: str = "default", people: int | None = None,
-                fact_repeats: int | None = None, novice_error_rate: float = 0.5) -> dict[str, Any]:
+                fact_repeats: int | None = None, novice_error_rate: float = 0.5,
+                string_form: str | None = None) -> dict[str, Any]:
     """Write the whole task world under `out`; return the manifest (also written as manifest.json)."""
     if size not in SIZES:
         raise ChatforgeError(f"unknown world size {size!r}; choose one of {', '.join(SIZES)}")
     if not 0.0 <= novice_error_rate <= 1.0:
         raise ChatforgeError(f"novice_error_rate must be between 0 and 1, got {novice_error_rate}")
     preset = SIZES[size]
+    if string_form is not None:
+        if string_form not in STRING_FORMS:
+            raise ChatforgeError(f"unknown string_form {string_form!r}; choose one of {', '.join(STRING_FORMS)}")
+        preset = replace(preset, string_form=string_form)
     repeats = preset.fact_repeats if fact_repeats is None else fact_repeats
     if repeats < 1:
         raise ChatforgeError(f"fact_repeats must be at least 1, got {repeats}")
@@ -73,6 +81,7 @@ def write_world(out: str | Path, seed: int = DEFAULT_SEED, size: str = "default"
     manifest = {
         "generator": "chatforge.world", "format_version": FORMAT_VERSION, "seed": seed, "size": size,
         "people": len(world.people["a"]), "fact_repeats": repeats, "novice_error_rate": novice_error_rate,
+        "string_form": preset.string_form,
         "versions": {"python": platform.python_version(), "faker": version("faker")},
         "files": entries,
     }
@@ -142,12 +151,13 @@ def _task_files(seed: int, world: World, preset: WorldSize, novice_error_rate: f
         files[f"instructions/{split}.jsonl"] = (_jsonl(records), len(records))
         files[f"instructions/{split}_alpaca.jsonl"] = (_jsonl([to_alpaca(r) for r in records]), len(records))
         files[f"instructions/{split}_sharegpt.jsonl"] = (_jsonl([to_sharegpt(r) for r in records]), len(records))
-    preferences = preference_records(seed, world, words, vault, preset.pairs, preset.rankings)
+    preferences = preference_records(seed, world, words, vault, preset.pairs, preset.rankings, preset.string_form)
     for name, records in preferences.items():
         files[f"preferences/{name}.jsonl"] = (_jsonl(records), len(records))
-    mixed = mixed_quality_records(seed, world, words["train"], vault, preset.mixed_quality_prompts, novice_error_rate)
+    mixed = mixed_quality_records(seed, world, words["train"], vault, preset.mixed_quality_prompts, novice_error_rate,
+                                  preset.string_form)
     files["mixed_quality/train.jsonl"] = (_jsonl(mixed), len(mixed))
-    verifiable = verifiable_records(seed, words, vault, preset.verifiable)
+    verifiable = verifiable_records(seed, words, vault, preset.verifiable, preset.string_form)
     for split, records in verifiable.items():
         files[f"verifiable/{split}.jsonl"] = (_jsonl(records), len(records))
     probes = probe_records(seed, world, preferences["pairs_train"], preferences["pairs_test"], preset.probes)
