@@ -80,8 +80,8 @@ STRING_TEMPLATES: dict[str, tuple[str, ...]] = {
 # The string tasks in spelled form (format 3's default, `string_form: spelled`): the word written with
 # hyphens between its letters, "s-a-v-i-n-g-s", which GPT-2-style byte-level pre-tokenisation cuts into
 # one piece per letter and one per "-" (the first letter keeps a space before it, " s"). A tiny model
-# cannot see the letters inside a BPE token (string exact match 0.20 with whole words, docs/world.md
-# "What format 2 changes"), so it gets them as tokens: reverse becomes copying backwards, sort becomes
+# cannot see the letters inside a BPE token (string exact match ~0.20 with whole words, docs/world.md
+# "String tasks, spelled"), so it gets them as tokens: reverse becomes copying backwards, sort becomes
 # ordering at most 9 symbols, count becomes counting matches. Answers are spelled the same way.
 SPELLED_STRING_TEMPLATES: dict[str, tuple[str, ...]] = {
     "reverse": (
