@@ -10,7 +10,8 @@ import re
 import pytest
 from world_files import read_jsonl
 
-from chatforge.tokenizer.train import _bpe_pre_tokenizer
+from chatforge.run_dir import RejectLog
+from chatforge.tokenizer.train import TokenizerConfig, _bpe_pre_tokenizer, train_tokenizer
 from chatforge.world import build_world, write_world
 from chatforge.world.mistakes import novice_mistake, wrong_answer
 from chatforge.world.prompts import (
@@ -140,6 +141,28 @@ def test_every_spelled_prompt_and_answer_is_one_piece_per_letter(tiny_dir):
             letters = unspell(spec.answer)
             expected = spec.word[::-1] if spec.task == "reverse" else "".join(sorted(spec.word))
             assert SPELLED.fullmatch(spec.answer) and letters == expected
+
+
+def test_a_world_tokenizer_gives_one_token_per_letter(tiny_dir, tmp_path):
+    """A BPE trained like examples/world/tokenizer.yaml (2048, split digits, on the world's text and
+    chat-rendered instructions) encodes every spelled word of the test instructions letter by letter."""
+    sources = [{"path": str(tiny_dir / "pretrain/world_a_train.jsonl")},
+               {"path": str(tiny_dir / "pretrain/world_a_qa.jsonl")},
+               {"path": str(tiny_dir / "instructions/train.jsonl"), "content": "chat"}]
+    cfg = TokenizerConfig(sources=sources, vocab_size=2048, split_digits=True, out=str(tmp_path))
+    tok = train_tokenizer(cfg, RejectLog(None))
+    checked = 0
+    for _, _, user, responses in _user_and_answers(tiny_dir):
+        for text in [user, *responses]:
+            encoded = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            for match in SPELLED.finditer(text):
+                covering = [text[a:b] for a, b in encoded["offset_mapping"] if a < match.end() and b > match.start()]
+                assert [p.lstrip(" \n") for p in covering[::2]] == list(unspell(match.group())), (text, covering)
+                assert all(p == "-" for p in covering[1::2]) and len(covering) % 2 == 1, covering
+                checked += 1
+    assert checked > 100
+    # The failure the form exists for: the same tokenizer merges the letters of a bare word.
+    assert len(tok(" savings", add_special_tokens=False)["input_ids"]) < len("savings")
 
 
 def test_pre_tokeniser_splits_a_spelled_word_into_letters_by_hand():
