@@ -5,6 +5,10 @@ Around it the runner keeps a marker file (`<stage>/recipe_stage.json`): written 
 `running` before the stage starts and `done` after it returns, with the fingerprint, a new run id,
 the time, the peak memory and the files it wrote. A SIGKILL leaves `running`; the next run resumes
 that stage (its own checkpoints) and skips every `done` one.
+
+Before the plan is printed (and so before any stage runs, `--dry-run` included), every stage that
+will run passes its preflight (`recipes/preflight.py`): the cheap checks of its config and of the
+inputs no earlier stage makes, which the stage itself would make only once started.
 """
 
 from __future__ import annotations
