@@ -167,8 +167,8 @@ def prompt_files(cfg: Any, made: Made, read: Callable[..., list] | None = None) 
     from chatforge.data.prompts import load_prompts
 
     for key, source, tasks in prompt_sources(cfg):
-        path = getattr(source, "path", source)
-        if not path or not existing(key, path, made):
+        path = source.path
+        if not existing(key, path, made):
             continue
         if read is None:
             _as_config_error(key, lambda s=source, t=tasks: load_prompts(s, 1, FirstRejects(), t))
@@ -180,20 +180,10 @@ def prompt_files(cfg: Any, made: Made, read: Callable[..., list] | None = None) 
 
 
 def prompt_sources(cfg: Any) -> list[tuple[str, Any, list[str] | None]]:
-    """(key, source, tasks) of each prompt source: `data.sources` and `data.val_sources`, the keys
-    every stage names its data by; a config of before that naming has `prompts`, `train_prompts`..."""
-    data = getattr(cfg, "data", None)
-    if data is not None and hasattr(data, "sources"):
-        tasks = getattr(data, "tasks", None)
-        return [(f"data.{key}[{i}].path", source, tasks)
-                for key in ("sources", "val_sources") for i, source in enumerate(getattr(data, key, None) or [])]
-    prompts = getattr(cfg, "prompts", None)
-    if isinstance(prompts, str):  # bon
-        return [("prompts", prompts, None)]
-    if prompts is not None:  # ppo, grpo, online-dpo
-        return [("prompts.train", prompts.train, prompts.tasks), ("prompts.test", prompts.test, prompts.tasks)]
-    tasks = getattr(cfg, "tasks", None)  # rest
-    return [(key, getattr(cfg, key, None), tasks) for key in ("train_prompts", "test_prompts")]
+    """(key, source, tasks) of each prompt source: `data.sources` and `data.val_sources`."""
+    data, keys = cfg.data, ("sources", "val_sources")
+    return [(f"data.{key}[{i}].path", source, getattr(data, "tasks", None))
+            for key in keys for i, source in enumerate(getattr(data, key, None) or [])]
 
 
 def scorer(key: str, cfg: Any, made: Made) -> None:
