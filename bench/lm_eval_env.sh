@@ -15,7 +15,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${1:-$here/.venv-lmeval}"
 python="${PYTHON:-python3}"
 torch_pin="torch==2.13.0"
-lm_eval_spec="${LM_EVAL_SPEC:-lm_eval[hf]==0.4.13}"
+lm_eval_spec="${LM_EVAL_SPEC:-lm_eval[hf,api]==0.4.13}"  # api: the local-completions model (docs/serving.md)
 
 if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
