@@ -374,8 +374,12 @@ def _eval_lm(cfg, made: Made) -> None:
 
 
 def _card(cfg, made: Made) -> None:
+    # A model that was never made (ReST-EM that kept no sample) is a "not measured" column of the
+    # card, not an error, as long as some model is there to measure; a card of nothing is a mistake.
+    present = [m for m in cfg.models.values() if m is not None and (made(m) or Path(m).exists())]
     for label, model in cfg.models.items():
-        model_dir(f"models.{label}", model, made)
+        if not present or (model is not None and Path(model).exists()):
+            model_dir(f"models.{label}", model, made)
     model_dir("reward_model", cfg.reward_model, made)
     for key in ("world", "knowledge", "instructions", "verifiable", "pairs"):
         existing(key, getattr(cfg, key), made)
