@@ -70,20 +70,19 @@ def main() -> None:
     methods = {"option": score_by_option_likelihood}
     if args.letters:
         methods["letter"] = score_multiple_choice
+    splits = [split_of[names.search(q.question).group(0)] for q in questions]
+
+    def print_by_split(method: str, right: list[bool]) -> None:
+        print(accuracy_line(f"{method} / all", right))
+        for split in ("train", "test"):
+            print(accuracy_line(f"{method} / {split} people", [r for r, s in zip(right, splits) if s == split]))
+
     print("| method / people | questions | accuracy ± SE |\n|---|---|---|")
     for method, score in methods.items():
         result = score(model, tokenizer, questions, dev, shots=args.shots, keep_predictions=True)
-        right = [p["prediction"] == p["answer"] for p in result["predictions"]]
-        print(accuracy_line(f"{method} / all", right))
-        for split in ("train", "test"):
-            chosen = [r for q, r in zip(questions, right) if split_of[names.search(q.question).group(0)] == split]
-            print(accuracy_line(f"{method} / {split} people", chosen))
+        print_by_split(method, [p["prediction"] == p["answer"] for p in result["predictions"]])
     if args.greedy:
-        right = [greedy_answer(model, tokenizer, q.question) == q.options[q.answer] for q in questions]
-        print(accuracy_line("greedy / all", right))
-        for split in ("train", "test"):
-            chosen = [r for q, r in zip(questions, right) if split_of[names.search(q.question).group(0)] == split]
-            print(accuracy_line(f"greedy / {split} people", chosen))
+        print_by_split("greedy", [greedy_answer(model, tokenizer, q.question) == q.options[q.answer] for q in questions])
 
 
 @torch.no_grad()
