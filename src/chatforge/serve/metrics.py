@@ -69,6 +69,10 @@ class Metrics:
             lines.append(f"# HELP {name} {text}")
             lines.append(f"# TYPE {name} {kind}")
 
+        def scalar(name: str, kind: str, text: str, value: int) -> None:
+            head(name, kind, text)
+            lines.append(f"{name} {value}")
+
         with self._lock:
             head("chatforge_requests_total", "counter", "HTTP requests answered, by route and status.")
             for (route, status), count in sorted(self.requests.items()):
@@ -80,18 +84,12 @@ class Metrics:
                 lines.append(f'chatforge_request_duration_seconds_bucket{{route="{route}",le="+Inf"}} {self.duration_count[route]}')
                 lines.append(f'chatforge_request_duration_seconds_sum{{route="{route}"}} {self.duration_sum[route]!r}')
                 lines.append(f'chatforge_request_duration_seconds_count{{route="{route}"}} {self.duration_count[route]}')
-            head("chatforge_requests_in_flight", "gauge", "Requests being handled now.")
-            lines.append(f"chatforge_requests_in_flight {self.in_flight}")
-            head("chatforge_prompt_tokens_total", "counter", "Prompt tokens of generation requests.")
-            lines.append(f"chatforge_prompt_tokens_total {self.prompt_tokens}")
-            head("chatforge_generation_tokens_total", "counter", "Tokens generated, stop tokens included.")
-            lines.append(f"chatforge_generation_tokens_total {self.generation_tokens}")
-        head("chatforge_queue_size", "gauge", "Jobs waiting for the model worker.")
-        lines.append(f"chatforge_queue_size {queue_size}")
-        head("chatforge_worker_rounds_total", "counter", "Rounds the model worker has served.")
-        lines.append(f"chatforge_worker_rounds_total {rounds}")
-        head("chatforge_batched_calls_total", "counter", "Sampler calls that served more than one request.")
-        lines.append(f"chatforge_batched_calls_total {batched_calls}")
+            scalar("chatforge_requests_in_flight", "gauge", "Requests being handled now.", self.in_flight)
+            scalar("chatforge_prompt_tokens_total", "counter", "Prompt tokens of generation requests.", self.prompt_tokens)
+            scalar("chatforge_generation_tokens_total", "counter", "Tokens generated, stop tokens included.", self.generation_tokens)
+        scalar("chatforge_queue_size", "gauge", "Jobs waiting for the model worker.", queue_size)
+        scalar("chatforge_worker_rounds_total", "counter", "Rounds the model worker has served.", rounds)
+        scalar("chatforge_batched_calls_total", "counter", "Sampler calls that served more than one request.", batched_calls)
         return "\n".join(lines) + "\n"
 
 
