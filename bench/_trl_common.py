@@ -149,15 +149,20 @@ def build_tiny_model(args: argparse.Namespace, model_dir: Path):
     return tokenizer, model
 
 
-def pairs_file(args: argparse.Namespace, workdir: Path) -> Path:
-    """`--pairs`, or the pairs of a small task world written to `workdir` when that file is missing."""
-    if args.pairs.exists():
-        return args.pairs
+def world_file(path: Path, workdir: Path, relative: str, what: str) -> Path:
+    """`path`, or the file `relative` of a small task world written to `workdir` when `path` is missing."""
+    if path.exists():
+        return path
     from chatforge.world.write import write_world
 
-    print(f"{args.pairs} not found: writing a small task world to use its pairs", flush=True)
+    print(f"{path} not found: writing a small task world to use its {what}", flush=True)
     write_world(workdir / "world", size="small")
-    return workdir / "world" / "preferences" / "pairs_train.jsonl"
+    return workdir / "world" / relative
+
+
+def pairs_file(args: argparse.Namespace, workdir: Path) -> Path:
+    """`--pairs`, or the pairs of a small task world written to `workdir` when that file is missing."""
+    return world_file(args.pairs, workdir, "preferences/pairs_train.jsonl", "pairs")
 
 
 def add_common_args(p: argparse.ArgumentParser, batch_size: int, steps: int) -> None:

@@ -246,13 +246,7 @@ def child_trl(spec: dict, algo: str) -> dict:
 # ---- the parent ------------------------------------------------------------------------------------
 def prompts_file(args: argparse.Namespace, workdir: Path) -> Path:
     """`--prompts`, or the verifiable prompts of a small task world written to `workdir` when missing."""
-    if args.prompts.exists():
-        return args.prompts
-    from chatforge.world.write import write_world
-
-    print(f"{args.prompts} not found: writing a small task world to use its verifiable prompts", flush=True)
-    write_world(workdir / "world", size="small")
-    return workdir / "world" / "verifiable" / "train.jsonl"
+    return common.world_file(args.prompts, workdir, "verifiable/train.jsonl", "verifiable prompts")
 
 
 def prepare(args: argparse.Namespace, workdir: Path) -> dict:
