@@ -229,3 +229,64 @@ def test_pretraining_mixture_model_and_ewc_are_checked_up_front(tmp_path, pretra
     recipe = {"stages": {"world": {"stage": "world write", "config": {"size": "tiny"}}, "pretrain": {"config": pretrain}}}
     with pytest.raises(ConfigError, match=message.replace("{tmp}", str(tmp_path))):
         run_recipe(write(tmp_path, recipe), out=str(tmp_path / "out"), dry_run=True, say=lambda *_: None)
+
+
+def eval_recipe(tmp_path: Path, tasks: list[dict]) -> Path:
+    """world -> eval of a model the world stage's directory would hold (not checked: made by the recipe)."""
+    tasks = json.loads(json.dumps(tasks).replace("{tmp}", str(tmp_path)))
+    return write(tmp_path, {"stages": {"world": {"stage": "world write", "config": {"size": "tiny"}},
+                                       "eval": {"config": {"models": ["${world.dir}/m"], "tasks": tasks}}}})
+
+
+LM_TASK = {"kind": "lm", "data": [{"path": "${world.dir}/pretrain/world_a_valid.jsonl"}]}
+VERIFIABLE = "${world.dir}/verifiable/test.jsonl"
+PAIRS = "${world.dir}/preferences/pairs_test.jsonl"
+
+
+@pytest.mark.parametrize(
+    ("tasks", "message"),
+    [
+        # the three rules the generation and reward_accuracy tasks checked only when the eval stage ran
+        ([LM_TASK, {"kind": "generation", "path": VERIFIABLE, "greedy": False}],
+         r"stage 'eval': tasks\[1\]\.n: greedy is false and n is 0: nothing to measure"),
+        ([LM_TASK, {"kind": "generation", "path": VERIFIABLE, "n": 2, "ks": [1, 4]}],
+         r"stage 'eval': tasks\[1\]\.ks: \[1, 4\] has k above n=2 \(\[4\]\); pass@k draws k of the n samples"),
+        ([{"kind": "reward_accuracy", "path": PAIRS, "reference": "${world.dir}/m"}],
+         r"stage 'eval': tasks\[0\]\.reference: is for model_kind dpo .*; a reward model scores on its own"),
+        # their files, given as plain paths, read up to the first usable record
+        ([{"kind": "generation", "path": "{tmp}/prompts.jsonl"}],
+         r"stage 'eval': tasks\[0\]\.path: no usable record in {tmp}/prompts\.jsonl \(first rejected at line 1: "),
+        ([{"kind": "reward_accuracy", "path": "{tmp}/pairs.jsonl"}],
+         r"stage 'eval': tasks\[0\]\.path: no usable record in {tmp}/pairs\.jsonl \(first rejected at line 1: identical_responses"),
+    ],
+)
+def test_eval_task_rules_and_files_fail_before_the_first_stage(tmp_path, tasks, message):
+    (tmp_path / "prompts.jsonl").write_text('{"question": "no prompt field"}\n')
+    (tmp_path / "pairs.jsonl").write_text('{"prompt": "p", "chosen": "same", "rejected": "same"}\n')
+    path, out = eval_recipe(tmp_path, tasks), tmp_path / "out"
+    lines: list[str] = []
+    for dry_run in (True, False):
+        with pytest.raises(ConfigError, match=message.replace("{tmp}", str(tmp_path))):
+            run_recipe(path, out=str(out), dry_run=dry_run, say=lines.append)
+    assert lines == [] and not out.exists()  # the world stage never started
+
+
+def test_the_same_eval_tasks_pass_when_their_settings_agree(tmp_path):
+    good_pairs = tmp_path / "good_pairs.jsonl"
+    good_pairs.write_text('{"prompt": "p", "chosen": "yes", "rejected": "no"}\n')
+    tasks = [LM_TASK, {"kind": "generation", "path": VERIFIABLE, "greedy": False, "n": 4, "ks": [1, 4]},
+             {"kind": "reward_accuracy", "path": str(good_pairs), "model_kind": "dpo", "reference": "${world.dir}/m"}]
+    lines: list[str] = []
+    run_recipe(eval_recipe(tmp_path, tasks), out=str(tmp_path / "out"), dry_run=True, say=lines.append)
+    assert "eval" in lines[0] and f"reads {good_pairs} (outside the recipe)" in lines[0]
+
+
+def test_chatforge_eval_reports_a_task_rule_before_it_loads_any_model(tmp_path):
+    """`run_suite` checks every task first: the missing model directory would be the error otherwise."""
+    from chatforge.evaluation.suite import SuiteConfig, run_suite
+
+    cfg = SuiteConfig(models=[str(tmp_path / "no-model")], out=str(tmp_path / "eval.json"),
+                      tasks=[{"kind": "generation", "path": str(tmp_path / "p.jsonl"), "n": 1, "ks": [1, 2]}])
+    with pytest.raises(ConfigError, match=r"^tasks\[0\]\.ks: \[1, 2\] has k above n=1"):
+        run_suite(cfg, progress=lambda *_: None)
+    assert not (tmp_path / "eval.json").exists()

@@ -54,6 +54,14 @@ class SuiteConfig(StrictModel):
             raise ValueError(f"tasks: two tasks share a name ({', '.join(names)}); set `name`")
         return self
 
+    def check_tasks(self) -> None:
+        """Every task's own rules (`TaskBase.check`), before any model loads: ConfigError `tasks[I].FIELD: ...`."""
+        for i, task in enumerate(self.tasks):
+            try:
+                task.check()
+            except ConfigError as exc:
+                raise ConfigError(f"tasks[{i}].{exc}") from None
+
     def model_labels(self) -> list[str]:
         if self.labels is not None:
             return list(self.labels)
@@ -88,6 +96,7 @@ def run_suite(cfg: SuiteConfig, progress=print) -> dict:
 
     from chatforge.engine.distributed import init
 
+    cfg.check_tasks()
     _, device = init(cfg.device)
     out = Path(cfg.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -355,15 +355,41 @@ def _online_rl(module_name: str, rollout_rows: bool) -> Callable[[Any, Made], No
 
 
 def _eval(cfg, made: Made) -> None:
+    cfg.check_tasks()  # greedy/n, pass@k's k <= n, a reference only for a DPO policy: once found at the task's turn
     for i, model in enumerate(cfg.models):
         model_dir(f"models[{i}]", model, made)
     tokenizer_dir("tokenizer", cfg.tokenizer, made)
     for i, task in enumerate(cfg.tasks):
         key = f"tasks[{i}]"
-        existing(f"{key}.path", getattr(task, "path", None), made)
+        if task.kind in EVAL_TASK_READERS:
+            first_usable(f"{key}.path", task.path, made, lambda rejects, t=task: EVAL_TASK_READERS[t.kind](t, rejects))
+        else:
+            existing(f"{key}.path", getattr(task, "path", None), made)
         if isinstance(getattr(task, "data", None), list):
             text_sources(f"{key}.data", task.data, made)
         model_dir(f"{key}.reference", getattr(task, "reference", None), made)
+
+
+def _generation_records(task, rejects: RejectLog) -> list:
+    """The generation task's records (`read_jsonl`'s JSON objects) that ask something (`prompt_of`)."""
+    from chatforge.data.parsers import prompt_messages
+    from chatforge.data.records import jsonl_objects
+
+    return jsonl_objects(task.path, lambda record, source, where: prompt_messages(record), rejects, "file", 1)
+
+
+def _reward_pairs(task, rejects: RejectLog) -> Iterator[Any]:
+    """The reward_accuracy task's pairs, through the reader it uses (`read_pairs`)."""
+    from chatforge.dpo.data import PairSourceConfig, read_pairs
+
+    return read_pairs([PairSourceConfig(path=task.path, split=task.split)], rejects)
+
+
+# eval task kinds whose `path` is read up to its first usable record (the others': it exists)
+EVAL_TASK_READERS: dict[str, Callable[[Any, RejectLog], Any]] = {
+    "generation": _generation_records,
+    "reward_accuracy": _reward_pairs,
+}
 
 
 def _eval_lm(cfg, made: Made) -> None:

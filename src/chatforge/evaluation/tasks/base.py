@@ -20,6 +20,11 @@ from chatforge.run_dir import RejectLog
 class TaskBase(StrictModel):
     name: str | None = Field(None, description="the task's label in the table and eval.json (default: its kind, numbered if repeated)")
 
+    def check(self) -> None:
+        """Rules between fields that the task would otherwise find only when it runs: ConfigError
+        `FIELD: ...`. Called by `run_suite` before the first model loads and by the recipe preflight
+        (`chatforge run --dry-run`) before the first stage; a kind without rules has none."""
+
 
 @dataclass
 class ModelContext:

@@ -39,17 +39,20 @@ class GenerationTask(TaskBase):
             raise ValueError(f"checker {value!r}: use world, answers or function:pkg.mod:fn")
         return value
 
+    def check(self) -> None:
+        if not self.greedy and self.n == 0:
+            raise ConfigError("n: greedy is false and n is 0: nothing to measure (set greedy: true or n >= 1)")
+        above = [k for k in self.ks if self.n and k > self.n]
+        if above:
+            raise ConfigError(f"ks: {self.ks} has k above n={self.n} ({above}); pass@k draws k of the n samples")
+
 
 def run(ctx: ModelContext, cfg: GenerationTask) -> dict:
     from chatforge.evaluation.sampled import sampled_metrics
     from chatforge.sampling import Sampler, chat_prompt
     from chatforge.scoring.checks import make_checker
 
-    if not cfg.greedy and cfg.n == 0:
-        raise ConfigError("generation task: greedy is false and n is 0, nothing to measure")
-    bad_k = [k for k in cfg.ks if cfg.n and k > cfg.n]
-    if bad_k:
-        raise ConfigError(f"generation task: pass@k needs k <= n (n={cfg.n}, ks={cfg.ks})")
+    cfg.check()
     check = make_checker(cfg.checker)  # scoring.checks: the world's checker lives behind scoring/
     records = read_jsonl(cfg.path, ctx.rejects, cfg.max_examples)
     prompts = [chat_prompt(ctx.tokenizer, prompt_of(r)) for r in records]

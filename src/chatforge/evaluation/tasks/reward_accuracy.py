@@ -35,6 +35,10 @@ class RewardAccuracyTask(TaskBase):
     batch_size: int = Field(16, ge=1, description="pairs per forward pass")
     group_field: str = Field("category", description="pair field the accuracy is grouped by")
 
+    def check(self) -> None:
+        if self.model_kind == "reward_model" and self.reference is not None:
+            raise ConfigError("reference: is for model_kind dpo (a DPO policy's implicit reward); a reward model scores on its own")
+
 
 def _pairs(cfg: RewardAccuracyTask, rejects):
     from chatforge.dpo.data import PairSourceConfig, read_pairs
@@ -85,10 +89,9 @@ def _dpo_scores(ctx: ModelContext, cfg: RewardAccuracyTask, pairs) -> tuple[list
 
 
 def run(ctx: ModelContext, cfg: RewardAccuracyTask) -> dict:
+    cfg.check()
     pairs = _pairs(cfg, ctx.rejects)
     if cfg.model_kind == "reward_model":
-        if cfg.reference is not None:
-            raise ConfigError("reward_accuracy: `reference` is for model_kind dpo; a reward model scores on its own")
         chosen, rejected, extra = _reward_model_scores(ctx, cfg, pairs)
         logp = None
     else:
