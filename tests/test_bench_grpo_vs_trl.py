@@ -42,3 +42,8 @@ def test_chatforge_config_matches_the_trl_settings(bench, algo, tmp_path):
         assert (cfg.loss.advantage, cfg.kl.estimator, cfg.kl.in_reward) == ("rloo", "k1", True)
     else:
         assert (cfg.loss.advantage, cfg.kl.estimator, cfg.kl.in_reward) == ("group", "k3", False)
+    # as TRL: GRPO with one iteration and one step per generation skips the old-policy forward; RLOO's KL in
+    # the reward needs it (TRL's RLOOTrainer runs it too)
+    from chatforge.rl.config import skips_old_forward
+
+    assert skips_old_forward(cfg.rollout, cfg.kl, cfg.train.micro_batch_size, critic_free=True) == (algo == "grpo")

@@ -47,6 +47,12 @@ class RolloutConfig(StrictModel):
     sampling: SamplingConfig = Field(default_factory=rollout_sampling, description="sampler settings (n is samples_per_prompt)")
     epochs: int = Field(1, ge=1, description="passes (PPO epochs) over each rollout batch")
     forward_batch_size: int = Field(16, ge=1, description="rows per forward when computing old/reference log-probs")
+    old_logp_forward: Literal["auto", "always"] = Field(
+        "auto",
+        description="auto: skip the old policy's forward when a rollout batch is used exactly on-policy (critic-free, "
+        "epochs 1, one optimizer step, no KL needed at rollout time: the old log-probs are the training forward's, "
+        "detached); always: run it",
+    )
 
 
 class KLConfig(StrictModel):
@@ -88,6 +94,24 @@ class PolicyEvalConfig(StrictModel):
     samples: int = Field(4, ge=1, description="samples per held-out prompt (the gold reward's mean and standard error)")
     sampling: SamplingConfig = Field(default_factory=lambda: rollout_sampling(seed=12345), description="sampler settings")
     greedy: bool = Field(True, description="also score one greedy answer per prompt")
+
+
+def uses_reference(kl: KLConfig | None) -> bool:
+    """Whether a run needs the reference policy: a KL term whose weight is, or may become (adaptive), non-zero.
+    `kl=None` (a stage without a KL section, online DPO) keeps it: its loss uses the reference itself."""
+    return kl is None or kl.coef > 0 or kl.adaptive is not None
+
+
+def skips_old_forward(rollout: RolloutConfig, kl: KLConfig, rows_per_step: int, critic_free: bool) -> bool:
+    """Whether the rollout's old-policy forward can be skipped because it would give exactly the
+    training forward's log-probs, detached: each rollout row is trained on once (one epoch), all in one
+    optimizer step (so no update lands between sampling and the loss), and nothing at rollout time needs
+    the policy's log-probs or values (no critic for GAE, no KL in the reward, no adaptive β to update)."""
+    rows = rollout.prompts_per_rollout * rollout.samples_per_prompt
+    kl_at_rollout = kl.adaptive is not None or (kl.in_reward and kl.coef > 0)
+    return (
+        rollout.old_logp_forward == "auto" and critic_free and rollout.epochs == 1 and rows == rows_per_step and not kl_at_rollout
+    )
 
 
 def check_rows(rows: int, micro: int, accum: int, world: int, where: str) -> None:

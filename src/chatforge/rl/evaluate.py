@@ -63,7 +63,8 @@ class PolicyEvaluator:
         gold = self.gold.score(recs, texts)
         proxy = self.proxy.score(recs, texts)
         per_prompt = [sum(gold[i * n : (i + 1) * n]) / n for i in range(len(self.records))]
-        kl = self._kl(policy, rows)
+        # no reference (kl.coef 0): the KL is not measured, NaN rather than a 0 that would read as "no drift"
+        kl = self._kl(policy, rows) if getattr(self.batches, "uses_reference", True) else float("nan")
         metrics = {}
         metrics["eval/gold"], metrics["eval/gold_se"] = mean_se(per_prompt)
         metrics["eval/proxy"] = sum(proxy) / len(proxy)

@@ -9,6 +9,10 @@ Each objective has three parts:
   its count, so the engine divides by the count of the whole optimizer step (all micro-batches and
   ranks): token-level losses are divided by the global number of response tokens.
 
+A batch without `old_logp` comes from an on-policy rollout (rl/rollout.py): the old log-probs are the
+update's own, detached (ratio exactly 1). A batch without `ref_logp` comes from a run without a
+reference (β = 0): no KL term and no KL metric.
+
 PPO's per-token loss (InstructGPT-style RLHF, Ouyang et al. 2022, arXiv:2203.02155, Eq. 2, with
 Ziegler et al. 2019's per-token KL in the reward):
     r_t = −β KL_t  (+ the normalised score at the last response token)
@@ -115,6 +119,8 @@ def ptx_loss(policy: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[t
 
 
 class PPOObjective:
+    rollout_needs_policy_forward = True  # the critic's values for GAE come from the rollout's forward
+
     def __init__(self, loss: PPOLossConfig, kl: KLConfig, beta: Callable[[], float], temperature: float = 1.0):
         self.loss, self.kl, self.beta, self.temperature = loss, kl, beta, temperature
 
@@ -139,8 +145,8 @@ class PPOObjective:
         pg = clipped_surrogate(logp, batch["old_logp"], batch["advantages"], self.loss.clip, self.loss.clip_high)
         vf = clipped_value_loss(values, batch["old_values"], batch["returns"], self.loss.value_clip)
         per_token = pg.losses + self.loss.vf_coef * vf.losses - self.loss.entropy_coef * entropy
-        kl_tokens = kl_estimate(logp, batch["ref_logp"], self.kl.estimator)
-        if not self.kl.in_reward:
+        kl_tokens = kl_estimate(logp, batch["ref_logp"], self.kl.estimator) if "ref_logp" in batch else None
+        if kl_tokens is not None and not self.kl.in_reward:
             per_token = per_token + self.beta() * kl_tokens
         loss_sum = (per_token * mask).sum()
         tokens = mask.sum()
@@ -158,15 +164,18 @@ class PPOObjective:
         out.sums = {
             "loss/policy": parts["policy"].detach(), "loss/value": parts["value"].detach(),
             "entropy": (entropy.detach() * mask).sum(), "clip_fraction": (pg.clipped * mask).sum(),
-            "value_clip_fraction": (vf.clipped * mask).sum(), "kl/policy_ref_token": (kl_tokens.detach() * mask).sum(),
-            "approx_kl_old": ((batch["old_logp"] - logp.detach()) * mask).sum(),
+            "value_clip_fraction": (vf.clipped * mask).sum(), "approx_kl_old": ((batch["old_logp"] - logp.detach()) * mask).sum(),
         }
+        if kl_tokens is not None:
+            out.sums["kl/policy_ref_token"] = (kl_tokens.detach() * mask).sum()
         out.ratios.update(_metric_ratios(batch, rows))
         return out
 
 
 class PolicyGradientObjective:
     """GRPO (group-normalised advantages) or RLOO (leave-one-out), clipped, with β·KL to the reference."""
+
+    rollout_needs_policy_forward = False  # advantages from scores alone (and the KL, when in the reward)
 
     def __init__(self, loss: GRPOLossConfig, kl: KLConfig, beta: Callable[[], float], group_size: int, temperature: float = 1.0):
         if loss.advantage == "rloo" and group_size < 2:
@@ -194,10 +203,11 @@ class PolicyGradientObjective:
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         mask = batch["action_mask"]
         logp, entropy, _ = response_outputs(model, batch["input_ids"], batch["attention_mask"], mask, self.temperature)
-        pg = clipped_surrogate(logp, batch["old_logp"], batch["advantages"], self.loss.clip, self.loss.clip_high)
-        kl_tokens = kl_estimate(logp, batch["ref_logp"], self.kl.estimator)
+        old_logp = batch["old_logp"] if "old_logp" in batch else logp.detach()  # on-policy: ratio exactly 1
+        pg = clipped_surrogate(logp, old_logp, batch["advantages"], self.loss.clip, self.loss.clip_high)
+        kl_tokens = kl_estimate(logp, batch["ref_logp"], self.kl.estimator) if "ref_logp" in batch else None
         per_token = pg.losses - self.loss.entropy_coef * entropy
-        if not self.kl.in_reward:
+        if kl_tokens is not None and not self.kl.in_reward:
             per_token = per_token + self.beta() * kl_tokens
         rows = mask.shape[0]
         lengths = mask.sum(dim=1)
@@ -214,8 +224,11 @@ class PolicyGradientObjective:
             "loss/policy": ((pg.losses.detach() * mask).sum(), tokens),
             "entropy": ((entropy.detach() * mask).sum(), tokens),
             "clip_fraction": ((pg.clipped * mask).sum(), tokens),
-            "kl/policy_ref_token": ((kl_tokens.detach() * mask).sum(), tokens),
-            "approx_kl_old": (((batch["old_logp"] - logp.detach()) * mask).sum(), tokens),
+            "approx_kl_old": (((old_logp - logp.detach()) * mask).sum(), tokens),
             **_metric_ratios(batch, rows),
         }
+        if kl_tokens is not None:
+            out.ratios["kl/policy_ref_token"] = ((kl_tokens.detach() * mask).sum(), tokens)
+        if "sampler_logp" in batch and self.temperature == 1.0:  # on-policy: the rollout's sampler check, here
+            out.ratios["sampler_logp_gap"] = (((batch["sampler_logp"] - logp.detach()).abs() * mask).sum(), tokens)
         return out

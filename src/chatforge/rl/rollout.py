@@ -8,7 +8,8 @@ current rollout batch is used up it makes a new one from the policy being traine
    run draws the same samples from the same weights), each group of one prompt's samples adjacent;
 3. scores from the proxy scorer (and its components, and the gold scorer, logged only);
 4. in inference mode: the old policy's per-token log-probs, entropies and (PPO) values, and the
-   reference's log-probs (a frozen copy, or the LoRA policy with its adapters off);
+   reference's log-probs (a frozen copy, or the LoRA policy with its adapters off); both skipped
+   where they are not needed (below);
 5. rewards and advantages by the objective (PPO: KL in the reward, GAE; GRPO: group-normalised;
    RLOO: leave-one-out), then the KL coefficient's update from the measured KL.
 
@@ -16,6 +17,18 @@ It then serves `epochs` passes over the rollout's rows, each in a seeded random 
 micro-batches of `micro_batch_size` rows; `micro_batch_size × grad_accum_steps` rows make one
 optimizer step (a PPO minibatch). The engine sums each micro-batch's token losses and divides by the
 count of the whole step, so a minibatch's update does not depend on how it is split.
+
+Skipped forwards. On-policy (`rl.config.skips_old_forward`: critic-free, `epochs` 1, the whole rollout
+batch one optimizer step, no KL needed at rollout time, `rollout.old_logp_forward=auto`) the old
+policy is the policy of the update's own forward, so the buffer holds no `old_logp` and the objective
+uses that forward's log-probs, detached: the ratio is exactly 1 (the old forward would give the same
+numbers up to float noise). What the old forward also gave is then taken elsewhere: the rollout's KL to
+the reference from the sampler's log-probs of the sampled tokens (the same quantity, T = 1 only), its
+entropy as the sampled tokens' mean −log p (an unbiased estimate, only where the samples are draws
+from the raw policy: T = 1, no filters or penalties), else NaN; the sampler check (`sampler_logp_gap`)
+moves into each training step's metrics. Without a reference (`kl.coef` 0, no adaptive KL:
+`rl.config.uses_reference`) no reference forward runs and the KL-to-reference numbers (`kl` of
+rollouts.jsonl, `kl/sequence`, `kl/policy_ref_token`, `eval/kl`) are NaN or absent, not 0.
 
 Resume: `state_dict()` holds the prompt position, the rollout index, the buffer itself (tensors)
 and the position in it, the KL coefficient, the reward normaliser's moments and the diagnostics
@@ -34,12 +47,21 @@ import torch
 
 from chatforge.errors import ChatforgeError, DataError
 from chatforge.losses.policy import kl_estimate
-from chatforge.rl.config import DiagnosticsConfig, KLConfig, PtxConfig, RewardConfig, RolloutConfig
+from chatforge.rl.config import (
+    DiagnosticsConfig,
+    KLConfig,
+    PtxConfig,
+    RewardConfig,
+    RolloutConfig,
+    skips_old_forward,
+    uses_reference,
+)
 from chatforge.rl.diagnostics import RolloutLog
 from chatforge.rl.kl import KLController
 from chatforge.scoring.combined import RunningMoments, whiten
 
-PER_TOKEN = ("old_logp", "ref_logp", "old_values", "advantages", "returns", "action_mask")
+# old_logp is absent on-policy, ref_logp without a reference, sampler_logp present only on-policy
+PER_TOKEN = ("old_logp", "ref_logp", "sampler_logp", "old_values", "advantages", "returns", "action_mask")
 PER_ROW = ("score", "gold", "kl", "length", "entropy")
 # per-rollout numbers every step of the rollout reports (metrics.jsonl): rollout/<name>
 ROLLOUT_METRICS = ("beta", "gen_tokens_per_s", "explained_variance", "groups_without_signal", "sampler_logp_gap")
@@ -121,6 +143,16 @@ class RolloutBatches:
         self.stats: dict[str, float] = {}
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._prompt_ids = {}
+        self.uses_reference = uses_reference(kl)
+        # PPO's objective needs the rollout forward for its critic's values: it says so
+        critic_free = not getattr(objective, "rollout_needs_policy_forward", True)
+        self.on_policy = skips_old_forward(rollout, kl, self.rows_per_step, critic_free)
+        if self.on_policy:
+            say("on-policy rollouts (1 epoch, one optimizer step per rollout batch): no old-policy forward, the old "
+                "log-probs are the training forward's, detached (rollout.old_logp_forward=always runs it)")
+        if not self.uses_reference:
+            say("kl.coef=0 and no adaptive KL: no reference model is kept or run; the KL to the reference "
+                "(kl/sequence, kl/policy_ref_token, eval/kl) is not measured")
 
     # ---- the engine's protocol -----------------------------------------------------------------
     def attach(self, model: torch.nn.Module) -> None:
@@ -167,6 +199,8 @@ class RolloutBatches:
 
     def reference_context(self):
         """(module, context) whose forward gives the reference's log-probs."""
+        if not self.uses_reference:
+            raise ChatforgeError("this run has no reference model (kl.coef=0, no adaptive KL)")
         if self.reference is not None:
             return self.reference, contextlib.nullcontext()
         policy = self.generator_model()
@@ -209,22 +243,46 @@ class RolloutBatches:
             action_mask[r, start - 1 : len(seq) - 1] = 1.0  # position t predicts token t + 1
             sampler_logp[r, start - 1 : len(seq) - 1] = torch.tensor(c.logprobs)
         old_logp, entropy, values, ref_logp = self._score_tokens(input_ids, attention_mask, action_mask)
-        # The sampler's raw log-probs against the training forward's: a gap means the samples did not come
-        # from the weights being trained (stale decoder weights, another backend, another precision).
-        sampler_gap = float(((sampler_logp - old_logp).abs() * action_mask).sum() / action_mask.sum().clamp(min=1))
-        kl_tokens = kl_estimate(old_logp, ref_logp, self.kl_cfg.estimator) * action_mask
+        tokens = action_mask.sum().clamp(min=1)
+        temperature = self.rollout.sampling.temperature or 1.0
+        if old_logp is not None:
+            # The sampler's raw log-probs against the training forward's: a gap means the samples did not come
+            # from the weights being trained (stale decoder weights, another backend, another precision).
+            sampler_gap = float(((sampler_logp - old_logp).abs() * action_mask).sum() / tokens)
+            policy_logp = old_logp
+        else:  # on-policy: the training step measures the gap; KL and entropy from the sampler (module docstring)
+            sampler_gap = float("nan")
+            policy_logp = sampler_logp if temperature == 1.0 else None
+            entropy = -sampler_logp * action_mask if _draws_from_policy(self.rollout.sampling) else None
+        kl_tokens = None
+        if policy_logp is not None and ref_logp is not None:
+            kl_tokens = kl_estimate(policy_logp, ref_logp, self.kl_cfg.estimator) * action_mask
+        # Only the old-policy forward's KL may enter a reward; where it is not taken β·KL is 0 in the reward
+        # (no reference, or an on-policy rollout, whose conditions exclude a KL in the reward)
+        reward_kl = kl_tokens if kl_tokens is not None and old_logp is not None else torch.zeros_like(action_mask)
         score = self._normalize(raw)
         beta = self.kl.value
-        advantages, returns, extra = self.objective.advantages(score, kl_tokens, values, action_mask, beta)
+        advantages, returns, extra = self.objective.advantages(score, reward_kl, values, action_mask, beta)
         lengths = action_mask.sum(dim=1)
-        kl_seq = kl_tokens.sum(dim=1)
-        mean_entropy = float((entropy * action_mask).sum() / action_mask.sum().clamp(min=1))
+        nan_rows = torch.full_like(raw, float("nan"))
+        kl_seq = kl_tokens.sum(dim=1) if kl_tokens is not None else nan_rows
+        mean_entropy = float((entropy * action_mask).sum() / tokens) if entropy is not None else float("nan")
         self.buffer = {
             "input_ids": input_ids, "attention_mask": attention_mask, "action_mask": action_mask,
-            "old_logp": old_logp, "ref_logp": ref_logp, "old_values": values if values is not None else torch.zeros_like(old_logp),
-            "advantages": advantages, "returns": returns,
-            "score": raw, "gold": gold, "kl": kl_seq, "length": lengths, "entropy": (entropy * action_mask).sum(1) / lengths.clamp(min=1),
+            "old_values": values if values is not None else torch.zeros_like(action_mask),
+            "advantages": advantages, "returns": returns, "score": raw, "gold": gold, "length": lengths,
         }
+        # absent, not NaN, in the micro-batches: a step metric of a quantity not measured is left out
+        if old_logp is not None:
+            self.buffer["old_logp"] = old_logp
+        else:
+            self.buffer["sampler_logp"] = sampler_logp
+        if ref_logp is not None:
+            self.buffer["ref_logp"] = ref_logp
+        if kl_tokens is not None:
+            self.buffer["kl"] = kl_seq
+        if entropy is not None:
+            self.buffer["entropy"] = (entropy * action_mask).sum(1) / lengths.clamp(min=1)
         for name, value in components.items():
             self.buffer[f"component/{name}"] = value
         self._check_finite()
@@ -262,7 +320,10 @@ class RolloutBatches:
 
     @torch.inference_mode()
     def _score_tokens(self, input_ids, attention_mask, action_mask):
-        """Old policy log-probs, entropies, values (PPO) and reference log-probs, in chunks."""
+        """Old policy log-probs, entropies, values (PPO) and reference log-probs, in chunks; None for
+        each part not taken (the old policy's on-policy, the reference's without one)."""
+        if self.on_policy and not self.uses_reference:
+            return None, None, None, None
         model = self.model
         was_training = model.training
         model.eval()
@@ -274,18 +335,21 @@ class RolloutBatches:
             for start in range(0, len(input_ids), size):
                 part = slice(start, start + size)
                 ids, mask, act = input_ids[part].to(device), attention_mask[part].to(device), action_mask[part].to(device)
-                logp, entropy, values = self.objective.forward(model, ids, mask, act, temperature)
-                ref_model, context = self.reference_context()
-                with context:
-                    ref_logp, _, _ = self.objective.reference_forward(ref_model, ids, mask, act, temperature)
-                chunks["logp"].append(logp.float().cpu())
-                chunks["entropy"].append(entropy.float().cpu())
-                chunks["values"].append(values.float().cpu() if values is not None else None)
-                chunks["ref"].append(ref_logp.float().cpu())
+                if not self.on_policy:
+                    logp, entropy, values = self.objective.forward(model, ids, mask, act, temperature)
+                    chunks["logp"].append(logp.float().cpu())
+                    chunks["entropy"].append(entropy.float().cpu())
+                    if values is not None:
+                        chunks["values"].append(values.float().cpu())
+                if self.uses_reference:
+                    ref_model, context = self.reference_context()
+                    with context:
+                        ref_logp, _, _ = self.objective.reference_forward(ref_model, ids, mask, act, temperature)
+                    chunks["ref"].append(ref_logp.float().cpu())
         finally:
             model.train(was_training)
-        values = None if chunks["values"][0] is None else torch.cat(chunks["values"])
-        return torch.cat(chunks["logp"]), torch.cat(chunks["entropy"]), values, torch.cat(chunks["ref"])
+        out = [torch.cat(chunks[k]) if chunks[k] else None for k in ("logp", "entropy", "values", "ref")]
+        return tuple(out)
 
     def _normalize(self, raw: torch.Tensor) -> torch.Tensor:
         cfg = self.reward_cfg
@@ -308,8 +372,8 @@ class RolloutBatches:
         return order
 
     def _check_finite(self) -> None:
-        for key in ("old_logp", "ref_logp", "old_values", "advantages", "returns", "score"):
-            if not torch.isfinite(self.buffer[key]).all():
+        for key in ("old_logp", "ref_logp", "sampler_logp", "old_values", "advantages", "returns", "score"):
+            if key in self.buffer and not torch.isfinite(self.buffer[key]).all():
                 raise ChatforgeError(
                     f"rollout {self.index}: {key} has NaN/Inf values (scores {self.buffer['score'].tolist()[:8]}...); "
                     "stopping before a broken update. Check the scorer, lower the learning rate or raise kl.coef"
@@ -321,7 +385,8 @@ class RolloutBatches:
         width = int(self.buffer["attention_mask"][index].sum(dim=1).max())
         out = {"input_ids": self.buffer["input_ids"][index, :width], "attention_mask": self.buffer["attention_mask"][index, :width]}
         for key in PER_TOKEN:
-            out[key] = self.buffer[key][index, : width - 1]
+            if key in self.buffer:
+                out[key] = self.buffer[key][index, : width - 1]
         for key, value in self.buffer.items():
             if key in PER_ROW or key.startswith("component/"):
                 out[f"row/{key}"] = value[index]
@@ -337,3 +402,13 @@ class RolloutBatches:
             # the engine divides every sum by the step's RL token count; this makes the ptx part γ × its own mean
             out["ptx_scale"] = torch.tensor(self.ptx.coef * step_tokens / max(ptx_tokens, 1.0))
         return out
+
+
+def _draws_from_policy(sampling) -> bool:
+    """Whether samples are draws from the policy's raw distribution, so that the mean −log p of the
+    sampled tokens estimates its entropy: temperature 1 and no filter or penalty."""
+    return (
+        sampling.temperature == 1.0 and sampling.top_k == 0 and sampling.top_p == 1.0 and sampling.min_p == 0.0
+        and sampling.presence_penalty == 0.0 and sampling.frequency_penalty == 0.0 and sampling.repetition_penalty == 1.0
+        and sampling.response_format == "text"
+    )

@@ -9,7 +9,7 @@ import json
 import torch
 
 from chatforge.errors import ConfigError
-from chatforge.rl.config import check_rows
+from chatforge.rl.config import check_rows, uses_reference
 
 
 def load_rl_prompts(ctx) -> tuple[list[dict], list[dict]]:
@@ -23,10 +23,13 @@ def load_rl_prompts(ctx) -> tuple[list[dict], list[dict]]:
 
 
 def frozen_reference(cfg, model: torch.nn.Module, device) -> torch.nn.Module | None:
-    """The reference policy: `cfg.reference` if given; None for LoRA (the base with adapters off);
-    else a frozen copy of the starting model. Eval mode, no gradients."""
+    """The reference policy: None when the run needs none (kl.coef = 0 and no adaptive KL: nothing is
+    loaded or copied, `RolloutBatches` runs no reference forward); `cfg.reference` if given; None for
+    LoRA (the base with adapters off); else a frozen copy of the starting model. Eval mode, no gradients."""
     from chatforge.models.build import load_pretrained
 
+    if not uses_reference(getattr(cfg, "kl", None)):
+        return None
     if cfg.reference is not None:
         reference = load_pretrained(cfg.reference).to(device)
     elif getattr(cfg, "mode", "full") == "lora":
@@ -89,7 +92,8 @@ def describe(ctx, name: str, train: list[dict], test: list[dict]) -> str:
         f"{cfg.rollout.samples_per_prompt} samples, {cfg.rollout.epochs} epoch(s) = {steps} optimizer steps per rollout | "
         f"{cfg.train.max_steps} steps (~{cfg.train.max_steps // max(steps, 1)} rollouts) | KL {cfg.kl.estimator} "
         f"{'in the reward' if cfg.kl.in_reward else 'as a loss'}, beta {cfg.kl.coef}"
-        f"{' (adaptive)' if cfg.kl.adaptive else ''} | {{trainable:,}} of {{total:,}} parameters trainable"
+        f"{' (adaptive)' if cfg.kl.adaptive else ''}{'' if uses_reference(cfg.kl) else ' (no reference model)'}"
+        f" | {{trainable:,}} of {{total:,}} parameters trainable"
     )
 
 
