@@ -62,10 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rest = argv[len(name.split()) :]
     try:
+        from chatforge.models.quiet import quiet_transformers_bars
+
         module = importlib.import_module(STAGES[name][0])
-        if hasattr(module, "main"):
-            return int(module.main(rest) or 0)
-        return run_config_stage(name, module, rest)
+        with quiet_transformers_bars():  # transformers' bar per model load or save; the stage's own bars stay
+            if hasattr(module, "main"):
+                return int(module.main(rest) or 0)
+            return run_config_stage(name, module, rest)
     except ChatforgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if os.environ.get("CHATFORGE_DEBUG"):

@@ -13,6 +13,7 @@ from chatforge.atomic_dir import check_complete
 from chatforge.config.base import StrictModel
 from chatforge.errors import ChatforgeError, ConfigError
 from chatforge.models.presets import PRESETS, hf_config
+from chatforge.models.quiet import quiet_transformers_bars
 
 
 class ModelConfig(StrictModel):
@@ -85,13 +86,14 @@ def load_pretrained(path: str | Path, cfg: ModelConfig | None = None) -> torch.n
     if not (path / "config.json").is_file():
         raise ChatforgeError(f"model directory {path} has no config.json (expected a Hugging Face model directory)")
     try:
-        return AutoModelForCausalLM.from_pretrained(
-            path,
-            dtype=torch.float32,
-            attn_implementation=cfg.attn_implementation if cfg else "sdpa",
-            trust_remote_code=cfg.trust_remote_code if cfg else False,
-            use_safetensors=None,
-        )
+        with quiet_transformers_bars():  # its "Loading weights" bar, once per load
+            return AutoModelForCausalLM.from_pretrained(
+                path,
+                dtype=torch.float32,
+                attn_implementation=cfg.attn_implementation if cfg else "sdpa",
+                trust_remote_code=cfg.trust_remote_code if cfg else False,
+                use_safetensors=None,
+            )
     except (OSError, ValueError) as exc:
         raise ChatforgeError(f"cannot load model from {path}: {str(exc).splitlines()[0]}") from None
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatforge.errors import ChatforgeError
+from chatforge.models.quiet import quiet_transformers_bars
 from chatforge.recipes.hashing import FileHasher, fingerprint
 from chatforge.recipes.plan import (
     CARD,
@@ -62,7 +63,7 @@ def run_recipe(path: str | Path, out: str | None = None, first: str | None = Non
     if dry_run:
         return RecipeResult(root, steps, None, chat)
     root.mkdir(parents=True, exist_ok=True)
-    with DirectoryLock(root):
+    with DirectoryLock(root), quiet_transformers_bars():  # no "Loading weights" bar per model load (52 in smoke)
         (root / "recipe.yaml").write_text(Path(path).read_text(encoding="utf-8"), encoding="utf-8")
         decide(steps, root, hasher, first, only)  # again under the lock: another run may have finished a stage
         todo = [s for s in steps if s.action in ("run", "rerun", "resume")]
@@ -75,7 +76,8 @@ def run_recipe(path: str | Path, out: str | None = None, first: str | None = Non
     if report:
         from chatforge.recipes.card.report import write_report
 
-        report_path = write_report(root, Path(path), recipe, steps)
+        with quiet_transformers_bars():
+            report_path = write_report(root, Path(path), recipe, steps)
         say(f"report card: {report_path} (and {report_path.with_suffix('.md')})")
     if chat:
         say(f"chat with the final model: chatforge serve {chat}   (then open http://127.0.0.1:8000/ in a browser)")
