@@ -26,7 +26,12 @@ then scores them with the same pure Python reward (`reward_of` below: the digits
 response's characters; the world's arithmetic prompts) and takes one clipped policy-gradient step
 (epsilon 0.2, one pass: `num_iterations=1` / `rollout.epochs=1`). With `--beta` > 0 both sides keep a
 frozen reference (TRL loads a second copy from the model directory, chatforge copies the policy) and
-run it over every rollout; with `--beta 0` TRL loads none and skips its forward.
+run it over every rollout; with `--beta 0` neither side loads one nor runs its forward (chatforge:
+`kl.coef=0` without adaptive KL). The old policy's forward: GRPO, used on-policy here (one pass, one
+optimizer step per rollout), skips it on both sides (TRL takes the detached current log-probs as the old
+ones, chatforge's `rollout.old_logp_forward=auto` the same); RLOO at `--beta` > 0 runs it on both sides
+(its KL in the reward needs the policy's log-probs at rollout time); at `--beta 0` chatforge's RLOO
+skips it too while TRL's `RLOOTrainer` still runs it.
 All: fp32 (`bf16=False`), no gradient checkpointing, fused AdamW (betas 0.9/0.999, eps 1e-8, no weight
 decay), constant LR 1e-5, clipping at 1.0, no accumulation, no evaluation, no checkpoint in the timed
 steps, no completion logging, metrics logged every step.
