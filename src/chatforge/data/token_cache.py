@@ -89,12 +89,30 @@ def render_chat(tokenizer, doc: Document) -> str:
     return tokenizer.apply_chat_template(doc.messages, tokenize=False)
 
 
-def _is_val(doc_index: int, val_fraction: float, seed: int) -> bool:
-    """Deterministic, order-stable held-out choice: a hash of (seed, document index)."""
-    if val_fraction <= 0:
-        return False
+def _val_draw(doc_index: int, seed: int) -> float:
+    """A uniform number in [0, 1) per (seed, document index): deterministic and order-stable; the
+    document is held out when it is below `val_fraction`."""
     digest = hashlib.blake2b(f"{seed}:{doc_index}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") / 2**64 < val_fraction
+    return int.from_bytes(digest, "little") / 2**64
+
+
+@dataclass
+class _Nearest:
+    """The training document whose draw came nearest to `val_fraction` (the lowest draw): the one held
+    out when the draws held out none. On a small source that happens often: 17 documents at 0.1 hold
+    none out with probability 0.9**17 = 17%, and with seed 0 the first index below 0.1 is 28."""
+
+    draw: float = 2.0
+    position: int = -1  # its place among the training documents
+    ids: list[int] | None = None
+    text: str = ""
+    source: str = ""
+    where: str = ""
+
+    def offer(self, draw: float, position: int, ids: list[int], text: str, doc: Document) -> None:
+        if draw < self.draw:
+            self.draw, self.position, self.ids, self.text = draw, position, list(ids), text
+            self.source, self.where = doc.source, doc.where
 
 
 def build_token_cache(
@@ -117,7 +135,7 @@ def build_token_cache(
         "val_fraction": val_fraction,
         "seed": seed,
         "max_doc_tokens": max_doc_tokens if long_documents == "truncate" else None,
-        "version": 1,
+        "version": 2,  # 2: a source of >= 2 documents holds at least one out when val_fraction > 0
     }
     key = hashlib.sha256(json.dumps(key_inputs, sort_keys=True).encode()).hexdigest()[:16]
     root = Path(cache_dir) / key
@@ -135,6 +153,7 @@ def build_token_cache(
     offsets = {"train": [0], "val": [0]}
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     eos = [tokenizer.eos_token_id]
+    nearest = _Nearest()
     started = time.time()
     # Documents longer than the model's context are expected here (windows split them later).
     tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
@@ -151,8 +170,10 @@ def build_token_cache(
             encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
             for doc, text, ids in zip(batch, texts, encoded):
                 index = counts["train_docs"] + counts["val_docs"]
-                split = "val" if _is_val(index, val_fraction, seed) else "train"
+                draw = _val_draw(index, seed)
+                split = "val" if val_fraction > 0 and draw < val_fraction else "train"
                 ids = with_bos_eos(ids, bos, eos)
+                truncated = False
                 if max_doc_tokens is not None and len(ids) > max_doc_tokens:
                     counts["long_documents"] += 1
                     if long_documents == "truncate" and split == "train":
@@ -160,6 +181,9 @@ def build_token_cache(
                         counts["truncated_tokens"] += dropped
                         rejects.add(doc.source, doc.where, "truncated", f"kept {max_doc_tokens} of {len(ids)} tokens")
                         ids = ids[: max_doc_tokens - 1] + eos
+                        truncated = True
+                if split == "train" and not truncated:  # a truncated one is logged as trained on: not a candidate
+                    nearest.offer(draw, counts["train_docs"], ids, text, doc)
                 np.asarray(ids, dtype=dtype).tofile(outputs[split])
                 counts[f"{split}_docs"] += 1
                 counts[f"{split}_tokens"] += len(ids)
@@ -179,6 +203,8 @@ def build_token_cache(
         shutil.rmtree(tmp, ignore_errors=True)
         names = ", ".join(s.path for s in sources)
         raise DataError(f"no usable training documents in {names} ({rejects.summary_line()})")
+    if val_fraction > 0 and counts["val_docs"] == 0 and counts["train_docs"] >= 2:
+        _hold_out_nearest(tmp, nearest, offsets, counts, dtype, log)
     for split in ("train", "val"):
         np.asarray(offsets[split], dtype=np.int64).tofile(tmp / f"{split}.idx")
     meta = {**counts, "dtype": np.dtype(dtype).name, "vocab_size": len(tokenizer), "key_inputs": key_inputs}
@@ -193,3 +219,31 @@ def build_token_cache(
         f"{counts['val_docs']:,} val docs ({counts['val_tokens']:,} tokens) in {secs:.1f}s -> {root}"
     )
     return TokenCache(root, json.loads((root / "meta.json").read_text()))
+
+
+def _hold_out_nearest(tmp: Path, nearest: _Nearest, offsets: dict, counts: dict, dtype, log) -> None:
+    """Move `nearest` from the training files to the (empty) held-out ones, so that `val_fraction > 0`
+    on a source of two or more documents always gives a validation loss to report."""
+    total = counts["train_docs"]
+    if nearest.ids is None:  # every training document was truncated: none is whole to hold out
+        log(f"token cache: warning: val_fraction held out none of {total} documents, and none is whole "
+            "(all truncated) to hold out instead; this source has no validation documents")
+        return
+    start, end = offsets["train"][nearest.position], offsets["train"][nearest.position + 1]
+    tokens = np.memmap(tmp / "train.bin", dtype=dtype, mode="r")  # rewritten without the document, not read whole
+    with open(tmp / "train.bin.new", "wb") as fh:
+        tokens[:start].tofile(fh)
+        tokens[end:].tofile(fh)
+    del tokens
+    os.replace(tmp / "train.bin.new", tmp / "train.bin")
+    size = end - start
+    offsets["train"] = offsets["train"][: nearest.position + 1] + [o - size for o in offsets["train"][nearest.position + 2 :]]
+    np.asarray(nearest.ids, dtype=dtype).tofile(tmp / "val.bin")
+    offsets["val"] = [0, len(nearest.ids)]
+    with open(tmp / "val.jsonl", "w", encoding="utf-8") as val_texts:
+        val_texts.write(json.dumps({"text": nearest.text, "source": nearest.source, "where": nearest.where}) + "\n")
+    counts["train_docs"] -= 1
+    counts["train_tokens"] -= size
+    counts |= {"val_docs": 1, "val_tokens": len(nearest.ids), "val_bytes": len(nearest.text.encode("utf-8"))}
+    log(f"token cache: val_fraction held out none of {total} documents; holding out {nearest.source} "
+        f"{nearest.where} instead (the one whose draw came nearest), so that validation is not empty")
