@@ -212,7 +212,7 @@ def test_response_format_json_object_is_constrained(client):
     ("chat", {"frequency_penalty": -2.01}, "frequency_penalty"),
     ("chat", {"repetition_penalty": 0}, "repetition_penalty"),
     ("chat", {"min_p": 1.5}, "min_p"),
-    ("chat", {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
+    ("chat", {"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format.json_schema.schema"),
     ("chat", {"response_format": {"type": "yaml"}}, "response_format.type"),
     ("chat", {"logprobs": 1}, "logprobs"),
     ("text", {"logprobs": 21}, "logprobs"),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -24,8 +24,15 @@ class SamplingConfig(StrictModel):
         1.0, gt=0.0, le=10.0, description="CTRL's: logits of tokens in the prompt or generated so far / it (positive) or x it (negative); 1 = off"
     )
     top_logprobs: int = Field(0, ge=0, le=20, description="record the log-probs of this many most likely tokens at every step (Completion.top_logprobs)")
-    response_format: Literal["text", "json_object"] = Field(
-        "text", description="json_object = constrained decoding: every sample is a prefix of a JSON object, a whole one when it stops"
+    response_format: Literal["text", "json_object", "json_schema"] = Field(
+        "text", description="json_object = constrained decoding: every sample is a prefix of a JSON object, a whole one when it stops; "
+        "json_schema = the same, valid against `json_schema`"
+    )
+    json_schema: dict[str, Any] | None = Field(
+        None, description="with response_format json_schema: the JSON Schema (the subset of sampling/json_schema.py)"
+    )
+    logit_bias: dict[int, float] = Field(
+        default_factory=dict, description="OpenAI's: token id -> bias in [-100, 100] added to its logit before sampling"
     )
     max_new_tokens: int = Field(256, ge=1, description="generated tokens per sample at most (finish_reason=length)")
     n: int = Field(1, ge=1, description="samples per prompt")
@@ -48,6 +55,15 @@ class SamplingConfig(StrictModel):
             raise ValueError("sampling.stop: an empty stop string would stop every sample at once")
         if any(i < 0 for i in self.stop_token_ids or []):
             raise ValueError("sampling.stop_token_ids: token ids are >= 0")
+        if (self.response_format == "json_schema") != (self.json_schema is not None):
+            raise ValueError("sampling.json_schema: give a schema exactly when response_format is json_schema")
+        if self.json_schema is not None:
+            from chatforge.sampling.json_schema import compile_schema
+
+            compile_schema(self.json_schema)  # SchemaError (a ValueError) names the keyword outside the subset
+        bad = next(((i, b) for i, b in self.logit_bias.items() if i < 0 or not -100.0 <= b <= 100.0), None)
+        if bad is not None:
+            raise ValueError(f"sampling.logit_bias: token {bad[0]} -> {bad[1]}: ids are >= 0, biases in [-100, 100]")
         return self
 
     @property

@@ -1,4 +1,5 @@
-"""`response_format: json_object`: constrained decoding to a JSON object, one token mask per step.
+"""`response_format: json_object` / `json_schema`: constrained decoding to a JSON object (valid against
+the schema, when there is one: json_schema.py), one token mask per step.
 
 For each sample the sampler keeps a `JsonPrefix` (json_prefix.py). Before a token is chosen, every
 token whose bytes the automaton refuses gets logit -inf; once the object has closed, only the stop
@@ -20,14 +21,17 @@ import torch
 
 from chatforge.errors import ChatforgeError
 from chatforge.sampling.json_prefix import JsonPrefix
+from chatforge.sampling.json_schema import JsonSchema
 from chatforge.sampling.token_text import TokenText
 
 MAX_CACHED_MASKS = 4096
 
 
 class JsonConstraint:
-    def __init__(self, tokenizer, vocab_size: int, stop_ids: list[int], device: torch.device | str = "cpu"):
+    def __init__(self, tokenizer, vocab_size: int, stop_ids: list[int], device: torch.device | str = "cpu",
+                 schema: JsonSchema | None = None):
         text = TokenText(tokenizer)
+        self.schema = schema  # None: any JSON object
         self.vocab_size, self.device = vocab_size, device
         self.stop_ids = [i for i in stop_ids if i < vocab_size]
         self.token_bytes: list[bytes | None] = [None] * vocab_size
@@ -40,6 +44,17 @@ class JsonConstraint:
                 self.token_bytes[i] = data
                 self.by_first_byte[data[0]].append(i)
         self._masks: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    def for_schema(self, schema: JsonSchema | None) -> JsonConstraint:
+        """The same vocabulary under another schema: the token bytes are shared, the mask cache is new."""
+        other = JsonConstraint.__new__(JsonConstraint)
+        other.__dict__.update(self.__dict__)
+        other.schema, other._masks = schema, OrderedDict()
+        return other
+
+    def start(self) -> JsonPrefix:
+        """A new sample's automaton, before its first byte."""
+        return JsonPrefix(self.schema)
 
     def mask(self, state: JsonPrefix) -> torch.Tensor:
         """(vocab,) bool: the tokens that may come next in `state`."""
@@ -61,7 +76,7 @@ class JsonConstraint:
                     if len(data) == 1 or after_first.copy().feed_all(data[1:]):
                         allowed[i] = True
         if not allowed.any():
-            raise ChatforgeError("response_format json_object: no token of this vocabulary can continue the JSON")
+            raise ChatforgeError("response_format json: no token of this vocabulary can continue the JSON")
         allowed = allowed.to(self.device)
         self._masks[key] = allowed
         if len(self._masks) > MAX_CACHED_MASKS:
@@ -72,4 +87,4 @@ class JsonConstraint:
         """Feed the chosen token (a stop id changes nothing: the sample ends)."""
         data = self.token_bytes[token_id] if token_id < self.vocab_size else None
         if data is not None and not state.feed_all(data):
-            raise ChatforgeError(f"response_format json_object: token {token_id} was chosen outside its mask")
+            raise ChatforgeError(f"response_format json: token {token_id} was chosen outside its mask")

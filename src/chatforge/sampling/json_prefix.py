@@ -1,10 +1,18 @@
-"""A byte-level pushdown automaton that accepts exactly the prefixes of a JSON object (RFC 8259).
+"""A byte-level pushdown automaton that accepts exactly the prefixes of a JSON object (RFC 8259),
+optionally one valid against a schema.
 
 `JsonPrefix.feed(byte)` advances it and returns False (leaving it unchanged) when the byte cannot
 continue any JSON object; `complete` is True once the top-level object has closed. The sampler's
 `response_format: json_object` decoding masks every token whose bytes the automaton refuses
 (`JsonConstraint`), so what it generates is always a prefix of a valid JSON object, and a whole one
 when the sample ends on a stop token.
+
+With a compiled schema (`JsonPrefix(compile_schema(...))`, json_schema.py; `response_format:
+json_schema` and forced tool calls) every value carries its schema node: a value may start only with
+a byte of an allowed type, an integer takes no fraction or exponent, an object's keys are its declared
+properties (each once, `}` only after the required ones), an array's length stays within
+minItems/maxItems, and an enum/const value or a declared key is spelled byte by byte as one of its
+candidates (CHOICE mode). Without a schema every value's node is "any": plain JSON mode.
 
 Deliberate narrowings, so a model cannot stall forever in a place no max_tokens user expects:
 whitespace outside strings comes in runs of at most `MAX_SPACE` bytes, numbers have at most
@@ -13,6 +21,8 @@ multi-byte UTF-8 characters included; a stray continuation byte decodes as U+FFF
 """
 
 from __future__ import annotations
+
+from chatforge.sampling.json_schema import ANY, JsonSchema, compile_schema
 
 MAX_SPACE = 16
 MAX_NUMBER = 32
@@ -24,16 +34,24 @@ _ESCAPES = frozenset(b'"\\/bfnrt')
 # Modes. VALUE: a value must start; OBJ_FIRST: after "{" (a key or "}"); KEY: a key string must start
 # (after ","); COLON: after a key; AFTER: after a value inside a container (",", "}" or "]");
 # ARR_FIRST: after "[" (a value or "]"); STRING/ESCAPE/UNICODE: inside a string; NUMBER: inside a
-# number (sub-state in `number`); LITERAL: inside true/false/null (rest in `literal`); DONE: finished.
-VALUE, OBJ_FIRST, KEY, COLON, AFTER, ARR_FIRST, STRING, ESCAPE, UNICODE, NUMBER, LITERAL, DONE, START = range(13)
+# number (sub-state in `number`); LITERAL: inside true/false/null (rest in `literal`); DONE: finished;
+# CHOICE: spelling one of a few fixed byte strings (a schema's declared key or enum value; `chosen`).
+VALUE, OBJ_FIRST, KEY, COLON, AFTER, ARR_FIRST, STRING, ESCAPE, UNICODE, NUMBER, LITERAL, DONE, START, CHOICE = range(14)
+
+OBJECT = compile_schema({"type": "object"})  # json_object mode: any object
 
 
 class JsonPrefix:
-    __slots__ = ("mode", "stack", "space", "number", "count", "literal", "key")
+    __slots__ = ("mode", "stack", "space", "number", "count", "literal", "key", "schema", "node", "chosen")
 
-    def __init__(self):
+    def __init__(self, schema: JsonSchema | None = None):
         self.mode = START  # only "{" (after optional whitespace) may open the top level
-        self.stack: list[int] = []  # open containers: ord("{") or ord("[")
+        # Open containers, innermost last: (ord("{") or ord("["), the container's schema node, and for an
+        # object the bit set of the declared properties written so far, for an array its items so far).
+        self.stack: list[tuple[int, int, int]] = []
+        self.schema = schema or OBJECT  # shared, never changed: not part of the state
+        self.node = self.schema.root  # schema node of the value being read or about to start
+        self.chosen = b""  # CHOICE: the bytes of the key or enum value spelled so far
         self.space = 0  # whitespace bytes in the current run
         self.number = ""  # the number's grammar state: "-", "0", "int", ".", "frac", "e", "esign", "exp"
         self.count = 0  # bytes of the current number, or hex digits of \\u
@@ -48,11 +66,13 @@ class JsonPrefix:
         other = JsonPrefix.__new__(JsonPrefix)
         other.mode, other.stack, other.space = self.mode, list(self.stack), self.space
         other.number, other.count, other.literal, other.key = self.number, self.count, self.literal, self.key
+        other.schema, other.node, other.chosen = self.schema, self.node, self.chosen
         return other
 
     def key_state(self) -> tuple:
-        """Everything `feed` reads: two states with equal keys accept the same byte strings."""
-        return (self.mode, tuple(self.stack), self.space, self.number, self.count, self.literal, self.key)
+        """Everything `feed` reads: two states with equal keys (same schema) accept the same byte strings."""
+        return (self.mode, tuple(self.stack), self.space, self.number, self.count, self.literal, self.key,
+                self.node, self.chosen)
 
     def feed_all(self, data: bytes) -> bool:
         """Feed every byte; False at the first refused one (the automaton is then mid-way: copy first)."""
@@ -60,6 +80,8 @@ class JsonPrefix:
 
     def feed(self, b: int) -> bool:
         mode = self.mode
+        if mode == CHOICE:
+            return self._choice_byte(b)
         if mode == STRING:
             if b == 0x22:  # closing quote
                 self._end_string()
@@ -103,16 +125,17 @@ class JsonPrefix:
             self.space += 1
             return True
         self.space = 0
-        if mode == START:
-            if b != ord("{"):
-                return False
-            self.stack.append(b)
-            self.mode = OBJ_FIRST
-            return True
+        if mode == START:  # the root's schema is an object (compile_schema): "{" or an enum's first byte
+            return self._start_value(b)
         if mode in (OBJ_FIRST, KEY):
             if b == 0x22:
-                self.mode, self.key = STRING, True
-                return True
+                if self._container().properties is None:  # any key
+                    self.mode, self.key = STRING, True
+                    return True
+                if not self._candidates(True):  # every declared property is written
+                    return False
+                self.mode, self.key, self.chosen = CHOICE, True, b""
+                return self._choice_byte(b)
             if b == ord("}") and mode == OBJ_FIRST:
                 return self._close(b)
             return False
@@ -123,41 +146,106 @@ class JsonPrefix:
             return True
         if mode == AFTER:
             if b == ord(","):
-                self.mode = KEY if self.stack[-1] == ord("{") else VALUE
+                bracket, node, written = self.stack[-1]
+                container = self.schema.node(node)
+                if bracket == ord("{"):
+                    if container.properties is not None and not self._candidates(True):
+                        return False
+                    self.mode = KEY
+                    return True
+                if container.max_items is not None and written >= container.max_items:
+                    return False
+                self.stack[-1] = (bracket, node, written + 1)
+                self.mode, self.node = VALUE, _item_node(container)
                 return True
             if b in (ord("}"), ord("]")):
                 return self._close(b)
             return False
-        if mode in (VALUE, ARR_FIRST):
-            if b == ord("]") and mode == ARR_FIRST:
-                return self._close(b)
+        if mode == VALUE:
             return self._start_value(b)
+        if mode == ARR_FIRST:
+            if b == ord("]"):
+                return self._close(b)
+            bracket, node, _ = self.stack[-1]
+            if self.schema.node(node).max_items == 0:
+                return False
+            self.stack[-1] = (bracket, node, 1)
+            if self._start_value(b):
+                return True
+            self.stack[-1] = (bracket, node, 0)
+            return False
         return False  # DONE: nothing may follow
 
     # -- helpers ------------------------------------------------------------------------------------
 
     def _start_value(self, b: int) -> bool:
-        if b == 0x22:
+        """Start a value of schema node `self.node` with byte `b`; False if no allowed value starts so."""
+        node = self.schema.node(self.node)
+        if node.literals is not None:  # enum/const: spell one of the values
+            if not any(lit[0] == b for lit in node.literals):
+                return False
+            self.mode, self.key, self.chosen = CHOICE, False, b""
+            return self._choice_byte(b)
+        if b == 0x22 and node.allows("string"):
             self.mode, self.key = STRING, False
-        elif b == ord("{"):
-            self.stack.append(b)
+        elif b == ord("{") and node.allows("object"):
+            self.stack.append((b, self.node, 0))
             self.mode = OBJ_FIRST
-        elif b == ord("["):
-            self.stack.append(b)
-            self.mode = ARR_FIRST
-        elif b == ord("-") or b in _DIGITS:
+            self.node = ANY  # until a key says which property's value comes
+        elif b == ord("[") and node.allows("array"):
+            self.stack.append((b, self.node, 0))
+            self.mode, self.node = ARR_FIRST, _item_node(node)
+        elif (b == ord("-") or b in _DIGITS) and (node.allows("number") or node.allows("integer")):
             self.mode, self.count = NUMBER, 1
             self.number = "-" if b == ord("-") else ("0" if b == ord("0") else "int")
-        elif b in b"tfn":
+        elif b in b"tf" and node.allows("boolean") or b == ord("n") and node.allows("null"):
             self.mode = LITERAL
             self.literal = {ord("t"): b"rue", ord("f"): b"alse", ord("n"): b"ull"}[b]
         else:
             return False
         return True
 
+    def _container(self):
+        return self.schema.node(self.stack[-1][1])
+
+    def _candidates(self, key: bool) -> list[bytes]:
+        """CHOICE's byte strings: the declared keys not yet written, or the value's enum/const values."""
+        if key:
+            _, node, written = self.stack[-1]
+            return [name for i, (name, _) in enumerate(self.schema.node(node).properties) if not written >> i & 1]
+        return list(self.schema.node(self.node).literals)
+
+    def _choice_byte(self, b: int) -> bool:
+        candidates = self._candidates(self.key)
+        longer = self.chosen + bytes([b])
+        if any(c.startswith(longer) for c in candidates):
+            self.chosen = longer
+            # Finished once it is a whole candidate that no other candidate extends (`1` of enum [1, 12] waits).
+            if longer in candidates and not any(len(c) > len(longer) and c.startswith(longer) for c in candidates):
+                self._end_choice()
+            return True
+        if self.chosen in candidates:  # a whole candidate that `b` cannot extend: `b` follows the value
+            self._end_choice()
+            return self.feed(b)
+        return False
+
+    def _end_choice(self) -> None:
+        chosen, self.chosen = self.chosen, b""
+        if not self.key:
+            self._end_value()
+            return
+        bracket, node, written = self.stack[-1]
+        for i, (name, value_node) in enumerate(self.schema.node(node).properties):
+            if name == chosen:
+                self.stack[-1] = (bracket, node, written | 1 << i)
+                self.mode, self.key, self.node = COLON, False, value_node
+                return
+
     def _number_byte(self, b: int) -> bool:
         """Advance the number's grammar by `b`; False if `b` cannot extend it (it may still end it)."""
         if self.count >= MAX_NUMBER:
+            return False
+        if b in b".eE" and self.schema.node(self.node).integer_only:
             return False
         state, digit = self.number, b in _DIGITS
         nxt = None
@@ -182,8 +270,8 @@ class JsonPrefix:
         return True
 
     def _end_string(self) -> None:
-        if self.key:
-            self.mode, self.key = COLON, False
+        if self.key:  # a key of an object without declared properties: its value may be anything
+            self.mode, self.key, self.node = COLON, False, ANY
         else:
             self._end_value()
 
@@ -192,8 +280,20 @@ class JsonPrefix:
         self.space = 0
 
     def _close(self, b: int) -> bool:
-        if (b == ord("}")) != (self.stack[-1] == ord("{")):
+        bracket, node, written = self.stack[-1]
+        if (b == ord("}")) != (bracket == ord("{")):
+            return False
+        container = self.schema.node(node)
+        if bracket == ord("{") and container.properties is not None:
+            names = [name for i, (name, _) in enumerate(container.properties) if written >> i & 1]
+            if not container.required.issubset(names):
+                return False
+        if bracket == ord("[") and written < container.min_items:
             return False
         self.stack.pop()
         self._end_value()
         return True
+
+
+def _item_node(array) -> int:
+    return array.items if array.items is not None else ANY

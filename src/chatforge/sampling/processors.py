@@ -8,7 +8,9 @@ The sampler applies them in this order before choosing a token (`Sampler._decode
    positive and multiplied by it when negative, so a penalty > 1 always makes it less likely.
 2. `presence_frequency_penalty` (OpenAI's formula): `logit[j] -= c[j] * frequency + (c[j] > 0) * presence`
    with `c[j]` the count of token j among the tokens generated so far (the prompt is not counted).
-3. temperature (`choose_tokens`), then `min_p_filter`: drop the tokens whose probability is below
+3. `add_logit_bias` (OpenAI's `logit_bias`: a fixed number added to chosen tokens' logits; +100
+   makes a token all but certain, -100 all but impossible).
+4. temperature (`choose_tokens`), then `min_p_filter`: drop the tokens whose probability is below
    `min_p` times the most likely token's (transformers' `MinPLogitsWarper`), then top-k and top-p.
 
 The log-probs the sampler reports are taken before any of these, from the model's raw distribution.
@@ -38,6 +40,24 @@ def presence_frequency_penalty(
         return logits_BV
     counts = counts_BV.to(logits_BV.dtype)
     return logits_BV - counts * frequency - (counts > 0).to(logits_BV.dtype) * presence
+
+
+def add_logit_bias(logits_BV: torch.Tensor, bias_V: torch.Tensor | None) -> torch.Tensor:
+    """`logits + bias` with `bias_V` a (vocab,) row from `bias_row` (None = no bias)."""
+    return logits_BV if bias_V is None else logits_BV + bias_V
+
+
+def bias_row(logit_bias: dict[int, float], vocab_size: int, device: torch.device | str = "cpu") -> torch.Tensor | None:
+    """The (vocab,) tensor of `logit_bias` (zeros elsewhere); None when empty. Ids past the model's
+    logits (a tokenizer larger than the embedding) are an error: such a token can never be chosen."""
+    if not logit_bias:
+        return None
+    too_big = [i for i in logit_bias if i >= vocab_size]
+    if too_big:
+        raise ValueError(f"logit_bias: token id {too_big[0]} is outside the model's {vocab_size} logits")
+    row = torch.zeros(vocab_size, device=device)
+    row[torch.tensor(list(logit_bias), device=device)] = torch.tensor(list(logit_bias.values()), device=device)
+    return row
 
 
 def min_p_filter(logits_BV: torch.Tensor, min_p: float) -> torch.Tensor:

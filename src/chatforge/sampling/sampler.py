@@ -33,11 +33,20 @@ from chatforge.sampling.completion import Completion, FinishReason, OnToken
 from chatforge.sampling.config import SamplingConfig
 from chatforge.sampling.fast_decode import FastDecoder, unsupported_reason
 from chatforge.sampling.json_constraint import JsonConstraint
-from chatforge.sampling.json_prefix import JsonPrefix
-from chatforge.sampling.processors import min_p_filter, presence_frequency_penalty, repetition_penalty
+from chatforge.sampling.json_schema import compile_schema
+from chatforge.sampling.processors import (
+    add_logit_bias,
+    bias_row,
+    min_p_filter,
+    presence_frequency_penalty,
+    repetition_penalty,
+)
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
+
+MAX_JSON_CONSTRAINTS = 64  # schemas whose token masks stay cached (each request may bring a new one)
+
 
 def chat_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> list[int]:
     """Token ids of `messages` under the tokenizer's chat template, ending with the assistant's turn opener."""
@@ -316,8 +325,9 @@ class Sampler:
             positions = positions.repeat_interleave(repeats, dim=0)
         next_pos = positions[:, -1:] + 1  # (B, 1)
         penalties = _Penalties.for_batch(cfg, [prompts[r // repeats] for r in range(n_rows)], logits_BV.shape[-1], device)
-        json_rule = self._json_constraint(logits_BV.shape[-1], stop_ids, device) if cfg.response_format == "json_object" else None
-        json_states = [JsonPrefix() for _ in range(n_rows)] if json_rule is not None else []
+        json_rule = self._json_constraint(logits_BV.shape[-1], stop_ids, device, cfg) if cfg.response_format != "text" else None
+        json_states = [json_rule.start() for _ in range(n_rows)] if json_rule is not None else []
+        bias_V = bias_row(cfg.logit_bias, logits_BV.shape[-1], device)
 
         stop_ids_t = torch.tensor(stop_ids, dtype=torch.long, device=device) if stop_ids else None
         stop_window = max((len(s) for s in cfg.stop), default=0) + 4  # tokens: each is at least one character
@@ -330,6 +340,7 @@ class Sampler:
         while True:
             # 2) choose the next token of every active row (after the penalties); record its raw log-prob
             processed_BV = penalties.apply(logits_BV) if penalties is not None else logits_BV
+            processed_BV = add_logit_bias(processed_BV, bias_V)
             if json_rule is not None:
                 allowed_BV = torch.stack([json_rule.mask(json_states[row]) for row in active])
                 processed_BV = processed_BV.masked_fill(~allowed_BV, float("-inf"))
@@ -388,10 +399,18 @@ class Sampler:
                     completion.top_logprobs = tops[row][: len(completion.token_ids)]
         return [c for c in done if c is not None]
 
-    def _json_constraint(self, vocab: int, stop_ids: list[int], device) -> JsonConstraint:
-        key = (vocab, tuple(stop_ids), str(device))
+    def _json_constraint(self, vocab: int, stop_ids: list[int], device, cfg: SamplingConfig) -> JsonConstraint:
+        schema = compile_schema(cfg.json_schema) if cfg.response_format == "json_schema" else None
+        key = (vocab, tuple(stop_ids), str(device), schema.key if schema is not None else None)
         if key not in self._json:
-            self._json[key] = JsonConstraint(self.tokenizer, vocab, stop_ids, device)
+            plain = key[:3] + (None,)
+            if plain not in self._json:
+                self._json[plain] = JsonConstraint(self.tokenizer, vocab, stop_ids, device)
+            # A schema's constraint shares the plain one's token bytes (one pass over the vocabulary).
+            self._json[key] = self._json[plain].for_schema(schema)
+            if len(self._json) > MAX_JSON_CONSTRAINTS:
+                oldest = next(k for k in self._json if k[3] is not None)
+                self._json.pop(oldest)
         return self._json[key]
 
     def _stepper(self, cfg: SamplingConfig, rows: int, capacity: int) -> _TransformersSteps | _FastSteps:

@@ -143,13 +143,24 @@ class Server:
             frequency_penalty=req.frequency_penalty or 0.0,
             repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
             top_logprobs=top_logprobs,
-            response_format="json_object" if req.response_format and req.response_format.type == "json_object" else "text",
+            response_format=req.response_format.type if req.response_format else "text",
+            json_schema=req.response_format.json_schema.schema_ if req.response_format and req.response_format.json_schema else None,
+            logit_bias=self.token_bias(req),
             max_new_tokens=max(max_tokens, 1),  # max_tokens 0 (echo only) decodes nothing: Job.generate
             n=n,
             stop=req.stop or [],
             seed=req.seed,
             max_batch_size=self.cfg.max_batch_rows,
         )
+
+    def token_bias(self, req) -> dict[int, float]:
+        bias = req.token_bias()
+        vocab = min(len(self.tokenizer), self.engine.model.config.vocab_size)
+        outside = next((i for i in bias if i >= vocab), None)
+        if outside is not None:
+            raise APIError(400, f"logit_bias: token id {outside} is outside the vocabulary [0, {vocab})",
+                           param="logit_bias", code="invalid_value")
+        return bias
 
     # -- prompts ----------------------------------------------------------------------------------
 

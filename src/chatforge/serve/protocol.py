@@ -2,6 +2,12 @@
 
 Request models forbid unknown fields, as the OpenAI API does ("Unrecognized request argument"), but
 accept the common fields other clients send with neutral values (`logit_bias: {}`, `user`, ...).
+`logit_bias` maps token ids (as strings, JSON's only keys) to biases in [-100, 100], at most
+`MAX_LOGIT_BIAS` of them; the ids are checked against the vocabulary when the request is served.
+`response_format: {"type": "json_schema", "json_schema": {"name", "schema", "strict"}}` is checked
+against the subset constrained decoding guarantees (sampling/json_schema.py) here, so a schema with
+an unsupported keyword is a 400 naming it. `tools`/`tool_choice` and tool messages are in tools.py.
+
 `top_k`, `min_p` and `repetition_penalty` are extensions (vLLM spells them the same way); the openai
 client sends them through `extra_body`.
 
@@ -20,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 
 MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 256
+MAX_LOGIT_BIAS = 300  # entries per request (OpenAI's documented limit is 300 too)
 
 # Integers are strict (JSON `true` is not 1) and bounded, so no request reaches the sampler or torch
 # with a value they cannot hold: a seed is a signed 64-bit integer, as `SamplingConfig` stores it.
@@ -29,6 +36,8 @@ Seed = Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)]
 Flag = Annotated[bool, Strict()]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 TopLogprobs = Annotated[int, Strict(), Field(ge=0, le=20)]
+Bias = Annotated[float, Field(ge=-100.0, le=100.0)]
+Name = Annotated[str, Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")]  # OpenAI's rule for schema and function names
 
 
 class APIError(Exception):
@@ -74,9 +83,36 @@ class ChatMessage(_Request):
         return {"role": "system" if self.role == "developer" else self.role, "content": content}
 
 
+class JsonSchemaFormat(_Request):
+    name: Name
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: Flag | None = None  # output always matches the schema, strict or not (docs/serving.md)
+
+
 class ResponseFormat(_Request):
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JsonSchemaFormat | None = None
+
+    def unsupported(self) -> tuple[str, str] | None:
+        if self.type != "json_schema":
+            return ("response_format.json_schema", "response_format.json_schema is given only with type json_schema") if self.json_schema else None
+        if self.json_schema is None:
+            return "response_format.json_schema", "response_format type json_schema needs json_schema: {\"name\", \"schema\"}"
+        if self.json_schema.schema_ is None:
+            return "response_format.json_schema.schema", "response_format.json_schema.schema is missing: the schema to constrain the output to"
+        return schema_problem(self.json_schema.schema_, "response_format.json_schema.schema")
+
+
+def schema_problem(schema: dict[str, Any], param: str) -> tuple[str, str] | None:
+    """(param, message) when `schema` is outside what constrained decoding guarantees, else None."""
+    from chatforge.sampling.json_schema import SchemaError, compile_schema
+
+    try:
+        compile_schema(schema)
+    except SchemaError as exc:
+        return (f"{param}.{exc.path}" if exc.path else param), (f"{param}.{exc}" if exc.path else f"{param}: {exc}")
+    return None
 
 
 class _Sampling(_Request):
@@ -97,8 +133,7 @@ class _Sampling(_Request):
     seed: Seed | None = None
     stream: Flag | None = False
     stream_options: StreamOptions | None = None
-    # Accepted only with its neutral value: the sampler has no logit bias.
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, Bias] | None = None
     user: str | None = None
 
     @field_validator("stop")
@@ -115,12 +150,20 @@ class _Sampling(_Request):
 
     def unsupported(self) -> tuple[str, str] | None:
         """(param, message) of the first field set to something this server cannot do, else None."""
-        if self.response_format is not None and self.response_format.type == "json_schema":
-            return ("response_format", "response_format json_schema is not supported by this server (its constrained "
-                    "decoding knows JSON objects, not schemas): use {\"type\": \"json_object\"}")
+        if self.response_format is not None:
+            problem = self.response_format.unsupported()
+            if problem is not None:
+                return problem
         if self.logit_bias:
-            return "logit_bias", "logit_bias is not supported by this server"
+            if len(self.logit_bias) > MAX_LOGIT_BIAS:
+                return "logit_bias", f"logit_bias has {len(self.logit_bias)} entries; at most {MAX_LOGIT_BIAS}"
+            bad = next((k for k in self.logit_bias if not (k.isascii() and k.isdigit() and len(k) <= 10)), None)
+            if bad is not None:
+                return "logit_bias", f"logit_bias keys are token ids (non-negative integers as strings), got {bad!r}"
         return None
+
+    def token_bias(self) -> dict[int, float]:
+        return {int(k): v for k, v in (self.logit_bias or {}).items()}
 
 
 class ChatCompletionRequest(_Sampling):

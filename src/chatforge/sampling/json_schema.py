@@ -1,0 +1,215 @@
+"""The part of JSON Schema that constrained decoding can guarantee, compiled to a table of nodes.
+
+`response_format: json_schema` and forced tool calls hand a schema to `compile_schema`; the JSON
+automaton (json_prefix.py) then reads the node of every value it is inside, so the bytes it accepts
+are exactly the prefixes of documents valid against the schema. The supported keywords:
+
+- `type`: a name or a list of names among object, array, string, number, integer, boolean, null
+  (no `type` = any JSON value; `properties` without `type` implies object).
+- objects: `properties`, `required` (every name must be a property), `additionalProperties` false or
+  true. Only declared properties are generated, each at most once, in any order; `}` is refused
+  until every required one is there. An object without `properties` takes any keys and values.
+- arrays: `items` (one schema), `minItems`, `maxItems`.
+- `enum` and `const`: the value is one of the listed JSON values, written compactly.
+- `$ref` to `#/$defs/NAME` or `#/definitions/NAME` (what pydantic emits for nested models), inlined;
+  a recursive reference is refused (the node table is finite).
+- annotations, ignored: title, description, default, examples, $schema, $id, $comment.
+
+Anything else (pattern, format, minimum, anyOf, additionalProperties as a schema, ...) is refused
+with `SchemaError` naming the keyword and where it is, so a client never gets output that silently
+ignores a constraint. The root must be an object (OpenAI's rule; a bare number would have no end).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
+ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema", "$id", "$comment"})
+KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
+                      "enum", "const", "$ref", "$defs", "definitions"}) | ANNOTATIONS
+MAX_NODES = 512  # a schema is part of a request: its size is bounded like the rest
+
+
+class SchemaError(ValueError):
+    """A schema outside the supported subset; `path` is where (e.g. `properties.city.pattern`)."""
+
+    def __init__(self, path: str, message: str):
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+
+
+@dataclass(frozen=True)
+class SchemaNode:
+    """One schema, as the automaton reads it. Child schemas are indices into `JsonSchema.nodes`."""
+
+    types: frozenset[str] | None = None  # None = any JSON value
+    properties: tuple[tuple[bytes, int], ...] | None = None  # (key as JSON bytes, node); None = any keys
+    required: frozenset[bytes] = frozenset()  # keys as JSON bytes
+    items: int | None = None  # node of every array item; None = any value
+    min_items: int = 0
+    max_items: int | None = None
+    literals: tuple[bytes, ...] | None = None  # enum/const values as compact JSON bytes
+
+    def allows(self, kind: str) -> bool:
+        return self.types is None or kind in self.types
+
+    @property
+    def integer_only(self) -> bool:
+        return self.types is not None and "integer" in self.types and "number" not in self.types
+
+
+ANY = 0  # the node index of "any JSON value" in every table
+
+
+class JsonSchema:
+    """The compiled node table; `root` is the document's node. Equal source schemas give equal `key`s."""
+
+    def __init__(self, nodes: list[SchemaNode], root: int, key: str):
+        self.nodes, self.root, self.key = nodes, root, key
+
+    def node(self, index: int) -> SchemaNode:
+        return self.nodes[index]
+
+
+def compile_schema(schema: Any) -> JsonSchema:
+    """The node table of `schema` (a dict), or `SchemaError` naming what is outside the subset."""
+    if not isinstance(schema, dict):
+        raise SchemaError("", f"a schema is a JSON object, got {type(schema).__name__}")
+    builder = _Builder(schema)
+    root = builder.build(schema, "", ())
+    if builder.nodes[root].types != frozenset({"object"}):
+        raise SchemaError("type", "the root schema must be {\"type\": \"object\", ...}")
+    return JsonSchema(builder.nodes, root, json.dumps(schema, sort_keys=True, separators=(",", ":")))
+
+
+def encode(value: Any) -> bytes:
+    """A JSON value's compact bytes: how an enum value or a key must be spelled by the model."""
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+class _Builder:
+    def __init__(self, document: dict):
+        self.document = document
+        self.nodes: list[SchemaNode] = [SchemaNode()]  # ANY
+
+    def add(self, node: SchemaNode) -> int:
+        if len(self.nodes) >= MAX_NODES:
+            raise SchemaError("", f"the schema has more than {MAX_NODES} sub-schemas")
+        self.nodes.append(node)
+        return len(self.nodes) - 1
+
+    def build(self, schema: Any, path: str, refs: tuple[str, ...]) -> int:
+        if schema is True or schema == {}:
+            return ANY
+        if not isinstance(schema, dict):
+            raise SchemaError(path, f"a schema is a JSON object, got {json.dumps(schema)[:40]}")
+        for keyword in schema:
+            if keyword not in KEYWORDS:
+                raise SchemaError(_join(path, keyword), f"unsupported keyword {keyword!r} (supported: "
+                                  "type, properties, required, additionalProperties, items, minItems, maxItems, enum, const, $ref)")
+        if ("$defs" in schema or "definitions" in schema) and path:
+            raise SchemaError(_join(path, "$defs"), "$defs are read at the root only")
+        if "$ref" in schema:
+            return self.ref(schema, path, refs)
+        types = self.types(schema, path)
+        literals = self.literals(schema, path, types)
+        properties, required = None, frozenset()
+        if "properties" in schema or "required" in schema:
+            if types is not None and "object" not in types:
+                raise SchemaError(_join(path, "properties"), "properties and required need type object")
+            types = types or frozenset({"object"})
+            properties, required = self.object(schema, path, refs)
+        extra = schema.get("additionalProperties", True)
+        if not isinstance(extra, bool):
+            raise SchemaError(_join(path, "additionalProperties"), "unsupported value: only true or false "
+                              "(a schema for extra properties is outside the subset)")
+        items, min_items, max_items = None, 0, None
+        if any(k in schema for k in ("items", "minItems", "maxItems")):
+            if types is not None and "array" not in types:
+                raise SchemaError(_join(path, "items"), "items, minItems and maxItems need type array")
+            items = self.build(schema["items"], _join(path, "items"), refs) if "items" in schema else None
+            min_items = _count(schema.get("minItems", 0), _join(path, "minItems"))
+            max_items = _count(schema["maxItems"], _join(path, "maxItems")) if "maxItems" in schema else None
+            if max_items is not None and max_items < min_items:
+                raise SchemaError(_join(path, "maxItems"), f"maxItems {max_items} < minItems {min_items}")
+        return self.add(SchemaNode(types, properties, required, items, min_items, max_items, literals))
+
+    def types(self, schema: dict, path: str) -> frozenset[str] | None:
+        if "type" not in schema:
+            return None
+        raw = schema["type"]
+        names = [raw] if isinstance(raw, str) else raw
+        if not isinstance(names, list) or not names or any(n not in TYPES for n in names):
+            raise SchemaError(_join(path, "type"), f"unsupported type {json.dumps(raw)} (one of {', '.join(TYPES)}, or a list of them)")
+        return frozenset(names)
+
+    def literals(self, schema: dict, path: str, types: frozenset[str] | None) -> tuple[bytes, ...] | None:
+        if "enum" in schema and "const" in schema:
+            raise SchemaError(_join(path, "const"), "give enum or const, not both")
+        if "const" in schema:
+            values, keyword = [schema["const"]], "const"
+        elif "enum" in schema:
+            values, keyword = schema["enum"], "enum"
+            if not isinstance(values, list) or not values:
+                raise SchemaError(_join(path, "enum"), "enum is a non-empty list of values")
+        else:
+            return None
+        kept = [v for v in values if types is None or _kind(v) in types or (_kind(v) == "integer" and "number" in types)]
+        if not kept:
+            raise SchemaError(_join(path, keyword), f"no {keyword} value has the schema's type {sorted(types or [])}")
+        return tuple(dict.fromkeys(encode(v) for v in kept))
+
+    def object(self, schema: dict, path: str, refs: tuple[str, ...]) -> tuple[tuple[tuple[bytes, int], ...], frozenset[bytes]]:
+        props = schema.get("properties", {})
+        if not isinstance(props, dict):
+            raise SchemaError(_join(path, "properties"), "properties maps names to schemas")
+        required = schema.get("required", [])
+        if not isinstance(required, list) or any(not isinstance(r, str) for r in required):
+            raise SchemaError(_join(path, "required"), "required is a list of property names")
+        missing = [r for r in required if r not in props]
+        if missing:
+            raise SchemaError(_join(path, "required"), f"{missing[0]!r} is required but not among the properties")
+        built = tuple((encode(name), self.build(sub, _join(path, f"properties.{name}"), refs)) for name, sub in props.items())
+        return built, frozenset(encode(r) for r in required)
+
+    def ref(self, schema: dict, path: str, refs: tuple[str, ...]) -> int:
+        target = schema["$ref"]
+        if set(schema) - ANNOTATIONS - {"$ref", "$defs", "definitions"}:
+            raise SchemaError(_join(path, "$ref"), "$ref with sibling keywords is outside the subset")
+        for prefix in ("#/$defs/", "#/definitions/"):
+            if isinstance(target, str) and target.startswith(prefix):
+                table = self.document.get(prefix[2:-1], {})
+                name = target[len(prefix):]
+                if name not in table:
+                    raise SchemaError(_join(path, "$ref"), f"{target!r} names no definition")
+                if target in refs:
+                    raise SchemaError(_join(path, "$ref"), f"{target!r} is recursive (outside the subset)")
+                return self.build(table[name], _join(path, "$ref"), (*refs, target))
+        raise SchemaError(_join(path, "$ref"), f"only local references #/$defs/NAME are supported, got {json.dumps(target)}")
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _count(value: Any, path: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise SchemaError(path, f"must be a non-negative integer, got {json.dumps(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"

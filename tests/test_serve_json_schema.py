@@ -1,0 +1,318 @@
+"""`response_format: json_schema`: the schema subset (sampling/json_schema.py), the JSON automaton under
+a schema against a small independent validator written here, the sampler's constrained decoding on a
+tiny random model (every finished sample parses and validates), and the server's request shape and 400s."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chatforge.sampling import Sampler, SamplingConfig
+from chatforge.sampling.json_prefix import JsonPrefix
+from chatforge.sampling.json_schema import SchemaError, compile_schema
+from tiny_models import make_tiny_model
+
+PERSON = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "age": {"type": "integer"},
+        "score": {"type": "number"},
+        "ok": {"type": "boolean"},
+        "kind": {"enum": ["cat", "dog", 12, 1]},
+        "tags": {"type": "array", "items": {"type": "string", "enum": ["a", "b"]}, "minItems": 1, "maxItems": 2},
+        "home": {"type": "object", "properties": {"city": {"type": "string"}, "zip": {"type": ["string", "null"]}},
+                 "required": ["city"], "additionalProperties": False},
+        "any": {},
+    },
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+
+
+def valid(value, schema: dict) -> bool:
+    """JSON Schema's meaning for the supported keywords, written out independently of the compiler."""
+    if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
+        return False
+    if "const" in schema and not _same(value, schema["const"]):
+        return False
+    types = schema.get("type")
+    if types is not None:
+        names = [types] if isinstance(types, str) else types
+        if not any(_is(value, t) for t in names):
+            return False
+    if isinstance(value, dict) and "properties" in schema:
+        props = schema["properties"]
+        if any(r not in value for r in schema.get("required", [])):
+            return False
+        if schema.get("additionalProperties", True) is False and any(k not in props for k in value):
+            return False
+        if any(k in props and not valid(v, props[k]) for k, v in value.items()):
+            return False
+    if isinstance(value, list):
+        if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
+            return False
+        if "items" in schema and not all(valid(v, schema["items"]) for v in value):
+            return False
+    return True
+
+
+def _is(value, name: str) -> bool:
+    return {
+        "object": isinstance(value, dict), "array": isinstance(value, list), "string": isinstance(value, str),
+        "null": value is None, "boolean": isinstance(value, bool),
+        "integer": isinstance(value, int) and not isinstance(value, bool),
+        "number": isinstance(value, (int, float)) and not isinstance(value, bool),
+    }[name]
+
+
+def _same(a, b) -> bool:
+    return type(a) is type(b) and a == b or (_is(a, "number") and _is(b, "number") and a == b)
+
+
+def accepts(schema: dict, text: str) -> JsonPrefix | None:
+    state = JsonPrefix(compile_schema(schema))
+    return state if state.feed_all(text.encode()) else None
+
+
+def complete(schema: dict, text: str) -> bool:
+    state = accepts(schema, text)
+    return state is not None and state.complete
+
+
+# -- the automaton under a schema, by hand ----------------------------------------------------------
+
+def test_hand_cases_accept_exactly_the_valid_documents():
+    for good in ['{"name":"Al","age":3}', '{ "age" : -10 , "name" : "" }',
+                 '{"age":0,"name":"x","tags":["a","b"],"home":{"city":"Y","zip":null},"ok":false,"score":-1.5e3}',
+                 '{"kind":12,"name":"x","age":1}', '{"kind":1,"name":"x","age":1}', '{"kind":"dog","name":"x","age":1}',
+                 '{"name":"x","age":1,"any":[1,{"q":null}]}']:
+        assert complete(PERSON, good), good
+        assert valid(json.loads(good), PERSON)
+    # (document, the prefix the automaton must still accept): the next byte is refused
+    for bad, ok_until in [
+        ('{"name":"Al"}', '{"name":"Al"'),  # age is required: no "}" yet
+        ('{"name":"x","age":1.5}', '{"name":"x","age":1'),  # integer: no fraction
+        ('{"name":"x","age":1e3}', '{"name":"x","age":1'),  # nor an exponent
+        ('{"nam":1}', '{"nam'),  # not a declared key
+        ('{"name":"x","name":"y"}', '{"name":"x",'),  # a key once: "name" is refused ...
+        ('{"name":"x","age":1,"tags":[]}', '{"name":"x","age":1,"tags":['),  # minItems 1
+        ('{"name":"x","age":1,"tags":["a","b","a"]}', '{"name":"x","age":1,"tags":["a","b"'),  # maxItems 2
+        ('{"name":"x","age":1,"tags":["c"]}', '{"name":"x","age":1,"tags":["'),  # enum
+        ('{"name":"x","age":1,"ok":1}', '{"name":"x","age":1,"ok":'),  # boolean
+        ('{"name":"x","age":1,"kind":2}', '{"name":"x","age":1,"kind":'),  # enum of numbers
+        ('{"name":"x","age":1,"kind":123}', '{"name":"x","age":1,"kind":12'),
+        ('{"name":"x","age":1,"home":{"zip":"1"}}', '{"name":"x","age":1,"home":{"zip":"1"'),  # city required
+        ('{"name":1,"age":1}', '{"name":'),  # string
+        ('["name"]', ''),  # the root is an object
+    ]:
+        assert bad.startswith(ok_until) and accepts(PERSON, ok_until) is not None, (bad, ok_until)
+        state = accepts(PERSON, ok_until)
+        assert not state.feed_all(bad[len(ok_until):].encode()), bad
+        assert not valid_text(bad), bad
+    # "name" is refused as a second key, but "age" is fine there
+    assert accepts(PERSON, '{"name":"x","na') is None and accepts(PERSON, '{"name":"x","ag') is not None
+
+
+def valid_text(text: str) -> bool:
+    try:
+        return valid(json.loads(text), PERSON)
+    except ValueError:
+        return False
+
+
+def test_enum_prefixes_and_unicode_keys():
+    schema = {"type": "object", "properties": {"\u00e9t\u00e9": {"const": "x"}, "n": {"enum": [1, 12, 123]}}, "required": ["n"]}
+    assert complete(schema, '{"n":1}') and complete(schema, '{"n":12}') and complete(schema, '{"n":123}')
+    assert accepts(schema, '{"n":1234') is None
+    # declared keys are spelled as json.dumps writes them (ASCII escapes), still the same key to a parser
+    assert complete(schema, '{"\\u00e9t\\u00e9":"x","n":1}')
+    assert json.loads('{"\\u00e9t\\u00e9":"x"}') == {"\u00e9t\u00e9": "x"}
+
+
+def test_refs_are_inlined_and_max_items_zero():
+    schema = {"$defs": {"Pt": {"type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}},
+              "type": "object", "properties": {"p": {"$ref": "#/$defs/Pt"}, "none": {"type": "array", "maxItems": 0}},
+              "required": ["p"]}
+    assert complete(schema, '{"p":{"x":-3},"none":[]}')
+    assert accepts(schema, '{"p":{"x":-3},"none":[1') is None
+    assert accepts(schema, '{"p":{}') is None
+
+
+@pytest.mark.parametrize(("schema", "path", "words"), [
+    ({"type": "object", "properties": {"a": {"type": "string", "pattern": "x+"}}}, "properties.a.pattern", "pattern"),
+    ({"type": "object", "properties": {"a": {"anyOf": [{"type": "string"}]}}}, "properties.a.anyOf", "anyOf"),
+    ({"type": "object", "additionalProperties": {"type": "string"}}, "additionalProperties", "only true or false"),
+    ({"type": "object", "properties": {"a": {}}, "required": ["b"]}, "required", "'b' is required"),
+    ({"type": "array"}, "type", "root schema must be"),
+    ({"type": "object", "properties": {"a": {"type": "date"}}}, "properties.a.type", "unsupported type"),
+    ({"type": "object", "properties": {"a": {"enum": []}}}, "properties.a.enum", "non-empty"),
+    ({"type": "object", "properties": {"a": {"type": "integer", "enum": ["x"]}}}, "properties.a.enum", "no enum value"),
+    ({"$defs": {"T": {"type": "object", "properties": {"t": {"$ref": "#/$defs/T"}}}}, "$ref": "#/$defs/T"},
+     "$ref.properties.t.$ref", "recursive"),
+    ({"type": "object", "properties": {"a": {"$ref": "http://x/y"}}}, "properties.a.$ref", "local references"),
+])
+def test_schemas_outside_the_subset_name_the_keyword(schema, path, words):
+    with pytest.raises(SchemaError) as info:
+        compile_schema(schema)
+    assert info.value.path == path and words in str(info.value)
+
+
+# -- the automaton against the validator on generated documents -----------------------------------------
+
+_name = st.text(max_size=4)
+_tag = st.sampled_from(["a", "b"])
+_person = st.fixed_dictionaries(
+    {"name": _name, "age": st.integers(-10**6, 10**6)},
+    optional={"score": st.floats(allow_nan=False, allow_infinity=False, width=32) | st.integers(-99, 99),
+              "ok": st.booleans(), "kind": st.sampled_from(["cat", "dog", 12, 1]),
+              "tags": st.lists(_tag, min_size=1, max_size=2),
+              "home": st.fixed_dictionaries({"city": _name}, optional={"zip": st.none() | _name}),
+              "any": st.none() | st.lists(st.integers(), max_size=2)},
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_person, st.sampled_from([None, 1]), st.booleans())
+def test_every_valid_document_is_accepted_whole(doc, indent, ascii_only):
+    text = json.dumps(doc, indent=indent, ensure_ascii=ascii_only)
+    assert valid(doc, PERSON)
+    assert complete(PERSON, text), text
+
+
+_ALPHABET = list('{}[]:,"-.0123456789eEtrufalsn') + ['"age"', '"tags"', '"kind":', "12", '"c"', '"x",']
+
+
+@settings(max_examples=400, deadline=None)
+@given(_person, st.lists(st.tuples(st.integers(0, 300), st.sampled_from(["del", "ins", "rep"]), st.sampled_from(_ALPHABET)),
+                         min_size=1, max_size=2))
+def test_complete_exactly_when_the_document_parses_and_validates(doc, edits):
+    text = json.dumps(doc, separators=(",", ":"))
+    for pos, op, piece in edits:
+        pos %= len(text) + 1
+        text = text[:pos] + ("" if op == "del" else piece) + text[pos + (op != "ins"):]
+    try:
+        parsed = json.loads(text)
+        expected = valid(parsed, PERSON) and text == text.strip() and len(set(_keys(text))) == len(_keys(text))
+    except ValueError:
+        expected = False
+    assert complete(PERSON, text) == expected, text
+
+
+def _keys(text: str) -> list[str]:
+    """The top-level object's keys in order, duplicates kept (json.loads keeps only the last)."""
+    pairs: list = []
+    json.loads(text, object_pairs_hook=lambda items: pairs.append([k for k, _ in items]) or dict(items))
+    return pairs[-1] if pairs else []
+
+
+# -- the sampler on a tiny random model ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sampler(tiny_tokenizer):
+    return Sampler(make_tiny_model(vocab_size=len(tiny_tokenizer), seed=5, max_position_embeddings=512), tiny_tokenizer)
+
+
+def test_random_model_outputs_validate_against_the_schema(sampler, tiny_tokenizer):
+    prompt = tiny_tokenizer("Describe a person:")["input_ids"]
+    # A random model likes whitespace (16 bytes may separate any two tokens): logit_bias bans the
+    # whitespace-only tokens so that several samples close their object within max_new_tokens.
+    spaces = {i: -100.0 for i in range(len(tiny_tokenizer)) if not tiny_tokenizer.decode([i]).strip()}
+    for bias, least in (({}, 0), (spaces, 3)):
+        cfg = SamplingConfig(temperature=1.0, seed=0, n=8, max_new_tokens=160, response_format="json_schema",
+                             json_schema=PERSON, stop_token_ids=[tiny_tokenizer.eos_token_id], logit_bias=bias)
+        samples = sampler.generate([prompt], cfg)[0]
+        finished = 0
+        for sample in samples:
+            assert accepts(PERSON, sample.text) is not None, sample.text  # cut by max_tokens: a prefix
+            if sample.finish_reason == "stop":
+                finished += 1
+                assert valid(json.loads(sample.text), PERSON), sample.text
+        assert finished >= least, [s.text for s in samples]
+
+
+# -- the server: OpenAI's request shape, the constrained answers, the 400s ---------------------------------
+
+openai = pytest.importorskip("openai")
+
+from chatforge.serve import ServeConfig  # noqa: E402
+from chatforge.serve.server import BackgroundServer, build  # noqa: E402
+from test_serve import assert_openai_error, post_raw  # noqa: E402
+from test_serve_openai_params import MESSAGES  # noqa: E402
+
+MAX_TOKENS = 85  # this random model spells most keys a byte per token (context: 128 positions)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_tokenizer):
+    """A tiny random chat model served on a free port: (url, Server)."""
+    model_dir = tmp_path_factory.mktemp("served")
+    make_tiny_model(vocab_size=384, seed=3, tie_word_embeddings=False).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    cfg = ServeConfig(model_dir=str(model_dir), model_name="tiny", max_tokens=MAX_TOKENS, max_n=4, log_level="warning")
+    app = build(cfg)
+    with BackgroundServer(app) as url:
+        yield url, app.state.server
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return openai.OpenAI(base_url=served[0] + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+# No free-text string: this random model's strings run on for hundreds of tokens (the sampler test
+# above has them, with room to finish).
+WEATHER = {"type": "object", "properties": {"city": {"enum": ["Oslo", "Lima"]}, "days": {"type": "integer"},
+                                            "unit": {"enum": ["C", "F"]}, "windy": {"type": "boolean"},
+                                            "hours": {"type": "array", "items": {"type": "integer"}, "maxItems": 2}},
+           "required": ["city", "days", "unit", "windy"], "additionalProperties": False}
+
+
+def test_served_answers_validate_against_the_schema(client, served):
+    tokenizer = served[1].tokenizer
+    spaces = {str(i): -100 for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()}
+    fmt = {"type": "json_schema", "json_schema": {"name": "weather", "schema": WEATHER, "strict": True}}
+    finished = 0
+    for seed in range(2):
+        reply = client.chat.completions.create(model="tiny", messages=MESSAGES, temperature=1.0, seed=seed, n=4,
+                                               max_tokens=MAX_TOKENS, response_format=fmt, logit_bias=spaces)
+        for choice in reply.choices:
+            assert accepts(WEATHER, choice.message.content) is not None, choice.message.content
+            if choice.finish_reason == "stop":
+                finished += 1
+                answer = json.loads(choice.message.content)
+                assert valid(answer, WEATHER) and {"city", "days", "unit", "windy"} <= set(answer), answer
+    assert finished >= 2
+    # streamed: the same text as the non-streamed answer for the same seed
+    streamed = client.chat.completions.create(model="tiny", messages=MESSAGES, temperature=1.0, seed=0, max_tokens=MAX_TOKENS,
+                                              response_format=fmt, logit_bias=spaces, stream=True)
+    whole = client.chat.completions.create(model="tiny", messages=MESSAGES, temperature=1.0, seed=0, max_tokens=MAX_TOKENS,
+                                           response_format=fmt, logit_bias=spaces)
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == whole.choices[0].message.content
+    # /v1/completions takes the same response_format (an extension, as vLLM's)
+    text = client.completions.create(model="tiny", prompt="Weather:", temperature=0, max_tokens=MAX_TOKENS,
+                                     extra_body={"response_format": fmt, "logit_bias": spaces})
+    assert accepts(WEATHER, text.choices[0].text) is not None
+
+
+@pytest.mark.parametrize(("fmt", "param", "words"), [
+    ({"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object", "properties": {"a": {"type": "string", "format": "date"}}}}},
+     "response_format.json_schema.schema.properties.a.format", "unsupported keyword 'format'"),
+    ({"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object", "oneOf": []}}},
+     "response_format.json_schema.schema.oneOf", "unsupported keyword 'oneOf'"),
+    ({"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "string"}}},
+     "response_format.json_schema.schema.type", "root schema must be"),
+    ({"type": "json_schema", "json_schema": {"name": "bad name!", "schema": WEATHER}}, "response_format.json_schema.name", "pattern"),
+    ({"type": "json_schema"}, "response_format.json_schema", "needs json_schema"),
+    ({"type": "json_object", "json_schema": {"name": "w", "schema": WEATHER}}, "response_format.json_schema", "only with type json_schema"),
+    ({"type": "json_schema", "json_schema": {"name": "w", "schema": WEATHER, "strict": "yes"}}, "response_format.json_schema.strict", "boolean"),
+])
+def test_bad_schemas_are_400s_naming_the_keyword(served, fmt, param, words):
+    body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 4, "response_format": fmt}
+    status, raw = post_raw(served[0] + "/v1/chat/completions", json.dumps(body).encode())
+    assert status == 400, raw
+    error = assert_openai_error(raw)
+    assert error["param"] == param and words in error["message"] and "response_format" in error["message"], error
