@@ -49,8 +49,41 @@ def test_ngram_overlap_flags_shared_13_grams_and_whole_short_items(tmp_path):
     held = tmp_path / "test.jsonl"
     held.write_text('{"id": "a", "text": "five six seven"}\n{"id": "b", "text": "shared system prompt"}\n{"id": "c", "text": "unrelated"}\n')
     result = ngram_overlap([train], {"test": held})
-    # the system prompt is not training content: only item a overlaps
-    assert result["sets"]["test"] == {"path": str(held), "items": 3, "overlapping": 1, "share": pytest.approx(1 / 3)}
+    # the system prompt is not training content: only item a overlaps (whole: its 3 of the set's 7 words)
+    assert result["sets"]["test"] == {"path": str(held), "items": 3, "overlapping": 1, "share": pytest.approx(1 / 3),
+                                      "mostly_overlapping": 1, "words_covered": pytest.approx(3 / 7)}
+
+
+def test_overlap_counts_items_mostly_made_of_training_text_apart_from_one_shared_phrase(tmp_path):
+    """An item of 39 words sharing one 14-word template line overlaps but is 14/39 training text; a
+    copied sentence is all training text."""
+    template = "the table below lists four people one per row name city pet and job"  # 14 words
+    facts = "alice lives in paris and keeps a cat while bob lives in rome and keeps a dog"  # 17 words
+    fresh = " ".join(f"w{i}" for i in range(25))
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"text": f"{template} {facts}"}) + "\n")
+    held = tmp_path / "valid.jsonl"
+    held.write_text(
+        json.dumps({"text": f"{fresh} {template}"}) + "\n"  # 39 words, the template's 14 shared
+        + json.dumps({"text": facts}) + "\n"  # 17 of 17 words shared
+        + json.dumps({"text": f"the table below lists four people one per row {fresh}"}) + "\n"  # 9 + 25 words, no 13-gram
+    )
+    sets = ngram_overlap([train], {"valid": held})["sets"]["valid"]
+    assert (sets["items"], sets["overlapping"], sets["mostly_overlapping"]) == (3, 2, 1)
+    assert sets["words_covered"] == pytest.approx((14 + 17) / (39 + 17 + 34))
+
+
+def test_record_metadata_is_not_text(tmp_path):
+    """`style: table` in front of 12 shared template words made a 13-gram of them (the world's valid
+    tables matched training tables so); the text alone shares 12 words, no 13-gram."""
+    twelve = "the table below lists four people one per row name city pet"
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"id": "t1", "world": "a", "style": "table", "text": f"{twelve} alpha beta"}) + "\n")
+    held = tmp_path / "valid.jsonl"
+    held.write_text(json.dumps({"id": "v1", "world": "a", "style": "table", "text": f"{twelve} gamma delta"}) + "\n")
+    assert ngram_overlap([train], {"valid": held})["sets"]["valid"]["overlapping"] == 0
+    held.write_text(json.dumps({"id": "v1", "world": "a", "style": "table", "text": f"x {twelve} alpha"}) + "\n")
+    assert ngram_overlap([train], {"valid": held})["sets"]["valid"]["overlapping"] == 1  # 13 words of text: found
 
 
 def test_parse_lock_reads_pinned_lines():
@@ -120,7 +153,8 @@ def report_data(tmp_path: Path) -> dict:
                                     "gpus": [], "platform": "linux", "python": "3.11", "torch": "2.13.0"},
                        "inputs": [{"file": "recipe.yaml", "sha256": "f" * 64, "used_by": "the recipe"}]},
         "decontamination": {"provisional": True, "method": "word 13-gram overlap (provisional)", "train_files": ["a.jsonl"],
-                            "sets": {"instructions": {"items": 10, "overlapping": 1, "share": 0.1}}},
+                            "mostly": 0.5, "sets": {"instructions": {"items": 10, "overlapping": 1, "share": 0.1,
+                                                                     "mostly_overlapping": 0, "words_covered": 0.04}}},
     }
 
 
@@ -133,6 +167,8 @@ def test_report_html_is_self_contained_and_markdown_has_the_table(tmp_path):
     md = to_markdown(data)
     assert "| exact match (all) | 0.000 ± 0.000 | 0.250 ± 0.030 | 0.300 ± 0.040 | +0.250 ± 0.030 | +0.050 ± 0.050 |" in md
     assert "| sft | sft | done (2 attempts) | 1 min 15 s | 1,234 | 600 MiB | - | 10 | final train loss 1.23 |" in md
+    assert "| eval items overlapping | share | items ≥ 50% in shared n-grams | words in shared n-grams |" in md
+    assert "| instructions | 10 | 1 | 10.0% | 0 | 4.0% |" in md
 
 
 @pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed (apt-get install chromium)")

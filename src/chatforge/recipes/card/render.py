@@ -101,14 +101,27 @@ def _decontam_md(dec: dict | None) -> str:
         return "No training data or eval sets to compare."
     head = ("Provisional: " if dec.get("provisional") else "") + f"{dec.get('method', '')}; training files: " + \
         ", ".join(f"`{f}`" for f in dec.get("train_files", []))
-    rows = [[name, str(s["items"]), str(s["overlapping"]), f"{s['share']:.1%}"] for name, s in dec.get("sets", {}).items()]
-    return head + "\n\n" + _md_table(_decontam_header(dec), rows)
+    return head + "\n\n" + _md_table(_decontam_header(dec), _decontam_rows(dec))
 
 
 def _decontam_header(dec: dict) -> list[str]:
-    """The provisional check counts eval items; `chatforge clean` counts training documents."""
+    """The provisional check counts eval items; `chatforge clean` counts training documents. The
+    provisional check also counts the items mostly made of training text (decontam.py says why)."""
     unit = dec.get("unit", "eval items")
-    return ["eval set", f"{unit} checked", f"{unit} overlapping", "share"]
+    header = ["eval set", f"{unit} checked", f"{unit} overlapping", "share"]
+    if "mostly" in dec:
+        header += [f"items ≥ {dec['mostly']:.0%} in shared n-grams", "words in shared n-grams"]
+    return header
+
+
+def _decontam_rows(dec: dict) -> list[list[str]]:
+    rows = []
+    for name, s in dec.get("sets", {}).items():
+        row = [name, str(s["items"]), str(s["overlapping"]), f"{s['share']:.1%}"]
+        if "mostly" in dec:
+            row += [str(s.get("mostly_overlapping", "-")), f"{s['words_covered']:.1%}" if "words_covered" in s else "-"]
+        rows.append(row)
+    return rows
 
 
 def _provenance_md(p: dict) -> str:
@@ -212,8 +225,7 @@ def to_html(data: dict) -> str:
         kind = "<span class='badge warn'>provisional</span> " if dec.get("provisional") else ""
         parts.append(f"<p class=note>{kind}{e(dec.get('method', ''))}; training files: "
                      + ", ".join(f"<code>{e(f)}</code>" for f in dec.get("train_files", [])) + "</p>")
-        rows = [[n, str(s["items"]), str(s["overlapping"]), f"{s['share']:.1%}"] for n, s in dec.get("sets", {}).items()]
-        parts.append(_html_table(_decontam_header(dec), rows, "decontamination"))
+        parts.append(_html_table(_decontam_header(dec), _decontam_rows(dec), "decontamination"))
     else:
         parts.append("<p class=note>No training data or eval sets to compare.</p>")
     p = data["provenance"]
