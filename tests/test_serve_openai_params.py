@@ -207,7 +207,6 @@ def test_response_format_json_object_is_constrained(client):
 @pytest.mark.parametrize(("endpoint", "fields", "param"), [
     ("chat", {"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
     ("chat", {"top_logprobs": 2}, "top_logprobs"),
-    ("chat", {"logprobs": True, "stream": True}, "logprobs"),
     ("chat", {"presence_penalty": 2.5}, "presence_penalty"),
     ("chat", {"frequency_penalty": -2.01}, "frequency_penalty"),
     ("chat", {"repetition_penalty": 0}, "repetition_penalty"),
@@ -218,7 +217,6 @@ def test_response_format_json_object_is_constrained(client):
     ("text", {"logprobs": 21}, "logprobs"),
     ("text", {"max_tokens": 0}, "max_tokens"),
     ("text", {"echo": True, "stream": True}, "echo"),
-    ("text", {"logprobs": 1, "stream": True}, "logprobs"),
     ("text", {"min_p": -0.1}, "min_p"),
 ])
 def test_bad_values_are_400s_naming_the_field(served, endpoint, fields, param):

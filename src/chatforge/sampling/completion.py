@@ -29,6 +29,7 @@ class Completion:
     top_logprobs: list[list[tuple[int, float]]] | None = None
 
 
-# on_token(prompt index, sample index, the sample's token ids so far, its Completion once it ended):
-# called by `Sampler.generate` after each decoding step (a stream is fed from it).
-OnToken = Callable[[int, int, list[int], "Completion | None"], None]
+# on_token(prompt index, sample index, the sample's token ids so far, its Completion once it ended,
+# the raw log-probs of those tokens, their top_logprobs alternatives or None): called by
+# `Sampler.generate` after each decoding step (a stream, and its log-probs, are fed from it).
+OnToken = Callable[[int, int, list[int], "Completion | None", list[float], "list[list[tuple[int, float]]] | None"], None]

@@ -219,8 +219,9 @@ class Sampler:
         tokenizer's special tokens (bos where it adds one); chat prompts come from `chat_prompt`.
         `should_stop()`, asked before each decoding step, ends every sample where it is (finish
         reason "length") when it returns True: the server's callers have all gone. `on_token(prompt
-        index, sample index, the sample's token ids so far, its Completion once it ended)` is called
-        after every decoding step for every sample that took a step: what a stream is fed from."""
+        index, sample index, the sample's token ids so far, its Completion once it ended, their raw log-probs, their
+        top_logprobs or None)` is called after every decoding step for every sample that took a step:
+        what a stream is fed from."""
         cfg = cfg or SamplingConfig()
         if not prompts:
             return []
@@ -234,7 +235,8 @@ class Sampler:
             results = self._vllm.generate(prompt_ids, cfg, stop_ids)
             for samples in results if on_token is not None else []:  # vLLM returns whole samples
                 for index, completion in enumerate(samples):
-                    on_token(completion.prompt_index, index, completion.token_ids, completion)
+                    on_token(completion.prompt_index, index, completion.token_ids, completion, completion.logprobs,
+                             completion.top_logprobs)
             return results
 
         limit = max_positions(self.model)
@@ -373,7 +375,8 @@ class Sampler:
                 else:
                     done[row] = finished
                 if on_token is not None:
-                    on_token(row_prompt[row], row_sample[row], tokens[row], finished)
+                    on_token(row_prompt[row], row_sample[row], tokens[row], finished, logps[row],
+                             tops[row] if cfg.top_logprobs else None)
             if not keep:
                 break
             if should_stop is not None and should_stop():
@@ -381,7 +384,8 @@ class Sampler:
                     row = active[b]
                     done[row] = self._completion(row_prompt[row], tokens[row], logps[row], "length", None)
                     if on_token is not None:
-                        on_token(row_prompt[row], row_sample[row], tokens[row], done[row])
+                        on_token(row_prompt[row], row_sample[row], tokens[row], done[row], logps[row],
+                                 tops[row] if cfg.top_logprobs else None)
                 break
             # 3) drop finished rows, then one forward over the new tokens of the rest
             if len(keep) < len(active):

@@ -28,7 +28,12 @@ from chatforge.sampling.token_text import TokenText
 from chatforge.serve.chat_page import chat_page
 from chatforge.serve.config import ServeConfig
 from chatforge.serve.engine import Job, JobResult, ModelWorker
-from chatforge.serve.logprob_objects import chat_logprobs, completion_logprobs
+from chatforge.serve.logprob_objects import (
+    chat_entries,
+    chat_logprobs,
+    completion_chunk_logprobs,
+    completion_logprobs,
+)
 from chatforge.serve.metrics import CONTENT_TYPE, Metrics, MetricsMiddleware
 from chatforge.serve.protocol import (
     APIError,
@@ -258,7 +263,7 @@ class Server:
         prompt_tokens = sum(len(p) for p in prompts)
         if job.stream:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            body = self._sse(kind, job, rid, prompt_tokens, include_usage)
+            body = self._sse(kind, job, rid, prompt_tokens, include_usage, want_logprobs)
             return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         try:
             results = await _result_unless_client_leaves(request, job)
@@ -291,15 +296,28 @@ class Server:
                 choices.append((prompt_text + c.text, c.finish_reason, logprobs))
         return choices
 
-    async def _sse(self, kind: str, job: Job, rid: str, prompt_tokens: int, include_usage: bool) -> AsyncIterator[str]:
+    async def _sse(
+        self, kind: str, job: Job, rid: str, prompt_tokens: int, include_usage: bool, want_logprobs: bool = False
+    ) -> AsyncIterator[str]:
         created = now()
+        streamed_ids: dict[int, list[int]] = {}  # per choice, the tokens already sent (completions' text_offset)
 
-        def chunk(index: int, text: str | None, finish: str | None, role: bool = False) -> str:
+        def logprobs_of(index: int, tokens: list) -> dict | None:
+            if not want_logprobs or not tokens:
+                return None
+            if kind == "chat":
+                return {"content": chat_entries(self.token_text, tokens), "refusal": None}
+            earlier = streamed_ids.setdefault(index, [])
+            out = completion_chunk_logprobs(self.token_text, tokens, earlier)
+            earlier += [t[0] for t in tokens]
+            return out
+
+        def chunk(index: int, text: str | None, finish: str | None, role: bool = False, logprobs: dict | None = None) -> str:
             if kind == "chat":
                 delta = {"role": "assistant", "content": ""} if role else ({"content": text} if text else {})
-                data = chat_chunk(rid, created, self.model_name, index, delta, finish)
+                data = chat_chunk(rid, created, self.model_name, index, delta, finish, logprobs)
             else:
-                data = completion_chunk(rid, created, self.model_name, index, text or "", finish)
+                data = completion_chunk(rid, created, self.model_name, index, text or "", finish, logprobs)
             return f"data: {json.dumps(data)}\n\n"
 
         try:
@@ -309,9 +327,10 @@ class Server:
             while True:
                 event = await job.events.get()
                 if event[0] == "delta":
-                    _, index, text, finish = event
-                    if text:
-                        yield chunk(index, text, None)
+                    _, index, text, finish, tokens = event
+                    logprobs = logprobs_of(index, tokens)
+                    if text or logprobs is not None:
+                        yield chunk(index, text, None, logprobs=logprobs)
                     if finish is not None:
                         yield chunk(index, None, finish)
                 elif event[0] == "done":

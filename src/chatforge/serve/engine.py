@@ -51,7 +51,7 @@ class Job:
     stream: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future | None = None  # non-stream: list (per prompt) of list (n) of Completion
-    events: asyncio.Queue | None = None  # stream: ("delta", choice, text, finish) ... ("done", results) | ("error", exc)
+    events: asyncio.Queue | None = None  # stream: ("delta", choice, text, finish, tokens) ... ("done", results) | ("error", exc)
     cancelled: threading.Event = field(default_factory=threading.Event)
     echo_top: int | None = None  # score the prompts too, with this many alternatives per token; None = no
     generate: bool = True  # False: `max_tokens: 0`, only the prompts' log-probs (with echo)
@@ -211,10 +211,10 @@ class ModelWorker:
                 if job.cancelled.is_set():
                     break
 
-                def on_delta(i: int, text: str, finish: str | None, offset: int = p * n) -> None:
-                    job.send_event("delta", offset + i, text, finish)
+                def on_delta(i: int, text: str, finish: str | None, tokens: list, offset: int = p * n) -> None:
+                    job.send_event("delta", offset + i, text, finish, tokens)
 
-                results.append(self.decoder.generate(prompt, job.cfg, on_delta, job.cancelled.is_set))
+                results.append(self.decoder.generate(prompt, job.cfg, on_delta, job.cancelled.is_set, with_tokens=True))
         except Exception as exc:
             logger.exception("streamed generation failed")
             job.resolve(error=exc)

@@ -20,15 +20,39 @@ def shown_tokens(completion: Completion) -> int:
     return len(completion.token_ids) - (1 if isinstance(completion.stop_reason, int) else 0)
 
 
-def chat_logprobs(text: TokenText, completion: Completion) -> dict[str, Any]:
-    """`{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}], "refusal": None}`."""
+def shown(completion: Completion) -> list[tuple[int, float, list[tuple[int, float]]]]:
+    """(id, raw log-prob, top alternatives) of each token the answer shows: what a stream sends too."""
+    return [(completion.token_ids[t], completion.logprobs[t], completion.top_logprobs[t] if completion.top_logprobs else [])
+            for t in range(shown_tokens(completion))]
+
+
+def chat_entries(text: TokenText, tokens: list[tuple[int, float, list[tuple[int, float]]]]) -> list[dict[str, Any]]:
+    """`[{"token", "logprob", "bytes", "top_logprobs": [{"token", "logprob", "bytes"}]}]`, one per token."""
     content = []
-    for t in range(shown_tokens(completion)):
-        entry = text.entry(completion.token_ids[t], completion.logprobs[t])
-        alternatives = completion.top_logprobs[t] if completion.top_logprobs else []
+    for token_id, logprob, alternatives in tokens:
+        entry = text.entry(token_id, logprob)
         entry["top_logprobs"] = [text.entry(i, lp) for i, lp in alternatives]
         content.append(entry)
-    return {"content": content, "refusal": None}
+    return content
+
+
+def chat_logprobs(text: TokenText, completion: Completion) -> dict[str, Any]:
+    """`{"content": [{"token", "logprob", "bytes", "top_logprobs": [...]}], "refusal": None}`."""
+    return {"content": chat_entries(text, shown(completion)), "refusal": None}
+
+
+def completion_chunk_logprobs(
+    text: TokenText, tokens: list[tuple[int, float, list[tuple[int, float]]]], earlier_ids: list[int]
+) -> dict[str, Any]:
+    """A streamed `text_completion` chunk's logprobs: its tokens, with `text_offset` counted from the
+    start of the choice's text (after `earlier_ids`, the tokens of the chunks before it)."""
+    ids = [token_id for token_id, _, _ in tokens]
+    return {
+        "tokens": [text.string_of(i) for i in ids],
+        "token_logprobs": [lp for _, lp, _ in tokens],
+        "top_logprobs": [_top_dict(text, alt, i, lp) for i, lp, alt in tokens],
+        "text_offset": [len(text.tokenizer.decode(earlier_ids + ids[:j], skip_special_tokens=True)) for j in range(len(ids))],
+    }
 
 
 def char_offsets(tokenizer, ids: list[int], start: int = 0) -> list[int]:

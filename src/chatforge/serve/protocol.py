@@ -175,8 +175,6 @@ class ChatCompletionRequest(_Sampling):
     def unsupported(self) -> tuple[str, str] | None:
         if self.top_logprobs is not None and not self.logprobs:
             return "top_logprobs", "top_logprobs needs logprobs: true"
-        if self.logprobs and self.stream:
-            return "logprobs", "logprobs with stream: true is not supported by this server (ask without stream)"
         return super().unsupported()
 
 
@@ -192,9 +190,8 @@ class CompletionRequest(_Sampling):
     def unsupported(self) -> tuple[str, str] | None:
         if self.max_tokens == 0 and not self.echo:
             return "max_tokens", "max_tokens 0 generates nothing; it is allowed only with echo: true (to score the prompt)"
-        if self.stream and (self.echo or self.logprobs is not None):
-            return ("echo" if self.echo else "logprobs",
-                    "echo and logprobs with stream: true are not supported by this server (ask without stream)")
+        if self.stream and self.echo:
+            return "echo", "echo with stream: true is not supported by this server (ask without stream)"
         if self.suffix:
             return "suffix", "suffix is not supported by this server"
         if self.best_of not in (None, 1, self.n or 1):
@@ -255,12 +252,14 @@ def completion_response(rid: str, model: str, choices: list[tuple[str, str, dict
             "usage": usage_}
 
 
-def chat_chunk(rid: str, created: int, model: str, index: int, delta: dict[str, str], finish: str | None) -> dict:
+def chat_chunk(rid: str, created: int, model: str, index: int, delta: dict[str, Any], finish: str | None,
+               logprobs: dict | None = None) -> dict:
     return {"id": rid, "object": "chat.completion.chunk", "created": created, "model": model,
             "system_fingerprint": None,
-            "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            "choices": [{"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}]}
 
 
-def completion_chunk(rid: str, created: int, model: str, index: int, text: str, finish: str | None) -> dict:
+def completion_chunk(rid: str, created: int, model: str, index: int, text: str, finish: str | None,
+                     logprobs: dict | None = None) -> dict:
     return {"id": rid, "object": "text_completion", "created": created, "model": model,
-            "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}]}
+            "choices": [{"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish}]}

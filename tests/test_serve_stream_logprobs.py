@@ -1,0 +1,100 @@
+"""Streamed log-probs: with `stream: true` and `logprobs`, every SSE chunk carries its tokens' log-probs
+in OpenAI's chunk shape, and the chunks' log-probs put end to end equal the non-streamed answer's
+(greedy and seeded, with top alternatives, a stop string holding text back, n > 1; chat and completions)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+
+openai = pytest.importorskip("openai")
+
+from chatforge.serve import ServeConfig  # noqa: E402
+from chatforge.serve.server import BackgroundServer, build  # noqa: E402
+from test_serve_openai_params import MESSAGES  # noqa: E402
+from tiny_models import make_tiny_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_tokenizer):
+    model_dir = tmp_path_factory.mktemp("served_stream")
+    make_tiny_model(vocab_size=384, seed=3, tie_word_embeddings=False).save_pretrained(model_dir)
+    tiny_tokenizer.save_pretrained(model_dir)
+    app = build(ServeConfig(model_dir=str(model_dir), model_name="tiny", max_tokens=48, max_n=4, log_level="warning"))
+    with BackgroundServer(app) as url:
+        yield url, app.state.server
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    return openai.OpenAI(base_url=served[0] + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+def sse(url: str, body: dict) -> list[dict]:
+    """The `data:` objects of a streamed response, in order ([DONE] dropped)."""
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        lines = response.read().decode().splitlines()
+    return [json.loads(line[6:]) for line in lines if line.startswith("data: ") and line != "data: [DONE]"]
+
+
+def _entry(item) -> tuple:
+    return (item.token, round(item.logprob, 5), tuple(item.bytes or []),
+            tuple((a.token, round(a.logprob, 5)) for a in item.top_logprobs))
+
+
+@pytest.mark.parametrize("settings", [
+    {"temperature": 0},
+    {"temperature": 0, "stop": ["e"]},  # text held back at every "e" until the next token says
+    {"temperature": 1.0, "seed": 4, "n": 2},
+])
+def test_chat_stream_logprobs_equal_the_non_streamed(client, settings):
+    kwargs = dict(model="tiny", messages=MESSAGES, max_tokens=24, logprobs=True, top_logprobs=2, **settings)
+    whole = client.chat.completions.create(**kwargs)
+    chunks = list(client.chat.completions.create(stream=True, **kwargs))
+    for choice in whole.choices:
+        streamed = [item for c in chunks for ch in c.choices if ch.index == choice.index and ch.logprobs
+                    for item in ch.logprobs.content]
+        assert [_entry(i) for i in streamed] == [_entry(i) for i in choice.logprobs.content]
+        assert len(streamed) > 0
+        text = "".join(ch.delta.content or "" for c in chunks for ch in c.choices if ch.index == choice.index)
+        assert text == choice.message.content
+
+
+def test_each_chat_chunk_carries_the_tokens_of_its_text(served):
+    url = served[0] + "/v1/chat/completions"
+    chunks = sse(url, {"model": "tiny", "messages": MESSAGES, "max_tokens": 16, "temperature": 0, "stream": True,
+                       "logprobs": True})
+    with_text = [c["choices"][0] for c in chunks if c["choices"][0]["delta"].get("content")]
+    assert len(with_text) >= 8
+    for choice in with_text:
+        content = choice["logprobs"]["content"]
+        assert choice["logprobs"]["refusal"] is None and content
+        # no top alternatives asked: empty lists, as OpenAI sends
+        assert all(item["top_logprobs"] == [] for item in content)
+        # the chunk's tokens spell its text (this tokenizer's tokens here are whole characters)
+        spelled = b"".join(bytes(item["bytes"]) for item in content).decode(errors="replace")
+        assert spelled == choice["delta"]["content"] or "\ufffd" in spelled
+
+
+@pytest.mark.parametrize("settings", [{"temperature": 0}, {"temperature": 0, "stop": [" t"]}, {"temperature": 1.0, "seed": 2, "n": 2}])
+def test_completion_stream_logprobs_equal_the_non_streamed(client, settings):
+    kwargs = dict(model="tiny", prompt="The hills are", max_tokens=20, logprobs=3, **settings)
+    whole = client.completions.create(**kwargs)
+    chunks = list(client.completions.create(stream=True, **kwargs))
+    for choice in whole.choices:
+        parts = [ch.logprobs for c in chunks for ch in c.choices if ch.index == choice.index and ch.logprobs]
+        assert parts
+        assert sum((p.tokens for p in parts), []) == choice.logprobs.tokens
+        assert sum((p.token_logprobs for p in parts), []) == pytest.approx(choice.logprobs.token_logprobs, abs=1e-5)
+        assert [list(d) for p in parts for d in p.top_logprobs] == [list(d) for d in choice.logprobs.top_logprobs]
+        assert sum((p.text_offset for p in parts), []) == choice.logprobs.text_offset
+        text = "".join(ch.text for c in chunks for ch in c.choices if ch.index == choice.index)
+        assert text == choice.text
+
+
+def test_logprobs_off_keep_chunks_without_them(served):
+    chunks = sse(served[0] + "/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": 6, "temperature": 0, "stream": True})
+    assert chunks and all(c["choices"][0]["logprobs"] is None for c in chunks)
