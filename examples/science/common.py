@@ -43,12 +43,12 @@ def setup() -> None:
                         f"sources=[{sources}]"], check=True, cwd=ROOT, env=env())
 
 
-def pretrain(out: Path, *overrides: str, config: Path = BASE) -> dict:
+def pretrain(out: Path, *overrides: str, config: Path = BASE, tokenizer: Path = TOKENIZER) -> dict:
     """`chatforge pretrain config overrides...` into `out` (skipped when out/report/summary.json exists)."""
     summary = out / "report" / "summary.json"
     if not summary.is_file() and not _wait_for_other(out, summary):
         out.parent.mkdir(parents=True, exist_ok=True)
-        args = [*CLI, "pretrain", str(config), f"out={out}", f"tokenizer={TOKENIZER}", *overrides]
+        args = [*CLI, "pretrain", str(config), f"out={out}", f"tokenizer={tokenizer}", *overrides]
         with open(out.parent / f"{out.name}.log", "w") as log:
             log.write(" ".join(args) + "\n")
             log.flush()
@@ -116,12 +116,13 @@ def world(path: str) -> str:
     return str(WORLD / path)
 
 
-def write_table(path: Path, header: list[str], rows: list[list[str]], title: str = "") -> str:
+def write_table(path: Path, header: list[str], rows: list[list[str]], title: str = "", echo: bool = True) -> str:
     lines = ([f"{title}", ""] if title else []) + [
         "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *["| " + " | ".join(r) + " |" for r in rows]
     ]
     text = "\n".join(lines) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    print(text)
+    if echo:
+        print(text)
     return text
