@@ -229,3 +229,27 @@ def test_the_command_line_runs_reports_and_rejects_two_flags(tmp_path, capsys):
     assert "| a | world write | done |" in md and "## Provenance" in md
     assert main(["run", str(path), "--from", "a", "--only", "b"]) == 2
     assert "give --from or --only, not both" in capsys.readouterr().err
+
+
+def test_the_closing_lines_offer_the_last_model_the_run_made_not_the_one_that_existed_before(tmp_path, monkeypatch):
+    """gpu_hf's card starts with the machine's own model (`base`, there before the run) and ends with
+    models the run makes: the chat model is chosen after the stages ran (it was `base` before)."""
+    import chatforge.recipes.runner as runner
+
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+
+    def fake_run_step(step, steps, hasher, counter, say=print):  # the world stage "makes" a model; the card measures nothing
+        if step.name == "a":
+            (step.dir / "m").mkdir(parents=True)
+            (step.dir / "m" / "config.json").write_text("{}")
+
+    monkeypatch.setattr(runner, "run_step", fake_run_step)
+    recipe = {"stages": {"a": {"stage": "world write", "config": {"size": "tiny"}}},
+              "card": {"models": {"base": str(base), "tuned": "${a.dir}/m"}}}
+    lines: list[str] = []
+    result = run_recipe(write(tmp_path, recipe), out=str(tmp_path / "out"), report=False, say=lines.append)
+    made = tmp_path / "out" / "a" / "m"
+    assert result.chat_model == str(made)
+    assert f"chat with the final model: chatforge serve {made}   (then open http://127.0.0.1:8000/ in a browser)" in lines

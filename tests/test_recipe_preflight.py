@@ -290,3 +290,19 @@ def test_chatforge_eval_reports_a_task_rule_before_it_loads_any_model(tmp_path):
     with pytest.raises(ConfigError, match=r"^tasks\[0\]\.ks: \[1, 2\] has k above n=1"):
         run_suite(cfg, progress=lambda *_: None)
     assert not (tmp_path / "eval.json").exists()
+
+
+def test_gpu_hf_plans_on_cpu_with_a_real_tiny_model_directory(tmp_path, monkeypatch, base_dir):
+    """recipes/gpu_hf.yaml with a real (tiny) Hugging Face chat model in CHATFORGE_HF_MODEL: every
+    check passes on a CPU machine, so a GPU machine only has to run it. The model is the machine's
+    own (no stage makes it) and is read by sft, eval and the card."""
+    from chatforge.models.build import load_pretrained
+
+    assert load_pretrained(base_dir).config.model_type == "llama"  # the stand-in is a model, not a shape
+    monkeypatch.setenv("CHATFORGE_HF_MODEL", str(base_dir))
+    lines: list[str] = []
+    result = run_recipe(REPO / "recipes" / "gpu_hf.yaml", out=str(tmp_path / "gpu_hf"), dry_run=True, say=lines.append)
+    plan = lines[0]
+    assert [s.name for s in result.steps] == ["world", "sft", "rm", "dpo", "bon", "rest", "eval", "card"]
+    assert all(s.action == "run" for s in result.steps) and not (tmp_path / "gpu_hf").exists()
+    assert f"        model = {base_dir}\n" in plan and f"        models[0] = {base_dir}\n" in plan  # no "(from STAGE)"

@@ -59,9 +59,8 @@ def run_recipe(path: str | Path, out: str | None = None, first: str | None = Non
     decide(steps, root, hasher, first, only)
     preflight(steps, str(path))  # each stage's cheap checks of what it will read, before any of them runs
     say(format_plan(steps, root, name, inputs=dry_run))
-    chat = chat_model(recipe, steps)
     if dry_run:
-        return RecipeResult(root, steps, None, chat)
+        return RecipeResult(root, steps, None, chat_model(recipe, steps))
     root.mkdir(parents=True, exist_ok=True)
     with DirectoryLock(root), quiet_transformers_bars():  # no "Loading weights" bar per model load (52 in smoke)
         (root / "recipe.yaml").write_text(Path(path).read_text(encoding="utf-8"), encoding="utf-8")
@@ -72,6 +71,7 @@ def run_recipe(path: str | Path, out: str | None = None, first: str | None = Non
             run_step(step, steps, hasher, f"[{number}/{len(todo)}]", say)
         hasher.save()
     say(f"recipe {name}: {len(todo)} of {len(steps)} steps ran in {_duration(time.perf_counter() - started)}")
+    chat = chat_model(recipe, steps)  # now that the stages ran: before, only a model from outside existed
     report_path = None
     if report:
         from chatforge.recipes.card.report import write_report
