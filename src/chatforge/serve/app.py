@@ -25,6 +25,7 @@ from starlette.routing import Route
 from chatforge.data.safe_json import JsonRejected, decode_json
 from chatforge.sampling import SamplingConfig, max_positions
 from chatforge.sampling.token_text import TokenText
+from chatforge.serve import tools
 from chatforge.serve.chat_page import chat_page
 from chatforge.serve.config import ServeConfig
 from chatforge.serve.engine import Job, JobResult, ModelWorker
@@ -173,8 +174,12 @@ class Server:
         if not getattr(self.tokenizer, "chat_template", None):
             raise APIError(400, "this model's tokenizer has no chat template; use /v1/completions", param="messages")
         messages = [m.as_template_message() for m in req.messages]
+        functions = tools.tool_dicts(req)
+        if (functions or any("tool_calls" in m for m in messages)) and not tools.template_knows_tools(self.tokenizer.chat_template):
+            messages, functions = tools.fallback_messages(messages, functions), None
         try:
-            ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+            ids = self.tokenizer.apply_chat_template(messages, tools=functions, add_generation_prompt=True, tokenize=True,
+                                                     return_dict=False)
         except Exception as exc:  # jinja raises for conversations the template refuses
             raise APIError(400, f"the chat template cannot render these messages: {exc}", param="messages") from None
         return list(ids)
@@ -240,9 +245,43 @@ class Server:
         req = parse_request(ChatCompletionRequest, await self.read_json(request))
         self.check_model(req.model)
         ids = self.chat_prompt_ids(req)
+        calling = tools.mode(req)
+        if calling == "forced":  # the answer starts inside the call (serve/tools.py)
+            ids = ids + self.tokenizer(tools.MARKER, add_special_tokens=False)["input_ids"]
         max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         cfg = self.sampling_config(req, max_tokens, [len(ids)])
-        return await self._generate(request, "chat", req, [ids], cfg, bool(req.logprobs))
+        if calling == "none":
+            return await self._generate(request, "chat", req, [ids], cfg, bool(req.logprobs))
+        return await self._generate_tool_answer(request, req, ids, cfg, calling)
+
+    async def _generate_tool_answer(self, request: Request, req: ChatCompletionRequest, prompt: list[int],
+                                    cfg: SamplingConfig, calling: str) -> Response:
+        """A chat answer that may call tools: decoded whole (serve/tools.py), then sent as JSON or SSE."""
+
+        def logprobs(completion) -> dict | None:
+            return chat_logprobs(self.token_text, completion) if req.logprobs else None
+
+        async def decode(ids: list[int], settings: SamplingConfig) -> list:
+            job = Job.create([ids], settings, stream=False)
+            self.engine.submit(job)
+            return (await self._result(request, job)).completions[0]
+
+        if calling == "forced":
+            choices, generated = await tools.forced_choices(req, prompt, cfg, decode, logprobs)
+        else:
+            choices, generated = [], 0
+            for completion in await decode(prompt, cfg):
+                generated += len(completion.token_ids)
+                content, calls = tools.parse_calls(completion.text, req)
+                choices.append((content, "tool_calls" if calls else completion.finish_reason, logprobs(completion), calls or None))
+        self.metrics.tokens(len(prompt), generated)
+        used = usage(len(prompt), generated)
+        rid = new_id("chatcmpl")
+        if req.stream:
+            include_usage = bool(req.stream_options and req.stream_options.include_usage)
+            body = tools.sse_replay(rid, self.model_name, choices, used if include_usage else None)
+            return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+        return JSONResponse(chat_response(rid, self.model_name, choices, used))
 
     async def completions(self, request: Request) -> Response:
         self.check_auth(request)
@@ -265,15 +304,7 @@ class Server:
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
             body = self._sse(kind, job, rid, prompt_tokens, include_usage, want_logprobs)
             return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        try:
-            results = await _result_unless_client_leaves(request, job)
-        except asyncio.CancelledError:
-            job.cancelled.set()
-            raise
-        except APIError:
-            raise
-        except Exception as exc:
-            raise generation_error(exc) from None
+        results = await self._result(request, job)
         generated = sum(len(c.token_ids) for per_prompt in results.completions for c in per_prompt)
         self.metrics.tokens(prompt_tokens, generated)
         used = usage(prompt_tokens, generated)
@@ -282,6 +313,18 @@ class Server:
                        for per_prompt in results.completions for c in per_prompt]
             return JSONResponse(chat_response(rid, self.model_name, choices, used))
         return JSONResponse(completion_response(rid, self.model_name, self._text_choices(results, prompts, echo, want_logprobs), used))
+
+    async def _result(self, request: Request, job: Job) -> JobResult:
+        """A non-streamed job's result; a generation failure is a 500, a client that left cancels it."""
+        try:
+            return await _result_unless_client_leaves(request, job)
+        except asyncio.CancelledError:
+            job.cancelled.set()
+            raise
+        except APIError:
+            raise
+        except Exception as exc:
+            raise generation_error(exc) from None
 
     def _text_choices(self, results: JobResult, prompts: list[list[int]], echo: bool, want_logprobs: bool) -> list[tuple]:
         """(text, finish_reason, logprobs) per choice; an echoed prompt's text is its tokens decoded."""

@@ -18,6 +18,7 @@ Log-probs follow OpenAI's two shapes: chat `choices[i].logprobs = {"content": [{
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Annotated, Any, Literal
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 MAX_STOP_STRINGS = 4
 MAX_STOP_CHARS = 256
 MAX_LOGIT_BIAS = 300  # entries per request (OpenAI's documented limit is 300 too)
+MAX_TOOLS = 128  # functions per request (OpenAI's limit)
 
 # Integers are strict (JSON `true` is not 1) and bounded, so no request reaches the sampler or torch
 # with a value they cannot hold: a seed is a signed 64-bit integer, as `SamplingConfig` stores it.
@@ -72,15 +74,66 @@ class ContentPart(_Request):
     text: str
 
 
+class CalledFunction(_Request):
+    name: str
+    arguments: str  # a JSON text, as OpenAI sends it
+
+
+class ToolCall(_Request):
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(_Request):
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None  # assistant turns that called tools
+    tool_call_id: str | None = None  # tool turns: the call this is the result of
 
-    def as_template_message(self) -> dict[str, str]:
-        """`{"role", "content"}` for the chat template; text parts are joined, `developer` reads as `system`."""
+    def as_template_message(self) -> dict[str, Any]:
+        """`{"role", "content"}` for the chat template; text parts are joined, `developer` reads as `system`.
+        An assistant's tool calls come as `tool_calls` with the arguments parsed (the template writes them
+        as JSON); a tool result keeps its `tool_call_id`."""
         content = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content or [])
-        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": content}
+        if self.tool_calls:
+            message["tool_calls"] = [{"id": c.id, "type": "function",
+                                      "function": {"name": c.function.name, "arguments": _arguments(c.function.arguments)}}
+                                     for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        return message
+
+
+def _arguments(text: str) -> Any:
+    """A call's arguments as the template writes them: the parsed object, or the text when it is not JSON."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class FunctionDef(_Request):
+    name: Name
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # JSON Schema of the arguments; none = no arguments
+    strict: Flag | None = None
+
+
+class Tool(_Request):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class FunctionName(_Request):
+    name: str
+
+
+class ToolChoiceFunction(_Request):
+    type: Literal["function"]
+    function: FunctionName
 
 
 class JsonSchemaFormat(_Request):
@@ -171,11 +224,16 @@ class ChatCompletionRequest(_Sampling):
     max_completion_tokens: Count | None = None
     logprobs: Flag | None = None
     top_logprobs: TopLogprobs | None = None
+    tools: list[Tool] | None = Field(None, max_length=MAX_TOOLS)
+    tool_choice: Literal["none", "auto", "required"] | ToolChoiceFunction | None = None
+    parallel_tool_calls: Flag | None = None
 
     def unsupported(self) -> tuple[str, str] | None:
+        from chatforge.serve.tools import tools_problem
+
         if self.top_logprobs is not None and not self.logprobs:
             return "top_logprobs", "top_logprobs needs logprobs: true"
-        return super().unsupported()
+        return tools_problem(self) or super().unsupported()
 
 
 class CompletionRequest(_Sampling):
@@ -207,7 +265,7 @@ def parse_request(cls: type[_Request], data: Any) -> Any:
         request = cls.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
-        param = ".".join(str(p) for p in err["loc"]) or None
+        param = _param(err["loc"], data, err["type"] == "missing")
         if err["type"] == "extra_forbidden":
             raise APIError(400, f"Unrecognized request argument supplied: {param}", param=param) from None
         if err["type"] == "missing":
@@ -217,6 +275,21 @@ def parse_request(cls: type[_Request], data: Any) -> Any:
     if problem is not None:
         raise APIError(400, problem[1], param=problem[0], code="unsupported_parameter")
     return request
+
+
+def _param(loc: tuple, data: Any, missing: bool) -> str | None:
+    """The field path of a validation error, as the client wrote it: pydantic also names the union
+    alternative it tried (`tool_choice.literal['none','auto']`), which is not a field and is left out."""
+    kept, node = [], data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif not (missing and i == len(loc) - 1):  # a missing field is named though the body lacks it
+            continue
+        kept.append(str(part))
+    return ".".join(kept) or None
 
 
 def new_id(prefix: str) -> str:
@@ -232,12 +305,14 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def chat_response(rid: str, model: str, choices: list[tuple[str, str, dict | None]], usage_: dict[str, int]) -> dict[str, Any]:
-    """`chat.completion` with one choice per (text, finish_reason, logprobs object or None)."""
-    items = [
-        {"index": i, "message": {"role": "assistant", "content": text}, "logprobs": logprobs, "finish_reason": reason}
-        for i, (text, reason, logprobs) in enumerate(choices)
-    ]
+def chat_response(rid: str, model: str, choices: list[tuple], usage_: dict[str, int]) -> dict[str, Any]:
+    """`chat.completion` with one choice per (text, finish_reason, logprobs object or None[, tool_calls])."""
+    items = []
+    for i, (text, reason, logprobs, *calls) in enumerate(choices):
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        if calls and calls[0]:
+            message["tool_calls"] = calls[0]
+        items.append({"index": i, "message": message, "logprobs": logprobs, "finish_reason": reason})
     return {"id": rid, "object": "chat.completion", "created": now(), "model": model, "choices": items,
             "usage": usage_, "system_fingerprint": None}
 

@@ -48,11 +48,26 @@ from pathlib import Path
 
 from chatforge.errors import ConfigError
 
+# Function calling (the server's `tools`, serve/tools.py): with `tools`, a system turn listing them comes
+# first (TOOLS_INTRO, then one JSON line per tool); an assistant turn's `tool_calls` follow its content,
+# each as <tool_call>{"name": ..., "arguments": {...}}</tool_call>; tool results are `tool` turns.
+# Without tools or tool calls the text is what it was before tools existed.
+TOOLS_INTRO = (
+    "You can call these functions. To call one, write <tool_call>, then a JSON object with the keys "
+    "name and arguments, then </tool_call>.\n"
+)
+
 CHATML = (
+    "{% if tools %}{{ '<|im_start|>system\\n' + '" + TOOLS_INTRO.replace("\n", "\\n") + "' }}"
+    "{% for tool in tools %}{{ tool | tojson }}{% if not loop.last %}{{ '\\n' }}{% endif %}{% endfor %}"
+    "{{ '<|im_end|>\\n' }}{% endif %}"
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' }}"
     "{% if message['role'] == 'assistant' %}"
-    "{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
+    "{% generation %}{{ message['content'] or '' }}"
+    "{% for call in message['tool_calls'] or [] %}"
+    "{{ '<tool_call>' + ({'name': call['function']['name'], 'arguments': call['function']['arguments']} | tojson) + '</tool_call>' }}"
+    "{% endfor %}{{ '<|im_end|>' }}{% endgeneration %}{{ '\\n' }}"
     "{% else %}"
     "{{ message['content'] + '<|im_end|>' + '\\n' }}"
     "{% endif %}"
