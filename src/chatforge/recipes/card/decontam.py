@@ -16,7 +16,7 @@ Two counts per eval set, because "shares a 13-gram" mixes two things:
 A document-frequency filter (ignore n-grams found in many training documents, as cleaners do for
 licence footers) was measured on the task world and does not separate its boilerplate: a table's
 template header ("the table below lists 4 people, one per row. Name | Favourite colour | ...") is
-one 13-gram per title, group size and column order, found in 1 to 4 of 228 training documents.
+one 13-gram per title, group size and column order, each in one of 228 training documents.
 """
 
 from __future__ import annotations
