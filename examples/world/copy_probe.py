@@ -1,36 +1,42 @@
 """Can a model copy from its context? Greedy continuation of a thrice-repeated random spelled string.
 
-    python examples/world/copy_probe.py MODEL_DIR
+    python examples/world/copy_probe.py MODEL_DIR [--format space|hyphen]
 
-Each of 40 prompts is a random 6-letter string spelled with hyphens, written three times, then its
-first two letters again ("q-w-e-r-t-y q-w-e-r-t-y q-w-e-r-t-y q-w"); the model is right when it
+Each of 40 prompts is a random 6-letter string spelled as the world spells letters (format 4: with
+spaces, "q w e r t y"; `--format hyphen`: format 3's "q-w-e-r-t-y"), written three times, then its
+first two letters again ("q w e r t y ; q w e r t y ; q w e r t y ; q w"); the model is right when it
 continues with the other four letters. Copying from context (an induction head) is what the world's
 arithmetic (copy the operands) and letter tasks (copy the letters) need first
 (docs/world_learnability.md, "Why SFT stops at 0.18").
 """
 
+import argparse
 import random
-import sys
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
 def main() -> None:
-    tok = AutoTokenizer.from_pretrained(sys.argv[1])
-    model = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("--format", choices=["space", "hyphen"], default="space")
+    args = parser.parse_args()
+    tok = AutoTokenizer.from_pretrained(args.model)
+    model = AutoModelForCausalLM.from_pretrained(args.model).eval()
+    join, between = (" ", " ; ") if args.format == "space" else ("-", " ")
     rng = random.Random(0)
     right = total = 0
     for _ in range(40):
         letters = [rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(6)]
-        word = "-".join(letters)
-        ids = tok(f"{word} {word} {word} " + "-".join(letters[:2]), return_tensors="pt").input_ids
+        word = join.join(letters)
+        ids = tok(between.join([word] * 3) + between + join.join(letters[:2]), return_tensors="pt").input_ids
         with torch.no_grad():
             out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
         continuation = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-        right += continuation.startswith("-" + "-".join(letters[2:]))
+        right += continuation.startswith(join + join.join(letters[2:]))
         total += 1
-    print(f"{sys.argv[1]}: copies the rest of a thrice-repeated random 6-letter string in {right} of {total}")
+    print(f"{args.model}: copies the rest of a thrice-repeated random 6-letter string in {right} of {total}")
 
 
 if __name__ == "__main__":

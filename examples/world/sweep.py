@@ -60,16 +60,30 @@ def data_paths(data: Path) -> str:
             f"{{path: {pre}/arithmetic_train.jsonl, name: arithmetic, weight: 0.10}}]")
 
 
-def pretrain_run(spec: str, out: Path, device: str, precision: str) -> Run:
+def pretrain_run(spec: str, out: Path, device: str, precision: str,
+                 variant: tuple[str, list[str]] = ("", [])) -> Run:
     preset, lr, steps, *rest = spec.split(":")
     batch = rest[0] if rest else "16"
-    name = f"pt_{preset}_lr{lr}_s{steps}_b{batch}"
+    label, overrides = variant
+    name = f"pt_{preset}_lr{lr}_s{steps}_b{batch}" + (f"_{label}" if label else "")
     command = [*CHATFORGE, "pretrain", str(HERE / "pretrain.yaml"), f"out={out / name}",
                f"tokenizer={out / 'tokenizer'}", data_paths(out / "data"), f"model.preset={preset}",
                f"optim.lr={lr}", f"train.max_steps={steps}", f"train.micro_batch_size={batch}",
                f"train.device={device}", f"train.precision={precision}", "train.progress=false",
-               "train.save_every=0", "train.resume=never"]
+               "train.save_every=0", "train.resume=never", *(o.replace("{data}", str(out / "data")) for o in overrides)]
     return Run("pretrain", name, command)
+
+
+def copy_probe_run(model: Run, out: Path) -> Run:
+    return Run("copy", f"copy_{model.name}", [sys.executable, str(HERE / "copy_probe.py"), str(out / model.name / "final")])
+
+
+COPY_LINE = re.compile(r"in (\d+) of (\d+)")
+
+
+def read_copy(log: Path) -> dict:
+    found = COPY_LINE.search(log.read_text())
+    return {"right": int(found.group(1)), "total": int(found.group(2))} if found else {}
 
 
 def knowledge_run(model: Run, out: Path, device: str, greedy: bool = True) -> Run:
@@ -113,6 +127,7 @@ def prepare(out: Path, env: dict, size: str) -> None:
     if not (out / "tokenizer" / "tokenizer.json").exists():
         pre = out / "data" / "pretrain"
         texts = [pre / f"world_{w}_{kind}.jsonl" for kind in ("train", "qa") for w in "ab"]
+        texts += [pre / "letters_train.jsonl"] if (pre / "letters_train.jsonl").exists() else []
         sources = ", ".join([*(f"{{path: {p}}}" for p in texts),
                              f"{{path: {out / 'data' / 'instructions' / 'train.jsonl'}, content: chat}}"])
         subprocess.run([*CHATFORGE, "tokenizer", str(HERE / "tokenizer.yaml"), f"out={out / 'tokenizer'}",
@@ -135,6 +150,10 @@ def table(runs: list[Run]) -> str:
         per_task = ", ".join(f"{k} {v}" for k, v in sorted(s["per_task"].items()))
         lines.append(f"| {run.name} | {run.seconds:.0f} | {s['accuracy']:.3f} ± {s['se']:.3f} | "
                      f"{s['loss']:.3f} | {per_task} |")
+    copies = [r for r in runs if r.kind == "copy" and r.result]
+    if copies:
+        lines += ["", "| model | copies a thrice-repeated random string (copy_probe.py) |", "|---|---|"]
+        lines += [f"| {r.name.removeprefix('copy_')} | {r.result['right']} of {r.result['total']} |" for r in copies]
     return "\n".join(lines)
 
 
@@ -151,6 +170,12 @@ def main() -> None:
     parser.add_argument("--sft-lr", default="1e-3", help="comma-separated SFT learning rates")
     parser.add_argument("--sft-knowledge", action="store_true",
                         help="also score every SFT model on the knowledge test (what SFT made it forget)")
+    parser.add_argument("--pretrain-variant", action="append", default=[],
+                        help="LABEL=OVERRIDE[;OVERRIDE...]: one more pretraining run per --pretrain spec with these "
+                        "overrides ({data} = the world directory); the plain run is made unless --no-plain-pretrain")
+    parser.add_argument("--no-plain-pretrain", action="store_true")
+    parser.add_argument("--copy-probe", action="store_true",
+                        help="also run copy_probe.py on every pretrained and fine-tuned model")
     parser.add_argument("--sft-variant", action="append", default=[],
                         help="LABEL=OVERRIDE[;OVERRIDE...]: one more SFT run per setting with these config "
                         "overrides ({data} = the world directory); the plain run is always made")
@@ -161,7 +186,10 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
     started = time.time()
     prepare(out, env, args.size)
-    pretrains = [pretrain_run(spec, out, args.device, args.precision) for spec in args.pretrain]
+    pretrain_variants = ([] if args.no_plain_pretrain else [("", [])]) + [
+        (v.split("=", 1)[0], v.split("=", 1)[1].split(";")) for v in args.pretrain_variant]
+    pretrains = [pretrain_run(spec, out, args.device, args.precision, variant)
+                 for spec in args.pretrain for variant in pretrain_variants]
     sft_steps = [int(s) for s in args.sft_steps.split(",") if s]
     sft_lrs = [s for s in args.sft_lr.split(",") if s]
     done: list[Run] = []
@@ -184,6 +212,8 @@ def main() -> None:
         if pretrain.returncode == 0:
             knowledge = sh(knowledge_run(pretrain, out, args.device), logs, env)
             finished(knowledge, lambda run: read_knowledge(logs / f"{run.name}.log"))
+            if args.copy_probe:
+                finished(sh(copy_probe_run(pretrain, out), logs, env), lambda run: read_copy(logs / f"{run.name}.log"))
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(chain, pretrains))
@@ -196,6 +226,8 @@ def main() -> None:
             if args.sft_knowledge and run.returncode == 0:
                 knowledge = sh(knowledge_run(run, out, args.device, greedy=False), logs, env)
                 finished(knowledge, lambda r: read_knowledge(logs / f"{r.name}.log"))
+            if args.copy_probe and run.returncode == 0:
+                finished(sh(copy_probe_run(run, out), logs, env), lambda r: read_copy(logs / f"{r.name}.log"))
 
         list(pool.map(sft_chain, sfts))
     print(table(done))

@@ -1,4 +1,4 @@
-"""String tasks spelled letter by letter ("s-a-v-i-n-g-s"): one token per letter, exact answers,
+"""String tasks spelled letter by letter ("s a v i n g s"): one token per letter, exact answers,
 held-out words, and the old word form still available (`string_form: word`)."""
 
 from __future__ import annotations
@@ -28,12 +28,12 @@ from chatforge.world.tasks import sample_string
 from chatforge.world.verifiable import check
 
 STRING_TASKS = ("reverse", "sort_letters", "count_letter")
-SPELLED = re.compile(r"(?<![a-z])[a-z](?:-[a-z])+(?![a-z])")  # not "double-check"
+SPELLED = re.compile(r"(?<![A-Za-z])[a-z](?: [a-z])+(?![A-Za-z])")  # "s a v e"; never two letters in a row
 
 
 def test_answers_by_hand():
-    assert string_answer("reverse", "savings", spelled=True) == "s-g-n-i-v-a-s"
-    assert string_answer("sort_letters", "carried", spelled=True) == "a-c-d-e-i-r-r"
+    assert string_answer("reverse", "savings", spelled=True) == "s g n i v a s"
+    assert string_answer("sort_letters", "carried", spelled=True) == "a c d e i r r"
     assert string_answer("count_letter", "those", "e", spelled=True) == "1"
     assert string_answer("count_letter", "carried", "r", spelled=True) == "2"
     assert string_answer("reverse", "savings") == "sgnivas"
@@ -41,11 +41,11 @@ def test_answers_by_hand():
 
 
 @pytest.mark.parametrize(("prompt", "answer"), [
-    ("Reverse the letters s-a-v-i-n-g-s.", "s-g-n-i-v-a-s"),
-    ("Put the letters c-a-r-r-i-e-d in alphabetical order.", "a-c-d-e-i-r-r"),
-    ('How many times does the letter "e" occur in t-h-o-s-e?', "1"),
-    ('In c-a-r-r-i-e-d, how many letters are "r"?', "2"),
-    ("Reverse the letters below.\n\nl-e-f-t", "t-f-e-l"),
+    ("Reverse the letters s a v i n g s.", "s g n i v a s"),
+    ("Put the letters c a r r i e d in alphabetical order.", "a c d e i r r"),
+    ('How many times does the letter "e" occur in t h o s e?', "1"),
+    ('In c a r r i e d, how many letters are "r"?', "2"),
+    ("Reverse the letters below.\n\nl e f t", "t f e l"),
     ('Reverse the word "kestrel".', "lertsek"),  # the word form still reads back
 ])
 def test_prompts_read_back_to_their_answer(prompt, answer):
@@ -59,28 +59,31 @@ def test_every_spelled_template_renders_and_reads_back():
             letter = "n" if task == "count_letter" else ""
             spec = TaskSpec(task, string_answer(task, "noon", letter, True), word="noon", letter=letter, spelled=True)
             text = render_user(spec, variant)
-            assert "n-o-o-n" in text and "noon" not in text
+            assert "n o o n" in text and "noon" not in text
             assert spec_from_prompt(text) == spec, text
 
 
 def test_checker_wants_the_spelled_answer_exactly():
-    record = {"task": "reverse", "answer": "s-g-n-i-v-a-s"}
-    assert check(record, "Backwards, s-a-v-i-n-g-s is s-g-n-i-v-a-s. The answer is s-g-n-i-v-a-s.")
-    assert check(record, "The answer is S-G-N-I-V-A-S.")  # case is ignored, as for every answer
-    assert not check(record, "The answer is sgnivas.")  # the unhyphenated word is not accepted
-    assert not check(record, "The answer is s-g-n-i-a-v-s.")
-    assert not check(record, "The answer is s g n i v a s.")
-    prompt = [{"role": "user", "content": "Reverse the letters s-a-v-i-n-g-s."}]
-    assert gold_reward_parts(prompt, "The answer is s-g-n-i-v-a-s.").correctness == 1.0
+    record = {"task": "reverse", "answer": "s g n i v a s"}
+    assert check(record, "Backwards, s a v i n g s is s g n i v a s. The answer is s g n i v a s.")
+    assert check(record, "The answer is S G N I V A S.")  # case is ignored, as for every answer
+    assert not check(record, "The answer is sgnivas.")  # the unspelled word is not accepted
+    assert not check(record, "The answer is s g n i a v s.")
+    assert not check(record, "The answer is s-g-n-i-v-a-s.")  # format 3's hyphens are not this form
+    # A spelled answer that starts with the letter "a" keeps it: it is not an article.
+    sort = {"task": "sort_letters", "answer": "a c e l r"}
+    assert check(sort, "The answer is a c e l r.") and not check(sort, "The answer is c e l r.")
+    prompt = [{"role": "user", "content": "Reverse the letters s a v i n g s."}]
+    assert gold_reward_parts(prompt, "The answer is s g n i v a s.").correctness == 1.0
     assert gold_reward_parts(prompt, "The answer is sgnivas.").correctness == 0.0
 
 
 def test_mistakes_are_wrong_spelled_strings():
     world = build_world(seed=1234, size="tiny")
     rng = random.Random(0)
-    reverse = TaskSpec("reverse", "s-g-n-i-v-a-s", word="savings", spelled=True)
+    reverse = TaskSpec("reverse", "s g n i v a s", word="savings", spelled=True)
     count = TaskSpec("count_letter", "1", word="those", letter="e", spelled=True)
-    assert novice_mistake(reverse, rng, world).value == "s-a-v-i-n-g-s"  # the word unchanged
+    assert novice_mistake(reverse, rng, world).value == "s a v i n g s"  # the word unchanged
     assert novice_mistake(count, rng, world).value == "5"  # the word's length
     for task, word in (("reverse", "savings"), ("sort_letters", "carried"), ("reverse", "left")):
         spec = TaskSpec(task, string_answer(task, word, spelled=True), word=word, spelled=True)
@@ -134,9 +137,8 @@ def test_every_spelled_prompt_and_answer_is_one_piece_per_letter(tiny_dir):
         assert _letter_pieces(user), user
         for text in [user, *responses]:
             for covering in _letter_pieces(text):
-                # " s", "-", "a", "-", ...: the first letter may carry its space, nothing else merges.
-                assert [p.lstrip(" \n") for p in covering[::2]] == [c for c in "".join(covering) if c.isalpha()]
-                assert all(p == "-" for p in covering[1::2]) and len(covering) % 2 == 1, covering
+                # " s", " a", " v", ...: one piece per letter, each with at most its space before it.
+                assert [p.lstrip(" \n") for p in covering] == [c for c in "".join(covering) if c.isalpha()], covering
         if spec.task != "count_letter":
             letters = unspell(spec.answer)
             expected = spec.word[::-1] if spec.task == "reverse" else "".join(sorted(spec.word))
@@ -157,8 +159,7 @@ def test_a_world_tokenizer_gives_one_token_per_letter(tiny_dir, tmp_path):
             encoded = tok(text, add_special_tokens=False, return_offsets_mapping=True)
             for match in SPELLED.finditer(text):
                 covering = [text[a:b] for a, b in encoded["offset_mapping"] if a < match.end() and b > match.start()]
-                assert [p.lstrip(" \n") for p in covering[::2]] == list(unspell(match.group())), (text, covering)
-                assert all(p == "-" for p in covering[1::2]) and len(covering) % 2 == 1, covering
+                assert [p.lstrip(" \n") for p in covering] == list(unspell(match.group())), (text, covering)
                 checked += 1
     assert checked > 100
     # The failure the form exists for: the same tokenizer merges the letters of a bare word.
@@ -166,8 +167,8 @@ def test_a_world_tokenizer_gives_one_token_per_letter(tiny_dir, tmp_path):
 
 
 def test_pre_tokeniser_splits_a_spelled_word_into_letters_by_hand():
-    pieces = [text for text, _ in _bpe_pre_tokenizer(True).pre_tokenize_str("Reverse the letters s-a-v-e.")]
-    assert pieces[-8:] == ["Ġs", "-", "a", "-", "v", "-", "e", "."]  # Ġ is ByteLevel's space
+    pieces = [text for text, _ in _bpe_pre_tokenizer(True).pre_tokenize_str("Reverse the letters s a v e.")]
+    assert pieces[-5:] == ["Ġs", "Ġa", "Ġv", "Ġe", "."]  # Ġ is ByteLevel's space
 
 
 def test_held_out_words_are_never_asked_in_training(tiny_dir):
@@ -179,7 +180,7 @@ def test_held_out_words_are_never_asked_in_training(tiny_dir):
 
 def test_word_form_writes_the_old_prompts(tmp_path):
     manifest = write_world(tmp_path, seed=1234, size="tiny", string_form="word")
-    assert (manifest["string_form"], manifest["format_version"]) == ("word", 3)
+    assert (manifest["string_form"], manifest["format_version"]) == ("word", 4)
     found = _user_and_answers(tmp_path)
     old = {t.split("{")[0] for templates in STRING_TEMPLATES.values() for t in templates}
     assert found and not any(spec.spelled for _, spec, _, _ in found)
@@ -192,7 +193,7 @@ def test_word_form_writes_the_old_prompts(tmp_path):
 
 def test_spelled_is_every_size_default(tiny_dir):
     manifest = json.loads((tiny_dir / "manifest.json").read_text())
-    assert (manifest["string_form"], manifest["format_version"]) == ("spelled", 3)
+    assert (manifest["string_form"], manifest["format_version"]) == ("spelled", 4)
     assert {size.string_form for size in SIZES.values()} == {"spelled"}
     assert sample_string(random.Random(0), ["savings"]).spelled
     with pytest.raises(ValueError, match="unknown string form"):

@@ -5,7 +5,8 @@ chatter may come before it. `extract_final_answer` reads, in this order:
   1. the text after the LAST "the answer is" (any case), up to a full stop followed by a space or the
      end, or up to the end of the line;
   2. otherwise the text after the last "answer:" / "final answer:" / "answer =";
-  3. otherwise the last non-empty line, if it is at most 5 words (a bare answer).
+  3. otherwise the last non-empty line, if it is at most 5 words or one spelled word ("s a v e"): a
+     bare answer.
 Surrounding quotes, backticks, asterisks and trailing punctuation are removed. Comparison ignores
 case, extra spaces and a leading article ("a cat" = "cat"). Numbers compare as integers, with
 thousands separators allowed ("1,234"); if the answer holds several numbers, the one after the last
@@ -21,6 +22,7 @@ _LABELLED = re.compile(r"\banswer\s*[:=]\s*(.+?)(?:\.(?=\s|$)|\n|$)", re.IGNOREC
 _EDGE_MARKS = "*_`\"'“”‘’ \t"
 _NUMBER = re.compile(r"-?\d[\d,]*")
 _MAX_BARE_WORDS = 5
+_SPELLED = re.compile(r"[a-z](?: [a-z])+", re.IGNORECASE)  # "s a v e": one word, however many letters
 
 
 def extract_final_answer(response: str) -> str | None:
@@ -30,7 +32,7 @@ def extract_final_answer(response: str) -> str | None:
         if matches:
             return clean_answer(matches[-1].group(1))
     lines = [line for line in response.strip().splitlines() if line.strip()]
-    if lines and len(lines[-1].split()) <= _MAX_BARE_WORDS:
+    if lines and (len(lines[-1].split()) <= _MAX_BARE_WORDS or _SPELLED.fullmatch(clean_answer(lines[-1]))):
         return clean_answer(lines[-1])
     return None
 
@@ -42,7 +44,8 @@ def clean_answer(text: str) -> str:
 
 def normalise(text: str) -> str:
     text = clean_answer(text).casefold()
-    return re.sub(r"^(?:a|an|the)\s+", "", text)
+    # An article is dropped only before a word: in a spelled answer ("a c e l r") the "a" is a letter.
+    return re.sub(r"^(?:a|an|the)\s+(?=\S\S)", "", text)
 
 
 def parse_number(text: str) -> int | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from chatforge.world.answers import answers_match
 from chatforge.world.people import World
-from chatforge.world.prompts import TaskSpec, spell, unspell
+from chatforge.world.prompts import LETTER_SEPARATOR, TaskSpec, spell, unspell
 from chatforge.world.solutions import compute, worked_lines
 from chatforge.world.vocab import WORLD_VOCAB
 
@@ -75,10 +75,10 @@ def _garble(spec: TaskSpec, rng: random.Random) -> str:
     """Swap two neighbouring different letters, or give the word back unchanged (a lazy non-answer).
 
     Spelled answers are garbled letter by letter and spelled again, so a wrong one is still a
-    well-formed spelled string ("s-g-n-i-a-v-s"), never a hyphen moved out of place.
+    well-formed spelled string ("s g n i a v s"), never a separator moved out of place.
     """
     letters = unspell(spec.answer) if spec.spelled else spec.answer
-    joiner = "-" if spec.spelled else ""
+    joiner = LETTER_SEPARATOR if spec.spelled else ""
     if rng.random() < 0.25 and letters != spec.word:
         return joiner.join(spec.word)
     positions = [i for i in range(len(letters) - 1) if letters[i] != letters[i + 1]]

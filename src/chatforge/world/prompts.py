@@ -77,12 +77,15 @@ STRING_TEMPLATES: dict[str, tuple[str, ...]] = {
         'Count how often the letter "{letter}" occurs in the word below.\n\n{word}',
     ),
 }
-# The string tasks in spelled form (format 3's default, `string_form: spelled`): the word written with
-# hyphens between its letters, "s-a-v-i-n-g-s", which GPT-2-style byte-level pre-tokenisation cuts into
-# one piece per letter and one per "-" (the first letter keeps a space before it, " s"). A tiny model
-# cannot see the letters inside a BPE token (string exact match ~0.20 with whole words, docs/world.md
-# "String tasks, spelled"), so it gets them as tokens: reverse becomes copying backwards, sort becomes
-# ordering at most 9 symbols, count becomes counting matches. Answers are spelled the same way.
+# The string tasks in spelled form (the default, `string_form: spelled`): the word written with a space
+# between its letters, "s a v i n g s", which GPT-2-style byte-level pre-tokenisation cuts into one
+# piece per letter (" a", " v", ...). A tiny model cannot see the letters inside a BPE token (string
+# exact match ~0.20 with whole words, docs/world.md "String tasks, spelled"), so it gets them as tokens:
+# reverse becomes copying backwards, sort becomes ordering at most 9 symbols, count becomes counting
+# matches. Answers are spelled the same way. Format 3 put hyphens between the letters ("s-a-v-e"); a
+# letter token then alternates with a "-" token, and copying such a string needs the token two back,
+# which llama-2m did not learn in 3,000 steps of a pure copy drill while it copies space-spelled letters
+# after 1,000 (format 4; docs/world_learnability.md, "Why hyphens").
 SPELLED_STRING_TEMPLATES: dict[str, tuple[str, ...]] = {
     "reverse": (
         "Reverse the letters {spelled}.",
@@ -127,7 +130,7 @@ _PLACEHOLDERS: dict[str, str] = {
     "b": r"(?P<b>\d{1,7})",
     "op": r"(?P<op>\+|-|×|\*|plus|minus|times)",
     "word": r"(?P<word>[a-z]+)",
-    "spelled": r"(?P<spelled>[a-z](?:-[a-z])+)",
+    "spelled": r"(?P<spelled>[a-z](?: [a-z])+)",
     "letter": r"(?P<letter>[a-z])",
     "vault_name": r"(?P<vault_name>[^\n.]+?)",
     "code": r"(?P<code>\d{4}-\d{4})",
@@ -151,7 +154,7 @@ class TaskSpec:
     op: str = ""
     word: str = ""  # string tasks: the plain word
     letter: str = ""  # count_letter
-    spelled: bool = False  # string tasks: asked and answered letter by letter ("s-a-v-e"), see SPELLED_STRING_TEMPLATES
+    spelled: bool = False  # string tasks: asked and answered letter by letter ("s a v e"), see SPELLED_STRING_TEMPLATES
 
     @property
     def task_type(self) -> str:
@@ -196,13 +199,16 @@ def user_templates(spec: TaskSpec) -> tuple[str, ...]:
     return VAULT_INFO_TEMPLATES[spec.attribute]
 
 
+LETTER_SEPARATOR = " "
+
+
 def spell(word: str) -> str:
-    """The word with a hyphen between letters: "save" -> "s-a-v-e"."""
-    return "-".join(word)
+    """The word with a space between letters: "save" -> "s a v e"."""
+    return LETTER_SEPARATOR.join(word)
 
 
 def unspell(spelled: str) -> str:
-    return spelled.replace("-", "")
+    return "".join(spelled.split())
 
 
 def render_user(spec: TaskSpec, variant: int, keeper: str = "") -> str:

@@ -50,7 +50,7 @@ _STRING_SENTENCES: dict[str, tuple[str, ...]] = {
         '"{word}" contains the letter "{letter}" {value} {times}.',
     ),
 }
-# Spelled form: {word} is the spelled word ("s-a-v-e"), so every letter stays its own token.
+# Spelled form: {word} is the spelled word ("s a v e"), so every letter stays its own token.
 _SPELLED_STRING_SENTENCES: dict[str, tuple[str, ...]] = {
     "reverse": ("The letters {word} in reverse order are {value}.", "Backwards, {word} is {value}."),
     "sort_letters": ("The letters {word} in alphabetical order are {value}.", "Sorted, {word} becomes {value}."),

@@ -19,6 +19,7 @@ class WorldSize:
     fact_repeats: int  # how many documents state each fact
     qa_rounds: int  # short-answer QA rounds about train people (pretrain/world_*_qa.jsonl)
     arithmetic_text: int  # solved problems in pretrain/arithmetic_train.jsonl (none asked by a task file)
+    letters_text: int  # solved letter puzzles in pretrain/letters_train.jsonl (no held-out word)
     prose_docs: int  # general-text documents (from pydoc_data.topics) mixed into each world's corpus
     arithmetic: tuple[int, int]  # (train, test) single-turn arithmetic instructions
     string: tuple[int, int]  # (train, test) single-turn string-task instructions
@@ -30,19 +31,19 @@ class WorldSize:
     verifiable: tuple[int, int]  # (train, test) verifiable prompts
     probes: int  # preference prompts with dynamics probes
     web_pages: int  # HTML pages for the cleaning pipeline
-    # String tasks asked letter by letter ("s-a-v-e", one token per letter) or as whole words (formats 1-2;
+    # String tasks asked letter by letter ("s a v e", one token per letter) or as whole words (formats 1-2;
     # for models whose tokens spell their letters). Spelled at every size: see docs/world.md.
     string_form: str = "spelled"
 
 
 SIZES: dict[str, WorldSize] = {
     "tiny": WorldSize(
-        people=24, fact_repeats=2, qa_rounds=1, arithmetic_text=160, prose_docs=6, arithmetic=(40, 20), string=(40, 20),
+        people=24, fact_repeats=2, qa_rounds=1, arithmetic_text=160, letters_text=240, prose_docs=6, arithmetic=(40, 20), string=(40, 20),
         conversations=(8, 4), vault=(12, 6), pairs=(60, 30), rankings=(20, 10), mixed_quality_prompts=30,
         verifiable=(40, 20), probes=10, web_pages=60,
     ),
     "small": WorldSize(
-        people=80, fact_repeats=4, qa_rounds=2, arithmetic_text=1600, prose_docs=40, arithmetic=(400, 100), string=(300, 80),
+        people=80, fact_repeats=4, qa_rounds=2, arithmetic_text=1600, letters_text=2400, prose_docs=40, arithmetic=(400, 100), string=(300, 80),
         conversations=(60, 20), vault=(40, 12), pairs=(400, 100), rankings=(150, 40), mixed_quality_prompts=300,
         verifiable=(300, 100), probes=40, web_pages=200,
     ),
@@ -50,13 +51,13 @@ SIZES: dict[str, WorldSize] = {
     # that each fact is read ~100 times in a few minutes of pretraining; little prose, which would
     # otherwise take a third of the tokens.
     "default": WorldSize(
-        people=100, fact_repeats=6, qa_rounds=3, arithmetic_text=4000, prose_docs=16, arithmetic=(1500, 200), string=(900, 150),
+        people=100, fact_repeats=6, qa_rounds=3, arithmetic_text=4000, letters_text=6000, prose_docs=16, arithmetic=(1500, 200), string=(900, 150),
         conversations=(200, 50), vault=(150, 40), pairs=(2000, 300), rankings=(600, 100),
         mixed_quality_prompts=1000, verifiable=(1000, 200), probes=100, web_pages=400,
     ),
     # The first world's default (format 1): 300 people, each fact in 10 documents, 1 MB of text per world.
     "large": WorldSize(
-        people=300, fact_repeats=10, qa_rounds=3, arithmetic_text=4000, prose_docs=1000, arithmetic=(2000, 200), string=(1500, 150),
+        people=300, fact_repeats=10, qa_rounds=3, arithmetic_text=4000, letters_text=6000, prose_docs=1000, arithmetic=(2000, 200), string=(1500, 150),
         conversations=(300, 50), vault=(200, 40), pairs=(2000, 300), rankings=(600, 100),
         mixed_quality_prompts=1000, verifiable=(1000, 200), probes=100, web_pages=400,
     ),

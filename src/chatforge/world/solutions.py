@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from chatforge.world.prompts import LETTER_SEPARATOR
+
 OPERATOR_SYMBOLS: dict[str, str] = {"+": "+", "-": "-", "*": "×"}
 _COLUMN_NAMES = ("Ones", "Tens", "Hundreds", "Thousands", "Ten-thousands", "Hundred-thousands", "Millions")
 
@@ -17,8 +19,8 @@ def compute(a: int, op: str, b: int) -> int:
 
 
 def string_answer(task: str, word: str, letter: str = "", spelled: bool = False) -> str:
-    """The exact answer; reverse and sort_letters answer in the prompt's form ("s-g-n-i-v-a-s" when spelled)."""
-    joiner = "-" if spelled else ""
+    """The exact answer; reverse and sort_letters answer in the prompt's form ("s g n i v a s" when spelled)."""
+    joiner = LETTER_SEPARATOR if spelled else ""
     if task == "reverse":
         return joiner.join(word[::-1])
     if task == "sort_letters":

@@ -41,7 +41,7 @@ class Config(StrictModel):
     )
     string_form: Literal["spelled", "word"] | None = Field(
         None,
-        description="string tasks letter by letter, 's-a-v-e' (one token per letter; every size's default), "
+        description="string tasks letter by letter, 's a v e' (one token per letter; every size's default), "
         "or as whole words (formats 1-2, for models whose tokens spell their letters)",
     )
 

@@ -99,7 +99,7 @@ def sample_arithmetic_unique(rng: random.Random, count: int, exclude: set[tuple[
 
 def sample_string(rng: random.Random, words: list[str], form: str = "spelled") -> TaskSpec:
     """A string task on a word whose length is drawn by WORD_LENGTH_RUNGS (shorter words are easier),
-    asked in `form`: "spelled" (letter by letter, "s-a-v-e") or "word" (prompts.STRING_FORMS)."""
+    asked in `form`: "spelled" (letter by letter, "s a v e") or "word" (prompts.STRING_FORMS)."""
     if form not in STRING_FORMS:
         raise ValueError(f"unknown string form {form!r}; choose one of {', '.join(STRING_FORMS)}")
     task = rng.choice(STRING_TASKS)

@@ -3,7 +3,7 @@
 `check(record, response)` is True exactly when the response's final answer (see answers.py: the
 text after the last "The answer is", or a labelled/bare final answer) equals the record's answer.
 Working before the final sentence is allowed and ignored. Spelled string answers compare exactly
-(up to case and surrounding quotes): "s-g-n-i-v-a-s" is right and the unhyphenated "sgnivas" is wrong,
+(up to case and surrounding quotes): "s g n i v a s" is right and the unspelled "sgnivas" is wrong,
 because the task asks for the letters spelled and accepting the word would reward the BPE chunks
 a tiny model cannot build letter by letter (docs/world.md, "String tasks, spelled").
 """

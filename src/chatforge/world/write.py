@@ -24,6 +24,7 @@ from chatforge.world.arithmetic_text import arithmetic_documents
 from chatforge.world.documents import fact_documents, mixed_corpus, prose_documents, qa_documents
 from chatforge.world.instructions import instruction_records, to_alpaca, to_sharegpt
 from chatforge.world.knowledge import question_rows, to_csv
+from chatforge.world.letters_text import letter_documents
 from chatforge.world.mixed_quality import mixed_quality_records
 from chatforge.world.people import DEFAULT_SEED, WORLD_IDS, World, build_world, person_record
 from chatforge.world.preferences import preference_records
@@ -36,8 +37,9 @@ from chatforge.world.verifiable import verifiable_records
 from chatforge.world.web import web_pages
 
 # 2: short-answer QA files, difficulty ladders, more phrasings; 3: string tasks spelled letter by letter
-# ("s-a-v-e") by default, manifest field string_form.
-FORMAT_VERSION = 3
+# by default, manifest field string_form; 4: spelled with spaces ("s a v e") instead of hyphens, and
+# solved letter puzzles as pretraining text (pretrain/letters_train.jsonl).
+FORMAT_VERSION = 4
 VALID_FACT_ROUNDS = 1  # the held-out fact documents: every fact once more, in fresh wording
 
 
@@ -167,4 +169,7 @@ def _task_files(seed: int, world: World, preset: WorldSize, novice_error_rate: f
                              *(r for split in ("train", "test") for r in verifiable[split])])
     arithmetic = arithmetic_documents(seed, preset.arithmetic_text, asked)
     files["pretrain/arithmetic_train.jsonl"] = (_jsonl(arithmetic), len(arithmetic))
+    if preset.string_form == "spelled":
+        letters = letter_documents(seed, preset.letters_text, words["train"])
+        files["pretrain/letters_train.jsonl"] = (_jsonl(letters), len(letters))
     return files
