@@ -43,7 +43,7 @@ SIZES: dict[str, WorldSize] = {
         verifiable=(40, 20), probes=10, web_pages=60,
     ),
     "small": WorldSize(
-        people=80, fact_repeats=4, qa_rounds=2, arithmetic_text=1600, letters_text=2400, prose_docs=40, arithmetic=(400, 100), string=(300, 80),
+        people=80, fact_repeats=4, qa_rounds=2, arithmetic_text=1600, letters_text=12000, prose_docs=40, arithmetic=(400, 100), string=(300, 80),
         conversations=(60, 20), vault=(40, 12), pairs=(400, 100), rankings=(150, 40), mixed_quality_prompts=300,
         verifiable=(300, 100), probes=40, web_pages=200,
     ),
@@ -51,13 +51,13 @@ SIZES: dict[str, WorldSize] = {
     # that each fact is read ~100 times in a few minutes of pretraining; little prose, which would
     # otherwise take a third of the tokens.
     "default": WorldSize(
-        people=100, fact_repeats=6, qa_rounds=3, arithmetic_text=4000, letters_text=6000, prose_docs=16, arithmetic=(1500, 200), string=(900, 150),
+        people=100, fact_repeats=6, qa_rounds=3, arithmetic_text=4000, letters_text=40000, prose_docs=16, arithmetic=(1500, 200), string=(900, 150),
         conversations=(200, 50), vault=(150, 40), pairs=(2000, 300), rankings=(600, 100),
         mixed_quality_prompts=1000, verifiable=(1000, 200), probes=100, web_pages=400,
     ),
     # The first world's default (format 1): 300 people, each fact in 10 documents, 1 MB of text per world.
     "large": WorldSize(
-        people=300, fact_repeats=10, qa_rounds=3, arithmetic_text=4000, letters_text=6000, prose_docs=1000, arithmetic=(2000, 200), string=(1500, 150),
+        people=300, fact_repeats=10, qa_rounds=3, arithmetic_text=4000, letters_text=40000, prose_docs=1000, arithmetic=(2000, 200), string=(1500, 150),
         conversations=(300, 50), vault=(200, 40), pairs=(2000, 300), rankings=(600, 100),
         mixed_quality_prompts=1000, verifiable=(1000, 200), probes=100, web_pages=400,
     ),
