@@ -9,10 +9,12 @@ when the sample ends on a stop token.
 
 With a compiled schema (`JsonPrefix(compile_schema(...))`, json_schema.py; `response_format:
 json_schema` and forced tool calls) every value carries its schema node: a value may start only with
-a byte of an allowed type, an integer takes no fraction or exponent, an object's keys are its declared
+a byte of an allowed type, an integer takes no fraction or exponent, a string stops at maxLength characters, an object's keys are its declared
 properties (each once, `}` only after the required ones), an array's length stays within
 minItems/maxItems, and an enum/const value or a declared key is spelled byte by byte as one of its
-candidates (CHOICE mode). Without a schema every value's node is "any": plain JSON mode.
+candidates (CHOICE mode). Without a schema every value's node is "any": plain JSON mode. Whitespace
+follows the schema's rule: in JSON mode runs of up to `MAX_SPACE` bytes of any JSON whitespace, under
+a compiled schema by default one space at most (json_schema.py says why).
 
 Deliberate narrowings, so a model cannot stall forever in a place no max_tokens user expects:
 whitespace outside strings comes in runs of at most `MAX_SPACE` bytes, numbers have at most
@@ -38,11 +40,11 @@ _ESCAPES = frozenset(b'"\\/bfnrt')
 # CHOICE: spelling one of a few fixed byte strings (a schema's declared key or enum value; `chosen`).
 VALUE, OBJ_FIRST, KEY, COLON, AFTER, ARR_FIRST, STRING, ESCAPE, UNICODE, NUMBER, LITERAL, DONE, START, CHOICE = range(14)
 
-OBJECT = compile_schema({"type": "object"})  # json_object mode: any object
+OBJECT = compile_schema({"type": "object"}, space=_SPACE, max_space=MAX_SPACE)  # json_object mode: any object
 
 
 class JsonPrefix:
-    __slots__ = ("mode", "stack", "space", "number", "count", "literal", "key", "schema", "node", "chosen")
+    __slots__ = ("mode", "stack", "space", "number", "count", "literal", "key", "schema", "node", "chosen", "length")
 
     def __init__(self, schema: JsonSchema | None = None):
         self.mode = START  # only "{" (after optional whitespace) may open the top level
@@ -52,6 +54,7 @@ class JsonPrefix:
         self.schema = schema or OBJECT  # shared, never changed: not part of the state
         self.node = self.schema.root  # schema node of the value being read or about to start
         self.chosen = b""  # CHOICE: the bytes of the key or enum value spelled so far
+        self.length = 0  # characters of the string being read (a schema's maxLength)
         self.space = 0  # whitespace bytes in the current run
         self.number = ""  # the number's grammar state: "-", "0", "int", ".", "frac", "e", "esign", "exp"
         self.count = 0  # bytes of the current number, or hex digits of \\u
@@ -66,13 +69,13 @@ class JsonPrefix:
         other = JsonPrefix.__new__(JsonPrefix)
         other.mode, other.stack, other.space = self.mode, list(self.stack), self.space
         other.number, other.count, other.literal, other.key = self.number, self.count, self.literal, self.key
-        other.schema, other.node, other.chosen = self.schema, self.node, self.chosen
+        other.schema, other.node, other.chosen, other.length = self.schema, self.node, self.chosen, self.length
         return other
 
     def key_state(self) -> tuple:
         """Everything `feed` reads: two states with equal keys (same schema) accept the same byte strings."""
         return (self.mode, tuple(self.stack), self.space, self.number, self.count, self.literal, self.key,
-                self.node, self.chosen)
+                self.node, self.chosen, self.length)
 
     def feed_all(self, data: bytes) -> bool:
         """Feed every byte; False at the first refused one (the automaton is then mid-way: copy first)."""
@@ -85,10 +88,16 @@ class JsonPrefix:
         if mode == STRING:
             if b == 0x22:  # closing quote
                 self._end_string()
-            elif b == 0x5C:
-                self.mode = ESCAPE
-            elif b < 0x20:
+                return True
+            if b < 0x20:
                 return False
+            if b < 0x80 or b >= 0xC0:  # a character starts (an escape counts as one): maxLength
+                limit = None if self.key else self.schema.node(self.node).max_length
+                if limit is not None and self.length >= limit:
+                    return False
+                self.length += 1
+            if b == 0x5C:
+                self.mode = ESCAPE
             return True
         if mode == ESCAPE:
             if b == ord("u"):
@@ -120,7 +129,7 @@ class JsonPrefix:
                 self._end_value()
             return True
         if b in _SPACE:
-            if mode == DONE or self.space >= MAX_SPACE:
+            if mode == DONE or self.space >= self.schema.max_space or b not in self.schema.space:
                 return False
             self.space += 1
             return True
@@ -187,7 +196,7 @@ class JsonPrefix:
             self.mode, self.key, self.chosen = CHOICE, False, b""
             return self._choice_byte(b)
         if b == 0x22 and node.allows("string"):
-            self.mode, self.key = STRING, False
+            self.mode, self.key, self.length = STRING, False, 0
         elif b == ord("{") and node.allows("object"):
             self.stack.append((b, self.node, 0))
             self.mode = OBJ_FIRST

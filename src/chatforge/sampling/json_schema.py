@@ -10,10 +10,18 @@ are exactly the prefixes of documents valid against the schema. The supported ke
   true. Only declared properties are generated, each at most once, in any order; `}` is refused
   until every required one is there. An object without `properties` takes any keys and values.
 - arrays: `items` (one schema), `minItems`, `maxItems`.
+- strings: `maxLength` (characters; a `\\u` escape counts as one, so a surrogate pair counts as two:
+  the bound is never exceeded). A weak model's strings otherwise run until max_tokens.
 - `enum` and `const`: the value is one of the listed JSON values, written compactly.
 - `$ref` to `#/$defs/NAME` or `#/definitions/NAME` (what pydantic emits for nested models), inlined;
   a recursive reference is refused (the node table is finite).
 - annotations, ignored: title, description, default, examples, $schema, $id, $comment.
+
+Whitespace between tokens is narrowed to one optional space (`space`, `max_space`; Outlines' default
+rule too): a model that never saw JSON otherwise fills max_tokens with newlines and indentation, which
+the automaton would have to allow (measured on the demo SFT model: greedy json_schema output was
+mostly whitespace and cut by max_tokens; with the rule it closes). `compile_schema(..., space=b" \t\n\r",
+max_space=16)` accepts any JSON whitespace, as JSON mode does.
 
 Anything else (pattern, format, minimum, anyOf, additionalProperties as a schema, ...) is refused
 with `SchemaError` naming the keyword and where it is, so a client never gets output that silently
@@ -28,7 +36,7 @@ from typing import Any
 
 TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema", "$id", "$comment"})
-KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems",
+KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "maxLength",
                       "enum", "const", "$ref", "$defs", "definitions"}) | ANNOTATIONS
 MAX_NODES = 512  # a schema is part of a request: its size is bounded like the rest
 
@@ -52,6 +60,7 @@ class SchemaNode:
     min_items: int = 0
     max_items: int | None = None
     literals: tuple[bytes, ...] | None = None  # enum/const values as compact JSON bytes
+    max_length: int | None = None  # of a string, in characters
 
     def allows(self, kind: str) -> bool:
         return self.types is None or kind in self.types
@@ -65,16 +74,18 @@ ANY = 0  # the node index of "any JSON value" in every table
 
 
 class JsonSchema:
-    """The compiled node table; `root` is the document's node. Equal source schemas give equal `key`s."""
+    """The compiled node table; `root` is the document's node. Equal source schemas give equal `key`s.
+    Whitespace outside strings: bytes of `space`, at most `max_space` in a row."""
 
-    def __init__(self, nodes: list[SchemaNode], root: int, key: str):
+    def __init__(self, nodes: list[SchemaNode], root: int, key: str, space: frozenset[int], max_space: int):
         self.nodes, self.root, self.key = nodes, root, key
+        self.space, self.max_space = space, max_space
 
     def node(self, index: int) -> SchemaNode:
         return self.nodes[index]
 
 
-def compile_schema(schema: Any) -> JsonSchema:
+def compile_schema(schema: Any, space: bytes | frozenset[int] = b" ", max_space: int = 1) -> JsonSchema:
     """The node table of `schema` (a dict), or `SchemaError` naming what is outside the subset."""
     if not isinstance(schema, dict):
         raise SchemaError("", f"a schema is a JSON object, got {type(schema).__name__}")
@@ -82,7 +93,8 @@ def compile_schema(schema: Any) -> JsonSchema:
     root = builder.build(schema, "", ())
     if builder.nodes[root].types != frozenset({"object"}):
         raise SchemaError("type", "the root schema must be {\"type\": \"object\", ...}")
-    return JsonSchema(builder.nodes, root, json.dumps(schema, sort_keys=True, separators=(",", ":")))
+    key = json.dumps([schema, sorted(space), max_space], sort_keys=True, separators=(",", ":"))
+    return JsonSchema(builder.nodes, root, key, frozenset(space), max_space)
 
 
 def encode(value: Any) -> bytes:
@@ -109,7 +121,7 @@ class _Builder:
         for keyword in schema:
             if keyword not in KEYWORDS:
                 raise SchemaError(_join(path, keyword), f"unsupported keyword {keyword!r} (supported: "
-                                  "type, properties, required, additionalProperties, items, minItems, maxItems, enum, const, $ref)")
+                                  "type, properties, required, additionalProperties, items, minItems, maxItems, maxLength, enum, const, $ref)")
         if ("$defs" in schema or "definitions" in schema) and path:
             raise SchemaError(_join(path, "$defs"), "$defs are read at the root only")
         if "$ref" in schema:
@@ -135,7 +147,12 @@ class _Builder:
             max_items = _count(schema["maxItems"], _join(path, "maxItems")) if "maxItems" in schema else None
             if max_items is not None and max_items < min_items:
                 raise SchemaError(_join(path, "maxItems"), f"maxItems {max_items} < minItems {min_items}")
-        return self.add(SchemaNode(types, properties, required, items, min_items, max_items, literals))
+        max_length = None
+        if "maxLength" in schema:
+            if types is not None and "string" not in types:
+                raise SchemaError(_join(path, "maxLength"), "maxLength needs type string")
+            max_length = _count(schema["maxLength"], _join(path, "maxLength"))
+        return self.add(SchemaNode(types, properties, required, items, min_items, max_items, literals, max_length))
 
     def types(self, schema: dict, path: str) -> frozenset[str] | None:
         if "type" not in schema:
