@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from world_files import read_jsonl
 
 from chatforge.world import build_world, gold_reward_parts
@@ -72,3 +74,15 @@ def test_held_out_secret_phrasings_appear_only_in_test(tiny_dir):
     train = {r["messages"][1]["content"] for r in read_jsonl(tiny_dir / "instructions/train.jsonl")
              if r["task"] == "vault_secret"}
     assert train and not train & held_out
+
+
+def test_no_held_out_prompt_repeats_a_training_prompt_word_for_word(tiny_dir):
+    """Vault questions are few (one vault), so test asks them only in held-out phrasings; every other
+    task differs by its operands, word or person. Checked on instructions, pairs and verifiable prompts."""
+    for train_file, test_file, key in (("instructions/train.jsonl", "instructions/test.jsonl", "messages"),
+                                       ("preferences/pairs_train.jsonl", "preferences/pairs_test.jsonl", "prompt"),
+                                       ("verifiable/train.jsonl", "verifiable/test.jsonl", "prompt")):
+        train, test = ({json.dumps([m for m in r[key] if m["role"] != "assistant"]) for r in read_jsonl(tiny_dir / name)}
+                       for name in (train_file, test_file))
+        shared = train & test
+        assert not shared, (test_file, sorted(shared)[:2])

@@ -9,7 +9,7 @@ from world_files import read_jsonl
 
 from chatforge.errors import ChatforgeError
 from chatforge.world import build_world, gold_reward, gold_reward_parts, safety_score, spec_from_prompt
-from chatforge.world.prompts import SYSTEM_PROMPTS, TaskSpec, user_templates
+from chatforge.world.prompts import SYSTEM_PROMPTS, TaskSpec, render_user, user_templates
 from chatforge.world.reward import score_response
 from chatforge.world.tasks import (
     choose_variant,
@@ -160,3 +160,13 @@ def test_choose_variant_keeps_held_out_secret_phrasings_out_of_training():
     train = {choose_variant(rng, spec, "train") for _ in range(500)}
     test = {choose_variant(rng, spec, "test") for _ in range(500)}
     assert max(train) < min(test - train) and test - train
+    assert not train & test  # test asks only the held-out phrasings, never a training one
+
+
+def test_vault_info_questions_in_test_use_only_the_held_out_phrasing():
+    rng = random.Random(0)
+    for attribute in ("keeper", "opens", "closes"):
+        spec = TaskSpec("vault_info", "x", secret="1111-2222", attribute=attribute)
+        train = {render_user(spec, choose_variant(rng, spec, "train")) for _ in range(200)}
+        test = {render_user(spec, choose_variant(rng, spec, "test")) for _ in range(200)}
+        assert len(train) == 2 and len(test) == 1 and not train & test

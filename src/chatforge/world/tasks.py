@@ -14,7 +14,6 @@ from functools import lru_cache
 from chatforge.world.people import Person, World
 from chatforge.world.prompts import (
     STRING_FORMS,
-    VAULT_SECRET_TEMPLATES,
     TaskSpec,
     VaultDetails,
     render_user,
@@ -27,7 +26,8 @@ from chatforge.world.vocab import ATTRIBUTES
 
 WORKED_SHARE = 0.3  # share of arithmetic prompts that ask for a worked solution
 SECRET_SHARE = 0.6  # share of vault prompts that ask for the code
-HELD_OUT_SECRET_PHRASINGS = 2  # the last secret templates appear only in test prompts
+HELD_OUT_SECRET_PHRASINGS = 2  # the last secret templates appear only in test prompts, and only they
+HELD_OUT_INFO_PHRASINGS = 1  # likewise the last phrasing of each vault_info question
 STRING_TASKS = ("reverse", "sort_letters", "count_letter")
 # Word length -> weight: the string tasks' ladder (words have 4-9 letters, prose.english_words).
 WORD_LENGTH_RUNGS: dict[int, float] = {4: 0.4, 5: 0.3, 6: 0.15, 7: 0.1, 8: 0.03, 9: 0.02}
@@ -138,11 +138,13 @@ def sample_vault(rng: random.Random, vault: VaultDetails) -> TaskSpec:
 
 
 def choose_variant(rng: random.Random, spec: TaskSpec, split: str) -> int:
-    """A template variant; training never uses the held-out secret phrasings."""
-    if spec.task == "vault_secret" and split == "train":
-        return rng.randrange(len(VAULT_SECRET_TEMPLATES) - HELD_OUT_SECRET_PHRASINGS)
-    if spec.task == "vault_secret":
-        return rng.randrange(len(VAULT_SECRET_TEMPLATES))
+    """A template variant. The world has one vault, so its questions are few: training uses the first
+    phrasings and test only the held-out last ones, or a test vault prompt would repeat a training one
+    word for word (the card's decontamination check found 34 such among 548 held-out instructions)."""
+    if spec.task in ("vault_secret", "vault_info"):
+        count = len(user_templates(spec))
+        held_out = HELD_OUT_SECRET_PHRASINGS if spec.task == "vault_secret" else HELD_OUT_INFO_PHRASINGS
+        return rng.randrange(count - held_out) if split == "train" else count - held_out + rng.randrange(held_out)
     # Spans the operator spellings too ("+" or "plus"), see prompts.render_user.
     return rng.randrange(len(user_templates(spec)) * 2)
 
