@@ -35,10 +35,13 @@ def peak_rss_mib() -> float:
 
 
 class StepClock:
-    """One `perf_counter` stamp per optimizer step, the per-step data counts and the logged values."""
+    """One `perf_counter` stamp per optimizer step (and one of the process's CPU time, all its threads:
+    a second witness of load spikes, which inflate it too, less than the wall time), the per-step data
+    counts and the logged values."""
 
     def __init__(self):
         self.stamps: list[float] = []
+        self.cpu_stamps: list[float] = []
         self.counts: list[list[int]] = []
         self.logs: list[dict[str, float]] = []
         self.extra: dict[str, float] = {}
@@ -46,6 +49,7 @@ class StepClock:
 
     def stamp(self) -> None:
         self.stamps.append(time.perf_counter())
+        self.cpu_stamps.append(time.process_time())
 
     def result(self, spec: dict) -> dict:
         first, last = spec["warmup"], spec["warmup"] + spec["steps"]
@@ -53,6 +57,7 @@ class StepClock:
             raise RuntimeError(f"only {len(self.stamps)} steps were stamped, {last + 1} needed")
         return {
             "seconds": self.stamps[last] - self.stamps[first],
+            "cpu_seconds": self.cpu_stamps[last] - self.cpu_stamps[first],
             "step_seconds": [b - a for a, b in zip(self.stamps[first:last], self.stamps[first + 1 : last + 1])],
             "counts": self.counts[:last],
             "logs": self.logs,

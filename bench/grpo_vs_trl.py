@@ -51,6 +51,11 @@ steps the script also sums the time spent generating (chatforge `Sampler.generat
 and making the rollout (generation + reward + old/reference log-prob forwards: chatforge
 `RolloutBatches._new_rollout`, TRL `_generate_and_score_completions`); the rest of a step is the
 training forward/backward and the optimizer. Peak memory = the child's `ru_maxrss` (imports included).
+CPU seconds per prompt (the child's `process_time` over the timed steps, all threads) are printed
+beside prompts/s as a second witness of a load spike. They are not load-free: on the shared 2-core
+machine a starved run's CPU time rose too (9.2 against 1.7-3.5 CPU s/prompt: a thread waiting for its
+descheduled partner spins on the core), so a run whose CPU s/prompt is far above its side's others was
+hit by the load, and neither figure then measures the code.
 Repeats alternate the order of the sides; the table gives medians and the ratios chatforge / TRL.
 Exit 0 whatever the ratios, 2 without the TRL venv, 1 when the sides did not see the same prompts.
 """
@@ -335,6 +340,8 @@ def summarize(args, spec: dict, runs: dict[str, list[dict]]) -> tuple[dict, dict
         generated = [sum(c[1] for c in r["counts"][args.warmup:]) for r in rs]
         rows[side] = {
             "prompts_per_s": common.median(pps), "prompts_per_s_runs": pps,
+            "cpu_s_per_prompt": common.median(r["cpu_seconds"] / prompts_timed for r in rs),
+            "cpu_s_per_prompt_runs": [r["cpu_seconds"] / prompts_timed for r in rs],
             "ms_per_step": 1000 * common.median(r["seconds"] for r in rs) / args.steps,
             "generate_share": common.median(r.get("generate_seconds", 0.0) / r["seconds"] for r in rs),
             "rollout_share": common.median(r.get("rollout_seconds", 0.0) / r["seconds"] for r in rs),
@@ -351,6 +358,8 @@ def summarize(args, spec: dict, runs: dict[str, list[dict]]) -> tuple[dict, dict
             ratios[algo] = {
                 "prompts_per_s": a["prompts_per_s"] / b["prompts_per_s"], "paired_runs": paired,
                 "paired_median": common.median(paired), "peak_rss": a["peak_rss_mib"] / b["peak_rss_mib"],
+                # TRL's CPU seconds per prompt / chatforge's: > 1 = chatforge spends less CPU per prompt
+                "cpu_per_prompt": b["cpu_s_per_prompt"] / a["cpu_s_per_prompt"],
             }
     return rows, ratios
 
@@ -393,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def describe(side, r):
             generated = sum(c[1] for c in r["counts"][args.warmup:])
-            return (f"{args.steps * args.per_step / r['seconds']:6.2f} prompts/s  {generated:5d} generated tokens  "
+            return (f"{args.steps * args.per_step / r['seconds']:6.2f} prompts/s  "
+                    f"{r['cpu_seconds'] / (args.steps * args.per_step):5.2f} CPU s/prompt  {generated:5d} generated tokens  "
                     f"generation {r.get('generate_seconds', 0.0) / r['seconds']:4.0%} of the time  "
                     f"peak RSS {r['peak_rss_mib']:7,.0f} MiB  (load {common.load_average()})")
 
@@ -409,10 +419,10 @@ def main(argv: list[str] | None = None) -> int:
     rows, ratios = summarize(args, spec, runs)
     print(f"\n{args.steps * args.per_step} prompts ({args.steps * args.per_step * args.group} completions) in the {args.steps} timed "
           f"steps of every run; same prompt tokens step by step on all sides: {'yes' if same_prompts else 'NO'}")
-    print(f"{'side':15s} {'prompts/s':>9s} {'ms/step':>8s} {'gen tokens':>10s} {'gen tok/s':>9s} {'generation':>10s} "
-          f"{'rollout':>8s} {'peak RSS':>10s} {'RSS at start':>13s}")
+    print(f"{'side':15s} {'prompts/s':>9s} {'CPU s/prompt':>12s} {'ms/step':>8s} {'gen tokens':>10s} {'gen tok/s':>9s} "
+          f"{'generation':>10s} {'rollout':>8s} {'peak RSS':>10s} {'RSS at start':>13s}")
     for side, r in rows.items():
-        print(f"{side:15s} {r['prompts_per_s']:9.2f} {r['ms_per_step']:8.0f} {r['generated_tokens']:10,.0f} "
+        print(f"{side:15s} {r['prompts_per_s']:9.2f} {r['cpu_s_per_prompt']:12.2f} {r['ms_per_step']:8.0f} {r['generated_tokens']:10,.0f} "
               f"{r['generated_tokens_per_s']:9.0f} {r['generate_share']:10.0%} {r['rollout_share']:8.0%} "
               f"{r['peak_rss_mib']:6,.0f} MiB {r['rss_start_mib']:9,.0f} MiB")
     print("(generation: share of the timed span spent sampling; rollout: sampling + reward + old/reference forwards; "
@@ -420,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     for algo, ratio in ratios.items():
         print(f"chatforge-{algo} / trl-{algo}: prompts/s {ratio['prompts_per_s']:.2f}x (target >= {TARGET_SPEED:g}; per repeat "
               + ", ".join(f"{x:.2f}" for x in ratio["paired_runs"])
-              + f") | peak RSS {ratio['peak_rss']:.2f}x (target <= {TARGET_RSS:g})")
+              + f") | CPU per prompt {ratio['cpu_per_prompt']:.2f}x less | peak RSS {ratio['peak_rss']:.2f}x (target <= {TARGET_RSS:g})")
     print(f"load average (1, 5, 15 min): {load_before} before, {load_after} after")
 
     if args.json:
