@@ -287,7 +287,7 @@ def served(tmp_path_factory, tiny_tokenizer):
 
 @pytest.fixture(scope="module")
 def client(served):
-    return openai.OpenAI(base_url=served[0] + "/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=served[0] + "/v1", api_key="unused", max_retries=0, timeout=600)
 
 
 # No free-text string: this random model's strings run on for hundreds of tokens (the sampler test

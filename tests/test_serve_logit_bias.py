@@ -36,7 +36,7 @@ def served(tmp_path_factory, tiny_tokenizer):
 
 @pytest.fixture(scope="module")
 def client(served):
-    return openai.OpenAI(base_url=served[0] + "/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=served[0] + "/v1", api_key="unused", max_retries=0, timeout=600)
 
 
 def test_bias_is_added_to_the_named_logits():

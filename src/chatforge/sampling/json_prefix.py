@@ -93,9 +93,10 @@ class JsonPrefix:
                 return False
             if b < 0x80 or b >= 0xC0:  # a character starts (an escape counts as one): maxLength
                 limit = None if self.key else self.schema.node(self.node).max_length
-                if limit is not None and self.length >= limit:
-                    return False
-                self.length += 1
+                if limit is not None:  # counted only then: the state (and its cached mask) repeats otherwise
+                    if self.length >= limit:
+                        return False
+                    self.length += 1
             if b == 0x5C:
                 self.mode = ESCAPE
             return True

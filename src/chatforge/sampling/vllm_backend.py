@@ -3,7 +3,7 @@
 vLLM is imported lazily; without it `ConfigError` says how to get it or to use `backend: torch`.
 This adapter is written against vLLM's documented `LLM.generate` / `SamplingParams` API
 (`n, temperature, top_k, top_p, min_p, presence_penalty, frequency_penalty, repetition_penalty,
-max_tokens, stop, stop_token_ids, ignore_eos, seed, logprobs`) and
+max_tokens, stop, stop_token_ids, ignore_eos, seed, logprobs, logit_bias`) and
 has not been run by chatforge's tests, which run on CPU machines without vLLM.
 
 Differences from the torch backend. vLLM loads the weights itself from `model_path` (a saved
@@ -38,7 +38,7 @@ class VLLMBackend:
         from vllm import SamplingParams
 
         if cfg.response_format != "text":
-            raise ConfigError("sampling.response_format json_object is decoded by the torch backend only; use backend=torch")
+            raise ConfigError(f"sampling.response_format {cfg.response_format} is decoded by the torch backend only; use backend=torch")
 
         params = SamplingParams(
             n=cfg.n,
@@ -55,6 +55,7 @@ class VLLMBackend:
             frequency_penalty=cfg.frequency_penalty,
             repetition_penalty=cfg.repetition_penalty,
             logprobs=cfg.top_logprobs,
+            logit_bias=dict(cfg.logit_bias) or None,
             skip_special_tokens=True,
         )
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params)

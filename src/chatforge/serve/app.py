@@ -174,12 +174,8 @@ class Server:
         if not getattr(self.tokenizer, "chat_template", None):
             raise APIError(400, "this model's tokenizer has no chat template; use /v1/completions", param="messages")
         messages = [m.as_template_message() for m in req.messages]
-        functions = tools.tool_dicts(req)
-        if (functions or any("tool_calls" in m for m in messages)) and not tools.template_knows_tools(self.tokenizer.chat_template):
-            messages, functions = tools.fallback_messages(messages, functions), None
         try:
-            ids = self.tokenizer.apply_chat_template(messages, tools=functions, add_generation_prompt=True, tokenize=True,
-                                                     return_dict=False)
+            ids = tools.render_chat(self.tokenizer, messages, tools.tool_dicts(req))
         except Exception as exc:  # jinja raises for conversations the template refuses
             raise APIError(400, f"the chat template cannot render these messages: {exc}", param="messages") from None
         return list(ids)

@@ -4,7 +4,8 @@ lm-evaluation-harness (`local-completions` with `tokenizer_backend=remote`, or i
 and other clients use these to count and build prompts with the server's own tokenizer:
 
     /tokenize   {"prompt": str, "add_special_tokens": true}            -> {"count", "max_model_len", "tokens"}
-                {"messages": [...], "add_generation_prompt": true}    (the chat template, as /v1/chat/completions)
+                {"messages": [...], "add_generation_prompt": true}    (the chat template, as /v1/chat/completions;
+                                                                   with "tools": [...], the tool list too)
                 "return_token_strs": true adds "token_strs" (the vocabulary pieces)
     /detokenize {"tokens": [ids]}                                     -> {"prompt": text} (special tokens kept)
 """
@@ -16,13 +17,15 @@ from typing import Any
 
 from pydantic import Field
 
-from chatforge.serve.protocol import APIError, ChatMessage, Flag, TokenId, _Request, parse_request
+from chatforge.serve.protocol import APIError, ChatMessage, Flag, TokenId, Tool, _Request, parse_request
+from chatforge.serve.tools import render_chat
 
 
 class TokenizeRequest(_Request):
     model: str | None = None
     prompt: str | None = None
     messages: list[ChatMessage] | None = Field(None, min_length=1)
+    tools: list[Tool] | None = None
     add_special_tokens: Flag = True
     add_generation_prompt: Flag = True
     return_token_strs: Flag = False
@@ -30,6 +33,8 @@ class TokenizeRequest(_Request):
     def unsupported(self) -> tuple[str, str] | None:
         if (self.prompt is None) == (self.messages is None):
             return "prompt", "give exactly one of prompt (a string) and messages (a chat)"
+        if self.tools and self.messages is None:
+            return "tools", "tools are rendered with messages (a chat), not with a prompt"
         return None
 
 
@@ -50,8 +55,8 @@ def tokenize(tokenizer, data: Any, max_model_len: int | None, check_model: Calla
             raise APIError(400, "this model's tokenizer has no chat template; tokenize a prompt instead", param="messages")
         messages = [m.as_template_message() for m in req.messages]
         try:
-            ids = list(tokenizer.apply_chat_template(messages, add_generation_prompt=req.add_generation_prompt,
-                                                     tokenize=True, return_dict=False))
+            functions = [t.model_dump(exclude_none=True) for t in req.tools] if req.tools else None
+            ids = render_chat(tokenizer, messages, functions, req.add_generation_prompt)
         except Exception as exc:  # jinja raises for conversations the template refuses
             raise APIError(400, f"the chat template cannot render these messages: {exc}", param="messages") from None
     else:

@@ -114,6 +114,16 @@ def tool_dicts(req: ChatCompletionRequest) -> list[dict[str, Any]] | None:
     return [t.model_dump(exclude_none=True) for t in req.tools]
 
 
+def render_chat(tokenizer, messages: list[dict[str, Any]], functions: list[dict[str, Any]] | None,
+                add_generation_prompt: bool = True) -> list[int]:
+    """Token ids of the conversation and tools under the tokenizer's template (through its messages
+    when the template knows nothing of tools). Jinja's errors propagate (the caller answers 400)."""
+    if (functions or any("tool_calls" in m for m in messages)) and not template_knows_tools(tokenizer.chat_template):
+        messages, functions = fallback_messages(messages, functions), None
+    return list(tokenizer.apply_chat_template(messages, tools=functions, add_generation_prompt=add_generation_prompt,
+                                              tokenize=True, return_dict=False))
+
+
 def template_knows_tools(template: str | None) -> bool:
     return bool(template) and "tools" in template and "tool_calls" in template
 
