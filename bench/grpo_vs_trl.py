@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
     for algo, ratio in ratios.items():
         print(f"chatforge-{algo} / trl-{algo}: prompts/s {ratio['prompts_per_s']:.2f}x (target >= {TARGET_SPEED:g}; per repeat "
               + ", ".join(f"{x:.2f}" for x in ratio["paired_runs"])
-              + f") | CPU per prompt {ratio['cpu_per_prompt']:.2f}x less | peak RSS {ratio['peak_rss']:.2f}x (target <= {TARGET_RSS:g})")
+              + f") | CPU s/prompt TRL / chatforge {ratio['cpu_per_prompt']:.2f}x | peak RSS {ratio['peak_rss']:.2f}x (target <= {TARGET_RSS:g})")
     print(f"load average (1, 5, 15 min): {load_before} before, {load_after} after")
 
     if args.json:
