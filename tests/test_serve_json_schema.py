@@ -265,8 +265,7 @@ def test_random_model_outputs_validate_against_the_schema(sampler, tiny_tokenize
 
 openai = pytest.importorskip("openai")
 
-from chatforge.serve import ServeConfig  # noqa: E402
-from chatforge.serve.server import BackgroundServer, build  # noqa: E402
+from served_tiny import openai_client, serve_tiny  # noqa: E402
 from test_serve import assert_openai_error, post_raw  # noqa: E402
 from test_serve_openai_params import MESSAGES  # noqa: E402
 
@@ -276,18 +275,13 @@ MAX_TOKENS = 85  # this random model spells most keys a byte per token (context:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_tokenizer):
     """A tiny random chat model served on a free port: (url, Server)."""
-    model_dir = tmp_path_factory.mktemp("served")
-    make_tiny_model(vocab_size=384, seed=3, tie_word_embeddings=False).save_pretrained(model_dir)
-    tiny_tokenizer.save_pretrained(model_dir)
-    cfg = ServeConfig(model_dir=str(model_dir), model_name="tiny", max_tokens=MAX_TOKENS, max_n=4, log_level="warning")
-    app = build(cfg)
-    with BackgroundServer(app) as url:
-        yield url, app.state.server
+    with serve_tiny(tmp_path_factory.mktemp("served"), tiny_tokenizer, MAX_TOKENS) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def client(served):
-    return openai.OpenAI(base_url=served[0] + "/v1", api_key="unused", max_retries=0, timeout=600)
+    return openai_client(served[0])
 
 
 # No free-text string: this random model's strings run on for hundreds of tokens (the sampler test

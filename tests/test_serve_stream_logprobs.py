@@ -11,25 +11,20 @@ import pytest
 
 openai = pytest.importorskip("openai")
 
-from chatforge.serve import ServeConfig  # noqa: E402
-from chatforge.serve.server import BackgroundServer, build  # noqa: E402
+from served_tiny import openai_client, serve_tiny  # noqa: E402
 from test_serve_openai_params import MESSAGES  # noqa: E402
-from tiny_models import make_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_tokenizer):
-    model_dir = tmp_path_factory.mktemp("served_stream")
-    make_tiny_model(vocab_size=384, seed=3, tie_word_embeddings=False).save_pretrained(model_dir)
-    tiny_tokenizer.save_pretrained(model_dir)
-    app = build(ServeConfig(model_dir=str(model_dir), model_name="tiny", max_tokens=48, max_n=4, log_level="warning"))
-    with BackgroundServer(app) as url:
-        yield url, app.state.server
+    """A tiny random chat model served on a free port: (url, Server)."""
+    with serve_tiny(tmp_path_factory.mktemp("served_stream"), tiny_tokenizer, 48) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def client(served):
-    return openai.OpenAI(base_url=served[0] + "/v1", api_key="unused", max_retries=0, timeout=600)
+    return openai_client(served[0])
 
 
 def sse(url: str, body: dict) -> list[dict]:

@@ -12,14 +12,12 @@ import pytest
 
 openai = pytest.importorskip("openai")
 
-from chatforge.serve import ServeConfig  # noqa: E402
 from chatforge.serve.protocol import ChatCompletionRequest, parse_request  # noqa: E402
-from chatforge.serve.server import BackgroundServer, build  # noqa: E402
 from chatforge.serve.tools import fallback_messages, parse_calls  # noqa: E402
 from chatforge.tokenizer.templates import CHATML, TOOLS_INTRO  # noqa: E402
+from served_tiny import openai_client, serve_tiny  # noqa: E402
 from test_serve import assert_openai_error, post_raw  # noqa: E402
 from test_serve_json_schema import valid  # noqa: E402
-from tiny_models import make_tiny_model  # noqa: E402
 
 WEATHER = {"type": "object", "properties": {"city": {"enum": ["Oslo", "Lima"]}, "days": {"type": "integer"}},
            "required": ["city", "days"], "additionalProperties": False}
@@ -50,18 +48,15 @@ HISTORY = ASK + [
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_tokenizer):
-    model_dir = tmp_path_factory.mktemp("served_tools")
+    """A tiny random chat model served on a free port: (url, Server)."""
     # 1024 positions: the tool list alone is ~400 tokens of this 384-token vocabulary
-    make_tiny_model(vocab_size=384, seed=3, tie_word_embeddings=False, max_position_embeddings=1024).save_pretrained(model_dir)
-    tiny_tokenizer.save_pretrained(model_dir)
-    app = build(ServeConfig(model_dir=str(model_dir), model_name="tiny", max_tokens=120, max_n=4, log_level="warning"))
-    with BackgroundServer(app) as url:
-        yield url, app.state.server
+    with serve_tiny(tmp_path_factory.mktemp("served_tools"), tiny_tokenizer, 120, max_position_embeddings=1024) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def client(served):
-    return openai.OpenAI(base_url=served[0] + "/v1", api_key="unused", max_retries=0, timeout=600)
+    return openai_client(served[0])
 
 
 def render(tokenizer, template: str, messages: list[dict], tools=None) -> str:
