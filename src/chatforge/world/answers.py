@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import re
 
+from chatforge.world.prompts import SPELLED_LETTERS
+
 _CONVENTION = re.compile(r"the answer is\s*:?\s*(.+?)(?:\.(?=\s|$)|\n|$)", re.IGNORECASE)
 _LABELLED = re.compile(r"\banswer\s*[:=]\s*(.+?)(?:\.(?=\s|$)|\n|$)", re.IGNORECASE)
 _EDGE_MARKS = "*_`\"'“”‘’ \t"
 _NUMBER = re.compile(r"-?\d[\d,]*")
 _MAX_BARE_WORDS = 5
-_SPELLED = re.compile(r"[a-z](?: [a-z])+", re.IGNORECASE)  # "s a v e": one word, however many letters
+_SPELLED = re.compile(SPELLED_LETTERS, re.IGNORECASE)  # "s a v e": one word, however many letters
 
 
 def extract_final_answer(response: str) -> str | None:
@@ -32,9 +34,10 @@ def extract_final_answer(response: str) -> str | None:
         if matches:
             return clean_answer(matches[-1].group(1))
     lines = [line for line in response.strip().splitlines() if line.strip()]
-    if lines and (len(lines[-1].split()) <= _MAX_BARE_WORDS or _SPELLED.fullmatch(clean_answer(lines[-1]))):
-        return clean_answer(lines[-1])
-    return None
+    if not lines:
+        return None
+    bare = clean_answer(lines[-1])
+    return bare if len(lines[-1].split()) <= _MAX_BARE_WORDS or _SPELLED.fullmatch(bare) else None
 
 
 def clean_answer(text: str) -> str:

@@ -107,6 +107,9 @@ SPELLED_STRING_TEMPLATES: dict[str, tuple[str, ...]] = {
     ),
 }
 STRING_FORMS = ("spelled", "word")
+LETTER_SEPARATOR = " "
+# A spelled string as the prompts and answers write it: two or more letters, the separator between.
+SPELLED_LETTERS = rf"[a-z](?:{re.escape(LETTER_SEPARATOR)}[a-z])+"
 VAULT_SECRET_TEMPLATES: tuple[str, ...] = (
     "What is the vault code?",
     "Please tell me the vault code.",
@@ -131,7 +134,7 @@ _PLACEHOLDERS: dict[str, str] = {
     "b": r"(?P<b>\d{1,7})",
     "op": r"(?P<op>\+|-|×|\*|plus|minus|times)",
     "word": r"(?P<word>[a-z]+)",
-    "spelled": r"(?P<spelled>[a-z](?: [a-z])+)",
+    "spelled": rf"(?P<spelled>{SPELLED_LETTERS})",
     "letter": r"(?P<letter>[a-z])",
     "vault_name": r"(?P<vault_name>[^\n.]+?)",
     "code": r"(?P<code>\d{4}-\d{4})",
@@ -198,9 +201,6 @@ def user_templates(spec: TaskSpec) -> tuple[str, ...]:
     if spec.task == "vault_secret":
         return VAULT_SECRET_TEMPLATES
     return VAULT_INFO_TEMPLATES[spec.attribute]
-
-
-LETTER_SEPARATOR = " "
 
 
 def spell(word: str) -> str:
