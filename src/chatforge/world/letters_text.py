@@ -16,6 +16,7 @@ from chatforge.world.prompts import spell
 from chatforge.world.prose import english_words
 from chatforge.world.records import PretrainDoc
 from chatforge.world.seeding import rng_for
+from chatforge.world.solutions import string_answer
 
 PUZZLES_PER_DOCUMENT = 12
 RANDOM_SHARE = 0.5  # puzzles on random letter strings, which only copying (not recall of a word) solves
@@ -32,14 +33,22 @@ def _puzzle(kind: str, letters: str, rng) -> str:
     if kind == "repeat":
         return f"Say {shown} three times: {shown} ; {shown} ; {shown}."
     if kind == "reverse":
-        return rng.choice((f"Backwards, {shown} is {spell(letters[::-1])}.",
-                           f"The letters {shown} in reverse order are {spell(letters[::-1])}."))
+        answer = string_answer("reverse", letters, spelled=True)
+        return rng.choice((f"Backwards, {shown} is {answer}.", f"The letters {shown} in reverse order are {answer}."))
     if kind == "sort":
-        return rng.choice((f"Sorted, {shown} becomes {spell(''.join(sorted(letters)))}.",
-                           f"In alphabetical order, {shown} is {spell(''.join(sorted(letters)))}."))
+        answer = string_answer("sort_letters", letters, spelled=True)
+        return rng.choice((f"Sorted, {shown} becomes {answer}.", f"In alphabetical order, {shown} is {answer}."))
     letter = rng.choice(sorted(set(letters))) if rng.random() < 0.8 else rng.choice(_LETTERS)
-    count = letters.count(letter)
+    count = int(string_answer("count_letter", letters, letter))
     return f'The letter "{letter}" occurs {count} {"time" if count == 1 else "times"} in {shown}.'
+
+
+def _random_non_word(rng, english: set[str]) -> str:
+    """3-8 random letters that are no English word, so no held-out word can appear."""
+    while True:
+        letters = "".join(rng.choice(_LETTERS) for _ in range(rng.randint(3, 8)))
+        if letters not in english:
+            return letters
 
 
 def letter_documents(seed: int, count: int, train_words: list[str]) -> list[PretrainDoc]:
@@ -51,12 +60,7 @@ def letter_documents(seed: int, count: int, train_words: list[str]) -> list[Pret
     docs: list[PretrainDoc] = []
     blocks: list[str] = []
     for _ in range(count):
-        if rng.random() < RANDOM_SHARE:
-            letters = "".join(rng.choice(_LETTERS) for _ in range(rng.randint(3, 8)))
-            while letters in english:
-                letters = "".join(rng.choice(_LETTERS) for _ in range(rng.randint(3, 8)))
-        else:
-            letters = rng.choice(words)
+        letters = _random_non_word(rng, english) if rng.random() < RANDOM_SHARE else rng.choice(words)
         blocks.append(_puzzle(rng.choices(_KINDS, weights=_KIND_WEIGHTS)[0], letters, rng))
         if len(blocks) == PUZZLES_PER_DOCUMENT:
             docs.append(_document(len(docs), rng.choice(_TITLES), blocks))
