@@ -60,6 +60,17 @@ def data_paths(data: Path) -> str:
             f"{{path: {pre}/arithmetic_train.jsonl, name: arithmetic, weight: 0.10}}]")
 
 
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """ "LABEL=OVERRIDE;OVERRIDE" -> (label, overrides), as --pretrain-variant and --sft-variant take it."""
+    label, overrides = text.split("=", 1)
+    return label, overrides.split(";")
+
+
+def with_data(overrides: list[str], out: Path) -> list[str]:
+    """The overrides with {data} replaced by the sweep's world directory."""
+    return [o.replace("{data}", str(out / "data")) for o in overrides]
+
+
 def pretrain_run(spec: str, out: Path, device: str, precision: str,
                  variant: tuple[str, list[str]] = ("", [])) -> Run:
     preset, lr, steps, *rest = spec.split(":")
@@ -70,7 +81,7 @@ def pretrain_run(spec: str, out: Path, device: str, precision: str,
                f"tokenizer={out / 'tokenizer'}", data_paths(out / "data"), f"model.preset={preset}",
                f"optim.lr={lr}", f"train.max_steps={steps}", f"train.micro_batch_size={batch}",
                f"train.device={device}", f"train.precision={precision}", "train.progress=false",
-               "train.save_every=0", "train.resume=never", *(o.replace("{data}", str(out / "data")) for o in overrides)]
+               "train.save_every=0", "train.resume=never", *with_data(overrides, out)]
     return Run("pretrain", name, command)
 
 
@@ -101,7 +112,7 @@ def sft_run(pretrain: Run, steps: int, lr: str, out: Path, device: str, precisio
                f"model={out / pretrain.name / 'final'}", f"data.sources=[{{path: {instructions}/train.jsonl}}]",
                f"eval.path={instructions}/test.jsonl", f"optim.lr={lr}", f"train.max_steps={steps}",
                f"train.device={device}", f"train.precision={precision}", "train.progress=false",
-               "train.resume=never", *(o.replace("{data}", str(out / "data")) for o in overrides)]
+               "train.resume=never", *with_data(overrides, out)]
     return Run("sft", name, command)
 
 
@@ -186,8 +197,7 @@ def main() -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONUNBUFFERED": "1"}
     started = time.time()
     prepare(out, env, args.size)
-    pretrain_variants = ([] if args.no_plain_pretrain else [("", [])]) + [
-        (v.split("=", 1)[0], v.split("=", 1)[1].split(";")) for v in args.pretrain_variant]
+    pretrain_variants = ([] if args.no_plain_pretrain else [("", [])]) + [parse_variant(v) for v in args.pretrain_variant]
     pretrains = [pretrain_run(spec, out, args.device, args.precision, variant)
                  for spec in args.pretrain for variant in pretrain_variants]
     sft_steps = [int(s) for s in args.sft_steps.split(",") if s]
@@ -217,7 +227,7 @@ def main() -> None:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(chain, pretrains))
-        variants = [("", [])] + [(v.split("=", 1)[0], v.split("=", 1)[1].split(";")) for v in args.sft_variant]
+        variants = [("", [])] + [parse_variant(v) for v in args.sft_variant]
         sfts = [sft_run(p, steps, lr, out, args.device, args.precision, variant)
                 for p in pretrains if p.returncode == 0 for steps in sft_steps for lr in sft_lrs
                 for variant in variants]
