@@ -189,7 +189,8 @@ def main() -> None:
                         help="also run copy_probe.py on every pretrained and fine-tuned model")
     parser.add_argument("--sft-variant", action="append", default=[],
                         help="LABEL=OVERRIDE[;OVERRIDE...]: one more SFT run per setting with these config "
-                        "overrides ({data} = the world directory); the plain run is always made")
+                        "overrides ({data} = the world directory); the plain run is made unless --no-plain-sft")
+    parser.add_argument("--no-plain-sft", action="store_true")
     args = parser.parse_args()
     out = args.out.resolve()
     logs = out / "logs"
@@ -227,7 +228,7 @@ def main() -> None:
 
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(chain, pretrains))
-        variants = [("", [])] + [parse_variant(v) for v in args.sft_variant]
+        variants = ([] if args.no_plain_sft else [("", [])]) + [parse_variant(v) for v in args.sft_variant]
         sfts = [sft_run(p, steps, lr, out, args.device, args.precision, variant)
                 for p in pretrains if p.returncode == 0 for steps in sft_steps for lr in sft_lrs
                 for variant in variants]
