@@ -93,3 +93,44 @@ def test_completion_stream_logprobs_equal_the_non_streamed(client, settings):
 def test_logprobs_off_keep_chunks_without_them(served):
     chunks = sse(served[0] + "/v1/completions", {"model": "tiny", "prompt": "a", "max_tokens": 6, "temperature": 0, "stream": True})
     assert chunks and all(c["choices"][0]["logprobs"] is None for c in chunks)
+
+
+class CountingTokenizer:
+    """The tokenizer, counting its `decode` calls (everything else passes through)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.decodes = tokenizer, 0
+
+    def decode(self, *args, **kwargs):
+        self.decodes += 1
+        return self.tokenizer.decode(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+@pytest.mark.parametrize("with_tokens", [False, True])
+def test_a_streamed_step_decodes_its_tokens_once(tiny_tokenizer, with_tokens):
+    """The stream's hot path: with nothing held back (no stop string, no partial character), each step decodes the sample's ids once, log-probs or not (the old loop decoded
+    them a second time to find the tokens covered by the sent text)."""
+    from chatforge.sampling import Sampler, SamplingConfig
+    from chatforge.serve.stream import IncrementalDecoder
+    from tiny_models import make_tiny_model
+
+    model = make_tiny_model(vocab_size=len(tiny_tokenizer), seed=3)
+    counting = CountingTokenizer(tiny_tokenizer)
+    decoder = IncrementalDecoder(model, counting, sampler=Sampler(model, tiny_tokenizer))  # only the stream counts
+    # tokens that are part of a character are banned, so nothing is ever held back
+    partial = {i: -100.0 for i in range(len(tiny_tokenizer)) if "\ufffd" in tiny_tokenizer.decode([i])}
+    cfg = SamplingConfig(temperature=1.0, seed=4, n=2, max_new_tokens=12, top_logprobs=2, stop_token_ids=[],
+                         logit_bias=partial)
+    deltas: list[tuple] = []
+    completions = decoder.generate(tiny_tokenizer("The hills are")["input_ids"], cfg,
+                                   lambda *delta: deltas.append(delta), with_tokens=with_tokens)
+    assert [len(c.token_ids) for c in completions] == [12, 12]
+    assert all("\ufffd" not in c.text for c in completions)
+    # one on_token call per step and sample; the last one hands over the finished Completion (no decode)
+    assert counting.decodes == sum(len(c.token_ids) - 1 for c in completions) == 22
+    if with_tokens:  # and the tokens still arrive, each once, in order
+        for i, c in enumerate(completions):
+            assert [t[0] for d in deltas if d[0] == i for t in d[3]] == c.token_ids

@@ -85,8 +85,12 @@ class IncrementalDecoder:
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             safe = len(text) - held_back(text, cfg.stop)
             if safe > sent[index]:
+
+                def length(upto: int) -> int:  # of the text of ids[:upto]; all of them: `text`, decoded once per step
+                    return len(text) if upto == len(ids) else len(self.tokenizer.decode(ids[:upto], skip_special_tokens=True))
+
                 upto = len(ids)  # the tokens whose text is all sent: none of a held-back tail
-                while with_tokens and upto > sent_tokens[index] and len(self.tokenizer.decode(ids[:upto], skip_special_tokens=True)) > safe:
+                while with_tokens and upto > sent_tokens[index] and length(upto) > safe:
                     upto -= 1
                 emit(index, text[sent[index] : safe], None, ids, logps, tops, upto)
                 sent[index] = safe
