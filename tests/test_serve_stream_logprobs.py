@@ -134,3 +134,29 @@ def test_a_streamed_step_decodes_its_tokens_once(tiny_tokenizer, with_tokens):
     if with_tokens:  # and the tokens still arrive, each once, in order
         for i, c in enumerate(completions):
             assert [t[0] for d in deltas if d[0] == i for t in d[3]] == c.token_ids
+
+
+def test_chunk_offsets_count_a_character_split_across_chunks_once(tiny_tokenizer):
+    """A chunk can start inside a UTF-8 character (byte-level BPE: "é" is two tokens here); its
+    `text_offset`s come from the choice's text, so any split of a completion into chunks gives the
+    non-streamed offsets."""
+    from chatforge.sampling import Completion
+    from chatforge.sampling.token_text import TokenText
+    from chatforge.serve.logprob_objects import completion_chunk_logprobs, completion_logprobs
+
+    text = TokenText(tiny_tokenizer)
+    ids = tiny_tokenizer("café au", add_special_tokens=False)["input_ids"]
+    assert [tiny_tokenizer.decode([i]) for i in ids] == ["c", "a", "f", "\ufffd", "\ufffd", " a", "u"]
+    tokens = [(i, -1.0, []) for i in ids]
+    # by hand: "caf" + the first byte of "é" decodes to 4 characters ("caf\ufffd"), and so does "café"
+    assert completion_chunk_logprobs(text, tokens, [])["text_offset"] == [0, 1, 2, 3, 4, 4, 6]
+    # the chunk starting with the second byte of "é": measured apart from the chunk before, " a" would be at 5
+    assert completion_chunk_logprobs(text, tokens[4:], ids[:4])["text_offset"] == [4, 4, 6]
+    for phrase in ("café au", "a\U0001f600b c\u00e9"):  # an emoji is four byte tokens
+        ids = tiny_tokenizer(phrase, add_special_tokens=False)["input_ids"]
+        tokens = [(i, -1.0, []) for i in ids]
+        whole = completion_logprobs(text, Completion(0, ids, phrase, [-1.0] * len(ids), "length", None))["text_offset"]
+        for split in range(len(ids) + 1):
+            chunks = completion_chunk_logprobs(text, tokens[:split], [])["text_offset"] + \
+                completion_chunk_logprobs(text, tokens[split:], ids[:split])["text_offset"]
+            assert chunks == whole, (phrase, split)

@@ -51,13 +51,17 @@ def completion_chunk_logprobs(
         "tokens": [text.string_of(i) for i in ids],
         "token_logprobs": [lp for _, lp, _ in tokens],
         "top_logprobs": [_top_dict(text, alt, i, lp) for i, lp, alt in tokens],
-        "text_offset": [len(text.tokenizer.decode(earlier_ids + ids[:j], skip_special_tokens=True)) for j in range(len(ids))],
+        "text_offset": char_offsets(text.tokenizer, ids, prefix_ids=earlier_ids),
     }
 
 
-def char_offsets(tokenizer, ids: list[int], start: int = 0) -> list[int]:
-    """`start` + the length of the text of ids[:j], for each j: where token j's text begins."""
-    return [start + len(tokenizer.decode(ids[:j], skip_special_tokens=True)) for j in range(len(ids))]
+def char_offsets(tokenizer, ids: list[int], start: int = 0, prefix_ids: list[int] = ()) -> list[int]:
+    """Where each token's text begins: `start` + the length of the text of prefix_ids + ids[:j], for each j.
+
+    The prefix is decoded together with the tokens, not measured apart: a streamed chunk can start
+    inside a UTF-8 character whose first bytes closed the chunk before (alone they decode to U+FFFD)."""
+    prefix = list(prefix_ids)
+    return [start + len(tokenizer.decode(prefix + ids[:j], skip_special_tokens=True)) for j in range(len(ids))]
 
 
 def completion_logprobs(
