@@ -187,6 +187,55 @@ def test_schemas_outside_the_subset_name_the_keyword(schema, path, words):
     assert info.value.path == path and words in str(info.value)
 
 
+@pytest.fixture()
+def builds(monkeypatch):
+    """Counts the schema compilations (a `_Builder` each) from here on."""
+    from chatforge.sampling import json_schema
+
+    count = {"n": 0}
+
+    class Counting(json_schema._Builder):
+        def __init__(self, document):
+            count["n"] += 1
+            super().__init__(document)
+
+    monkeypatch.setattr(json_schema, "_Builder", Counting)
+    return count
+
+
+def test_each_distinct_schema_compiles_once(builds):
+    first = {"type": "object", "properties": {"k": {"enum": ["a", "b"]}}, "required": ["k"], "description": "cache 1"}
+    table = compile_schema(first)
+    same = json.loads(json.dumps(first, sort_keys=True))  # an equal schema, another dict, keys in another order
+    assert compile_schema(same) is table and compile_schema(first) is table and builds["n"] == 1
+    assert SamplingConfig(response_format="json_schema", json_schema=first).json_schema == first and builds["n"] == 1
+    # a different schema (one enum value changed) gets its own table, which refuses what the first allowed
+    other = json.loads(json.dumps(first).replace('"b"', '"c"'))
+    assert accepts(other, '{"k":"c"}') is not None and accepts(other, '{"k":"b') is None and builds["n"] == 2
+    assert accepts(first, '{"k":"b"}') is not None and accepts(first, '{"k":"c') is None and builds["n"] == 2
+    # 1 and 1.0, true and 1 are different JSON: not one cache entry
+    assert compile_schema({"type": "object", "properties": {"n": {"const": 1}}}) is not \
+        compile_schema({"type": "object", "properties": {"n": {"const": 1.0}}})
+    # the whitespace rule is part of the key
+    assert compile_schema(first, **ANY_SPACE) is not table and builds["n"] == 5
+    # a schema outside the subset is not cached: it raises each time
+    bad = {"type": "object", "properties": {"a": {"format": "date"}}}
+    for _ in range(2):
+        with pytest.raises(SchemaError):
+            compile_schema(bad)
+    assert builds["n"] == 7
+
+
+def test_the_cache_is_bounded(builds):
+    from chatforge.sampling.json_schema import MAX_CACHED_SCHEMAS
+
+    schemas = [{"type": "object", "description": f"bounded {i}"} for i in range(MAX_CACHED_SCHEMAS + 1)]
+    tables = [compile_schema(s) for s in schemas]
+    assert builds["n"] == MAX_CACHED_SCHEMAS + 1
+    assert compile_schema(schemas[-1]) is tables[-1] and builds["n"] == MAX_CACHED_SCHEMAS + 1
+    assert compile_schema(schemas[0]) is not tables[0] and builds["n"] == MAX_CACHED_SCHEMAS + 2  # the oldest went
+
+
 # -- the automaton against the validator on generated documents -----------------------------------------
 
 _name = st.text(max_size=4)
@@ -337,3 +386,15 @@ def test_bad_schemas_are_400s_naming_the_keyword(served, fmt, param, words):
     assert status == 400, raw
     error = assert_openai_error(raw)
     assert error["param"] == param and words in error["message"] and "response_format" in error["message"], error
+
+
+def test_a_request_compiles_its_schema_once(served, builds):
+    """The request check, SamplingConfig's validation, the sampler's constraint: one compilation."""
+    schema = {"type": "object", "properties": {"u": {"enum": ["C", "F"]}}, "required": ["u"],
+              "additionalProperties": False, "description": "compiled once"}
+    fmt = {"type": "json_schema", "json_schema": {"name": "once", "schema": schema}}
+    body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 12, "temperature": 0, "response_format": fmt}
+    for _ in range(2):
+        status, reply = post_raw(served[0] + "/v1/chat/completions", json.dumps(body).encode())
+        assert status == 200 and accepts(schema, reply["choices"][0]["message"]["content"]) is not None, reply
+    assert builds["n"] == 1

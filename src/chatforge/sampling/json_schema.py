@@ -31,6 +31,8 @@ ignores a constraint. The root must be an object (OpenAI's rule; a bare number w
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,16 +87,42 @@ class JsonSchema:
         return self.nodes[index]
 
 
+MAX_CACHED_SCHEMAS = 64
+_compiled: OrderedDict[str, JsonSchema] = OrderedDict()  # canonical JSON -> table, least recently used first
+_compiled_lock = threading.Lock()  # the server compiles on its event loop and in its worker thread
+
+
 def compile_schema(schema: Any, space: bytes | frozenset[int] = b" ", max_space: int = 1) -> JsonSchema:
-    """The node table of `schema` (a dict), or `SchemaError` naming what is outside the subset."""
+    """The node table of `schema` (a dict), or `SchemaError` naming what is outside the subset.
+
+    One request asks several times (the request check, SamplingConfig's validation, the sampler's
+    constraint, each forced tool pass), so tables are cached by the schema's canonical JSON
+    (`json.dumps(sort_keys=True)`, with the whitespace rule): each distinct schema compiles once, while
+    it is among the last MAX_CACHED_SCHEMAS used. A table is never changed after it is built, so sharing
+    it is safe. Schemas outside the subset are not cached (they raise again, the same error)."""
     if not isinstance(schema, dict):
         raise SchemaError("", f"a schema is a JSON object, got {type(schema).__name__}")
+    try:
+        key = json.dumps([schema, sorted(space), max_space], sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):  # not JSON (a Python caller's set, NaN...): compiled, not cached
+        key = None
+    if key is not None:
+        with _compiled_lock:
+            table = _compiled.get(key)
+            if table is not None:
+                _compiled.move_to_end(key)
+                return table
     builder = _Builder(schema)
     root = builder.build(schema, "", ())
     if builder.nodes[root].types != frozenset({"object"}):
         raise SchemaError("type", "the root schema must be {\"type\": \"object\", ...}")
-    key = json.dumps([schema, sorted(space), max_space], sort_keys=True, separators=(",", ":"))
-    return JsonSchema(builder.nodes, root, key, frozenset(space), max_space)
+    table = JsonSchema(builder.nodes, root, key if key is not None else repr(schema), frozenset(space), max_space)
+    if key is not None:
+        with _compiled_lock:
+            _compiled[key] = table
+            if len(_compiled) > MAX_CACHED_SCHEMAS:
+                _compiled.popitem(last=False)
+    return table
 
 
 def encode(value: Any) -> bytes:
