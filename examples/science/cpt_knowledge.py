@@ -242,7 +242,12 @@ def plot(start: dict, by_regime: dict[str, list[dict]], cpts: list[Job], args) -
     import matplotlib.pyplot as plt
 
     s = scores(start)
-    fig, (ax_k, ax_b, ax_c) = plt.subplots(1, 3, figsize=(16, 4.6))
+    # Runs copied back from another machine with only their summaries have no curve to draw.
+    outs_by_regime = {r: [j.out for j in cpts if j.regime == r and j.summary and (j.out / "metrics.jsonl").exists()]
+                      for r in REGIMES[:-1]}
+    with_curves = any(outs_by_regime.values())
+    fig, axes = plt.subplots(1, 3 if with_curves else 2, figsize=(16 if with_curves else 11, 4.6))
+    ax_k, ax_b = axes[0], axes[1]
     for ax, (x, y) in ((ax_k, ("a_knowledge", "b_knowledge")), (ax_b, ("a_bpb", "b_bpb"))):
         ax.plot(s[x], s[y], "*", color="grey", markersize=12, label="start (world-A model)")
         for regime, runs in by_regime.items():
@@ -257,15 +262,17 @@ def plot(start: dict, by_regime: dict[str, list[dict]], cpts: list[Job], args) -
              ylabel="world-B knowledge accuracy (up = learned)")
     ax_b.set(title="bits/byte on held-out documents, mean ± SE", xlabel="world A bits/byte (right = forgot)",
              ylabel="world B bits/byte (down = learned)")
-    for regime in REGIMES[:-1]:
-        outs = [j.out for j in cpts if j.regime == regime and j.summary]
-        if not outs:
-            continue
-        curves = [curve(out, "val/a_heldout/loss") for out in outs]
-        steps = curves[0][0]
-        ax_c.plot(steps, [mean_se([c[1][i] for c in curves if i < len(c[1])])[0] for i in range(len(steps))], label=regime)
-    ax_c.set(title="world-A held-out loss during CPT (mean over seeds)", xlabel="CPT step", ylabel="nats/token")
-    for ax in (ax_k, ax_b, ax_c):
+    if with_curves:
+        ax_c = axes[2]
+        for regime, outs in outs_by_regime.items():
+            if not outs:
+                continue
+            curves = [curve(out, "val/a_heldout/loss") for out in outs]
+            steps = curves[0][0]
+            ax_c.plot(steps, [mean_se([c[1][i] for c in curves if i < len(c[1])])[0] for i in range(len(steps))],
+                      label=regime)
+        ax_c.set(title="world-A held-out loss during CPT (mean over seeds)", xlabel="CPT step", ylabel="nats/token")
+    for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
     args.img.mkdir(parents=True, exist_ok=True)
