@@ -232,3 +232,14 @@ def test_a_recipe_of_only_a_card_measures_existing_models(tmp_path, base_dir, wo
     assert f"Not measured: `third` (no model directory at {tmp_path / 'never-made'})." in md  # e.g. ReST-EM kept nothing
     assert result.report == tmp_path / "out" / "report.html"
     assert lines[-2].startswith(f"chat with the final model: chatforge serve {base_dir}")
+
+
+def test_an_online_rl_stage_headline_gives_its_held_out_gold_gain_and_kl():
+    from chatforge.recipes.card.collect import headline
+
+    summary = {"parameters": 1000,
+               "eval": {"start": {"eval/gold": 0.48, "eval/kl": 0.0}, "final": {"eval/gold": 0.546, "eval/kl": 0.9023}},
+               "gold_gain": {"gain": 0.066, "se": 0.014, "z": 4.71, "prompts": 100}}
+    lines = dict(headline(None, summary))
+    assert lines["held-out gold"] == "0.480 -> 0.546 (+0.066 ± 0.014, 4.7 SE) at KL 0.90 nats"
+    assert "held-out pair accuracy" not in lines  # the RL eval block is not a reward model's

@@ -154,6 +154,13 @@ def headline(step: Step, summary: dict) -> list[tuple[str, str]]:
     if iterations:
         first, last = iterations[0]["eval"]["test"]["all"], iterations[-1]["eval"]["test"]["all"]
         out.append(("held-out pass@1", f"{first['pass@1']:.3f} -> {last['pass@1']:.3f}"))
+    # Online RL (ppo, grpo, online-dpo): held-out gold at the start and the end, the paired gain, the KL.
+    evals, gain = summary.get("eval"), summary.get("gold_gain")
+    if isinstance(evals, dict) and "start" in evals and "final" in evals and isinstance(gain, dict):
+        start, final = evals["start"], evals["final"]
+        out.append(("held-out gold", f"{start['eval/gold']:.3f} -> {final['eval/gold']:.3f} "
+                                     f"({gain['gain']:+.3f} ± {gain['se']:.3f}, {gain['z']:.1f} SE) "
+                                     f"at KL {final['eval/kl']:.2f} nats"))
     for key, label in (("eval", "held-out"), ("eval_before", "before training")):
         block = summary.get(key)
         if isinstance(block, dict):
