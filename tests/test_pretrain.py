@@ -116,3 +116,39 @@ def test_weighted_token_nll_sum_by_hand():
     assert loss_sum.item() == pytest.approx(-math.log(0.75) - 0.1 * math.log(0.25), rel=1e-6)
     plain, _ = token_nll_sum(logits, labels)
     assert weighted_token_nll_sum(logits, labels, torch.ones(1, 3))[0].item() == pytest.approx(plain.item())
+
+
+def test_lora_continued_pretraining_trains_only_adapters_and_exports_a_merged_model(tmp_path, tiny_tokenizer_dir, capsys):
+    """mode=lora: only LoRA parameters train; final/ is a plain transformers model whose targeted
+    projections moved by the merged update while the embeddings and norms stay bit-identical."""
+    from transformers import AutoModelForCausalLM
+
+    from chatforge.tokenizer.load import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_tokenizer_dir)
+    base = make_tiny_model(len(tokenizer), seed=7)
+    base.save_pretrained(tmp_path / "base")
+    tokenizer.save_pretrained(tmp_path / "base")
+    out = tmp_path / "lora"
+    assert main([
+        "pretrain", f"out={out}", f"init_from={tmp_path / 'base'}", "mode=lora", "lora.r=4", "lora.dropout=0.0",
+        "data.seq_len=64", f"data.cache_dir={tmp_path / 'cache'}", "train.max_steps=6", "train.micro_batch_size=4",
+        "train.eval_every=0", "train.save_every=0", "train.progress=false", "optim.lr=5e-3", "schedule.warmup_steps=1",
+        "final_eval_documents=4",
+    ]) == 0
+    said = capsys.readouterr().out
+    summary = json.loads((out / "report" / "summary.json").read_text())
+    assert summary["mode"] == "lora" and "lora:" in said
+    assert 0 < summary["trainable_parameters"] < summary["parameters"] / 5
+    merged = AutoModelForCausalLM.from_pretrained(out / "final")
+    before, after = dict(base.named_parameters()), dict(merged.named_parameters())
+    assert set(before) == set(after)  # merged: no adapter weights left in final/
+    moved = {name for name in before if not torch.equal(before[name], after[name])}
+    assert moved and all(name.endswith(("_proj.weight",)) for name in moved)
+    assert torch.equal(before["model.embed_tokens.weight"], after["model.embed_tokens.weight"])
+    assert (out / "adapter" / "adapter_config.json").is_file()
+
+
+def test_lora_pretraining_needs_a_model_to_adapt(tmp_path, capsys):
+    assert main(["pretrain", f"out={tmp_path}", "mode=lora"]) == 2
+    assert "mode=lora adapts an existing model" in capsys.readouterr().err

@@ -9,6 +9,8 @@ fraction of an old corpus in every batch.
 Continued pretraining starts from `init_from` (a Hugging Face model directory or a checkpoint
 directory) with a fresh optimizer and schedule, so the LR re-warms and re-decays over this run.
 `domains` are scored before and after training (bits-per-byte, knowledge test): the forgetting table.
+`mode=lora` continues pretraining through LoRA adapters on the frozen model (merged into final/),
+one of the forgetting remedies docs/science.md compares with replay and EWC.
 
     chatforge pretrain                                  # ~10M model on the built-in corpus
     chatforge pretrain cfg.yaml train.max_steps=500 optim.lr=6e-4 schedule.kind=wsd
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import Field, model_validator
@@ -36,6 +39,7 @@ from chatforge.models.build import ModelConfig, build_model, count_parameters, f
 from chatforge.models.embeddings import NewRowsConfig
 from chatforge.models.logprobs import check_isolation, lm_forward
 from chatforge.run_dir import RejectLog, RunDir
+from chatforge.sft.modes import LoraSettings
 from chatforge.stages._training import Context, Plan, Trained, TrainingStage, default_schedule, train
 from chatforge.tokenizer.train import TokenizerConfig
 
@@ -71,11 +75,20 @@ class Config(StrictModel):
     ewc: EWCConfig | None = Field(
         None, description="elastic weight consolidation: a Fisher-weighted pull towards the starting weights (docs/science.md)"
     )
+    mode: Literal["full", "lora"] = Field(
+        "full", description="full: train every weight; lora: LoRA adapters on a frozen model (continued pretraining "
+        "that keeps the old weights; merged into final/)",
+    )
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="mode=lora settings")
 
     @model_validator(mode="after")
     def _check(self) -> Config:
         if self.init_from and self.model.path:
             raise ValueError("set init_from or model.path, not both (init_from continues from a model or checkpoint)")
+        if self.mode == "lora" and self.new_rows is not None:
+            raise ValueError("mode=lora and new_rows both choose what trains: set one of them")
+        if self.mode == "lora" and not (self.init_from or self.model.path):
+            raise ValueError("mode=lora adapts an existing model: set init_from (or model.path)")
         return self
 
 
@@ -149,7 +162,8 @@ class PretrainStage(TrainingStage):
         return Plan(
             model, objective, stream, tokenizer,
             evaluate=(lambda m: held_out_loss(m, data, cfg.train.micro_batch_size)) if data.has_val() else None,
-            mode=None, flops_per_token=flops_per_token(model, cfg.data.seq_len),
+            # new_rows sets requires_grad itself; otherwise the mode (full or LoRA adapters) is applied
+            mode=None if self.frozen else cfg.mode, flops_per_token=flops_per_token(model, cfg.data.seq_len),
             param_groups=self.frozen.param_groups if self.frozen else None,
         )
 
