@@ -63,9 +63,10 @@ def test_regimes_set_what_docs_science_says():
 
 def test_planned_runs_are_valid_pretrain_configs(tmp_path):
     args = SimpleNamespace(out=tmp_path, device="cpu", precision="fp32", seeds=[0, 1], base_steps=800,
-                           cpt_steps=400, max_questions=None, replay=0.05, ewc=1e4)
+                           cpt_steps=400, max_questions=None, replay=0.05, ewc=1e4,
+                           regimes=[ck.slug(r) for r in ck.REGIMES])
     start, unions, cpts = ck.plan(args, tmp_path / "data")
-    assert len(unions) == 2 and len(cpts) == 8  # 4 CPT regimes x 2 seeds
+    assert len(unions) == 2 and len(cpts) == 10  # 5 CPT regimes x 2 seeds
     configs = {job.out.name: load_config(Config, ck.CONFIG, job.overrides) for job in [start, *unions, *cpts]}
     assert configs["start_800"].train.max_steps == 800 and configs["start_800"].init_from is None
     union = configs["union_1200_s1"]
@@ -79,6 +80,16 @@ def test_planned_runs_are_valid_pretrain_configs(tmp_path):
     assert ewc.train.max_steps == 400 and ewc.schedule.warmup_steps == 20
     assert configs["replay_800+400_s1"].data.replay.fraction == 0.05
     assert configs["constant_800+400_s0"].optim.lr == pytest.approx(3e-4)
+    lora = configs["lora_800+400_s1"]
+    assert lora.mode == "lora" and lora.lora.r == 8 and lora.schedule.warmup_steps == 20
     for cfg in configs.values():
         assert [d.knowledge.subject for d in cfg.domains] == ["world_a", "world_b"]
         assert all(d.knowledge.max_questions is None and d.knowledge.method == "option" for d in cfg.domains)
+
+
+def test_a_subset_of_regimes_plans_only_those_runs(tmp_path):
+    args = SimpleNamespace(out=tmp_path, device="cpu", precision="fp32", seeds=[0, 1], base_steps=800,
+                           cpt_steps=200, max_questions=None, replay=0.05, ewc=1e4, regimes=["rewarm", "lora"])
+    start, unions, cpts = ck.plan(args, tmp_path / "data")
+    assert unions == [] and sorted(job.out.name for job in cpts) == [
+        "lora_800+200_s0", "lora_800+200_s1", "rewarm_800+200_s0", "rewarm_800+200_s1"]

@@ -43,7 +43,8 @@ from sweep import prepare  # noqa: E402  (the learnable world's own data + token
 
 CONFIG = ROOT / "examples" / "world" / "pretrain.yaml"
 START_FINAL_LR = 3.0e-4  # pretrain.yaml: peak 3e-3, cosine floor 0.1 x peak
-REGIMES = ("rewarm", "rewarm + replay", "constant LR (no re-warm)", "rewarm + EWC", "retrain on A ∪ B (from scratch)")
+REGIMES = ("rewarm", "rewarm + replay", "constant LR (no re-warm)", "rewarm + EWC", "rewarm + LoRA",
+           "retrain on A ∪ B (from scratch)")
 
 
 @dataclass
@@ -100,12 +101,14 @@ def cpt_overrides(regime: str, data: Path, replay: float, ewc: float) -> list[st
         pre = data / "pretrain"
         return [*rewarm, f"ewc={{weight: {ewc}, samples: 32, sources: [{{path: {pre}/world_a_train.jsonl}}, "
                          f"{{path: {pre}/world_a_qa.jsonl}}], cache_dir: {ROOT / 'runs/.cache/tokens'}}}"]
+    if regime == "rewarm + LoRA":  # adapters (r 8) on the frozen world-A model, merged at the end
+        return [*rewarm, "mode=lora", "lora.r=8"]
     raise ValueError(f"unknown regime {regime!r}")
 
 
 def slug(regime: str) -> str:
     return {"rewarm": "rewarm", "rewarm + replay": "replay", "constant LR (no re-warm)": "constant",
-            "rewarm + EWC": "ewc", "retrain on A ∪ B (from scratch)": "union"}[regime]
+            "rewarm + EWC": "ewc", "rewarm + LoRA": "lora", "retrain on A ∪ B (from scratch)": "union"}[regime]
 
 
 def plan(args, data: Path) -> tuple[Job, list[Job], list[Job]]:
@@ -119,12 +122,12 @@ def plan(args, data: Path) -> tuple[Job, list[Job], list[Job]]:
                   [f"data.sources=[{', '.join(world_a(data) + world_b(data, total=1.0))}]",
                    f"train.max_steps={args.base_steps + args.cpt_steps}", f"train.seed={seed}", *common,
                    *scoring(data, args.max_questions, 0)])
-              for seed in args.seeds]
+              for seed in args.seeds if "union" in args.regimes]
     cpts = [Job(regime, seed, args.out / f"{slug(regime)}_{args.base_steps}+{args.cpt_steps}_s{seed}",
                 [f"init_from={start.out / 'final'}", f"data.sources=[{', '.join(world_b(data))}]",
                  f"train.max_steps={args.cpt_steps}", f"train.seed={seed}", *common, *cpt_eval,
                  *cpt_overrides(regime, data, args.replay, args.ewc)])
-            for seed in args.seeds for regime in REGIMES[:-1]]
+            for seed in args.seeds for regime in REGIMES[:-1] if slug(regime) in args.regimes]
     return start, unions, cpts
 
 
@@ -189,7 +192,13 @@ def main() -> None:
     parser.add_argument("--ewc", type=float, default=1.0e4, help="EWC weight λ")
     parser.add_argument("--max-questions", type=int, default=None, help="score the first N questions (default: all)")
     parser.add_argument("--img", type=Path, default=IMG)
+    parser.add_argument("--regimes", default=",".join(slug(r) for r in REGIMES),
+                        help="comma-separated subset of " + ", ".join(slug(r) for r in REGIMES))
     args = parser.parse_args()
+    args.regimes = args.regimes.split(",")
+    unknown = sorted(set(args.regimes) - {slug(r) for r in REGIMES})
+    if unknown:
+        parser.error(f"unknown regime(s) {unknown}")
     args.seeds = [int(s) for s in args.seeds.split(",") if s]
     args.out, args.world = args.out.resolve(), args.world.resolve()
     began = time.time()
