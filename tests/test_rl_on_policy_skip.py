@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from chatforge.rl.config import KLConfig, RolloutConfig, skips_old_forward
-from test_rl_stage import _config, _weights
+from test_rl_stage import _config, _weights, killed_then_resumed
 
 # 4 prompts x 2 samples = 8 rows; 4 x 2 micro-batches = one optimizer step of 8 rows; one epoch
 ON_POLICY = {"rollout.epochs": 1, "train.micro_batch_size": 4, "train.grad_accum_steps": 2, "data.val_sources": []}
@@ -164,35 +164,18 @@ def test_beta_zero_keeps_no_reference(tmp_path, world, base_dir, stage):
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=0)
 
 
-class _Killed(Exception):
-    """Stands for kill -9 (no checkpoint on the way out)."""
-
-
 def test_on_policy_run_without_reference_resumes_exactly(tmp_path, world, base_dir, monkeypatch):
     """The buffer of an on-policy, reference-free run (no old_logp, no ref_logp, the sampler's log-probs)
     goes through a checkpoint: killed inside step 2 and resumed, it ends where an uninterrupted run does."""
-    from chatforge.rl.rollout import RolloutBatches
     from chatforge.stages import grpo
 
     over = {**ON_POLICY, "kl.coef": 0.0, "train.max_steps": 3, "train.save_every": 1}
     whole = tmp_path / "whole"
     grpo.run(_config(grpo, world, base_dir, whole, **over))
     crashed = tmp_path / "crashed"
-    calls = {"n": 0}
-    original = RolloutBatches.next_batch
-
-    def dying(self):
-        calls["n"] += 1
-        if calls["n"] == 4:  # step 2's second micro-batch
-            raise _Killed()
-        return original(self)
-
-    monkeypatch.setattr(RolloutBatches, "next_batch", dying)
-    with pytest.raises(_Killed):
-        grpo.run(_config(grpo, world, base_dir, crashed, **over))
-    assert (crashed / "checkpoints" / "latest").read_text().strip() == "step_000001"
-    monkeypatch.setattr(RolloutBatches, "next_batch", original)
-    grpo.run(_config(grpo, world, base_dir, crashed, **over))
+    # killed in step 2's second micro-batch (the 4th)
+    killed_then_resumed(grpo.run, lambda: _config(grpo, world, base_dir, crashed, **over), monkeypatch,
+                        kill_at=4, latest="step_000001")
     a, b = _weights(whole), _weights(crashed)
     for key in a:
         assert torch.equal(a[key], b[key]), key

@@ -4,6 +4,7 @@ the LoRA reference, diagnostics files."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,12 +87,33 @@ class _Killed(Exception):
     """Stands for kill -9: not a KeyboardInterrupt, so the engine writes no checkpoint on its way out."""
 
 
+def killed_then_resumed(run, config, monkeypatch, kill_at: int, latest: str):
+    """`run(config())` killed (`_Killed`) at its `kill_at`-th `RolloutBatches.next_batch` call, its
+    last checkpoint checked to be `latest`, then run again (resuming from it): the resumed run's result."""
+    from chatforge.rl.rollout import RolloutBatches
+
+    calls = {"n": 0}
+    original = RolloutBatches.next_batch
+
+    def dying(self):
+        calls["n"] += 1
+        if calls["n"] == kill_at:
+            raise _Killed()
+        return original(self)
+
+    monkeypatch.setattr(RolloutBatches, "next_batch", dying)
+    with pytest.raises(_Killed):
+        run(config())
+    assert (Path(config().out) / "checkpoints" / "latest").read_text().strip() == latest
+    monkeypatch.setattr(RolloutBatches, "next_batch", original)
+    return run(config())
+
+
 def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, world, base_dir, monkeypatch):
     """PPO with a separate critic (its own LR scale), adaptive KL, running reward normalisation and
     PPO epochs: killed in the middle of step 3 (a rollout buffer half used, last checkpoint at step
     2) and resumed, it ends with the same policy, critic, KL coefficient, rollouts and metrics as a
     run that was never interrupted."""
-    from chatforge.rl.rollout import RolloutBatches
     from chatforge.stages import ppo
 
     over = {
@@ -102,21 +124,9 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, world, base_
     ppo.run(_config(ppo, world, base_dir, whole, **over))
 
     crashed = tmp_path / "crashed"
-    calls = {"n": 0}
-    original = RolloutBatches.next_batch
-
-    def dying(self):
-        calls["n"] += 1
-        if calls["n"] == 6:  # step 3's second micro-batch
-            raise _Killed()
-        return original(self)
-
-    monkeypatch.setattr(RolloutBatches, "next_batch", dying)
-    with pytest.raises(_Killed):
-        ppo.run(_config(ppo, world, base_dir, crashed, **over))
-    assert (crashed / "checkpoints" / "latest").read_text().strip() == "step_000002"
-    monkeypatch.setattr(RolloutBatches, "next_batch", original)
-    summary = ppo.run(_config(ppo, world, base_dir, crashed, **over))
+    # killed in step 3's second micro-batch (the 6th)
+    summary = killed_then_resumed(ppo.run, lambda: _config(ppo, world, base_dir, crashed, **over), monkeypatch,
+                                  kill_at=6, latest="step_000002")
 
     for name in ("model.safetensors", "critic.safetensors"):
         a, b = load_file(str(whole / "final" / name)), load_file(str(crashed / "final" / name))
