@@ -32,14 +32,9 @@ def tiny_tokenizer(tiny_tokenizer_dir):
 @pytest.fixture(scope="module")
 def base_dir(tmp_path_factory, tiny_tokenizer_dir):
     """A saved tiny chat model (random ~100k-parameter Llama, 256 positions) with the tiny tokenizer."""
-    from chatforge.tokenizer.load import load_tokenizer
-    from tiny_models import make_tiny_model
+    from tiny_models import save_tiny_chat_model
 
-    out = tmp_path_factory.mktemp("base")
-    tokenizer = load_tokenizer(tiny_tokenizer_dir)
-    make_tiny_model(vocab_size=len(tokenizer), max_position_embeddings=256).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny_chat_model(tmp_path_factory.mktemp("base"), tiny_tokenizer_dir, max_position_embeddings=256)
 
 
 @pytest.fixture(scope="module")

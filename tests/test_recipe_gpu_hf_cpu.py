@@ -39,14 +39,9 @@ def shrunk_gpu_hf(out: Path) -> dict:
 @pytest.fixture(scope="module")
 def local_model(tmp_path_factory, tiny_tokenizer_dir):
     """A saved tiny chat model with 1024 positions (the recipe's seq_len is 512), as a local model directory."""
-    from chatforge.tokenizer.load import load_tokenizer
-    from tiny_models import make_tiny_model
+    from tiny_models import save_tiny_chat_model
 
-    out = tmp_path_factory.mktemp("local_hf_model")
-    tokenizer = load_tokenizer(tiny_tokenizer_dir)
-    make_tiny_model(vocab_size=len(tokenizer), max_position_embeddings=1024).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny_chat_model(tmp_path_factory.mktemp("local_hf_model"), tiny_tokenizer_dir, max_position_embeddings=1024)
 
 
 @pytest.mark.slow

@@ -17,3 +17,14 @@ def make_tiny_model(vocab_size: int = 384, seed: int = 0, **overrides):
     )
     config = LlamaConfig(**(shape | overrides))
     return LlamaForCausalLM(config)
+
+
+def save_tiny_chat_model(out, tokenizer_dir, max_position_embeddings: int):
+    """`out` as a model directory: a tiny random chat model (`make_tiny_model`, sized to the tokenizer at
+    `tokenizer_dir`, with `max_position_embeddings` positions) saved with that tokenizer. Returns `out`."""
+    from chatforge.tokenizer.load import load_tokenizer
+
+    tokenizer = load_tokenizer(tokenizer_dir)
+    make_tiny_model(vocab_size=len(tokenizer), max_position_embeddings=max_position_embeddings).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
