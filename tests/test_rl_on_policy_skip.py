@@ -181,3 +181,21 @@ def test_on_policy_run_without_reference_resumes_exactly(tmp_path, world, base_d
         assert torch.equal(a[key], b[key]), key
     losses = [{r["step"]: r["loss"] for r in _read(run / "metrics.jsonl") if "loss" in r} for run in (whole, crashed)]
     assert losses[0] == losses[1] and len(losses[0]) == 3
+
+
+@pytest.mark.parametrize(("sampling", "estimated"), [
+    ({}, True),  # draws from the raw policy: mean −log p estimates its entropy
+    ({"logit_bias": {5: 8.0}}, False),  # token 5 drawn far more often than the policy says
+    ({"top_k": 4}, False),
+])
+def test_on_policy_entropy_is_estimated_only_from_draws_of_the_raw_policy(tmp_path, world, base_dir, sampling, estimated):
+    """Without the old forward the rollout's entropy is the sampled tokens' mean −log p; a logit bias
+    (like a filter) skews the draws away from the policy, so the estimate is NaN rather than wrong."""
+    from chatforge.stages import grpo
+
+    over = {**ON_POLICY, "train.max_steps": 1, **{f"rollout.sampling.{k}": v for k, v in sampling.items()}}
+    batches, _ = _train(grpo, _config(grpo, world, base_dir, tmp_path / "run", **over))
+    assert batches.on_policy
+    entropy = _read(tmp_path / "run" / "rollouts.jsonl")[0]["entropy"]
+    assert (math.isfinite(entropy) and entropy > 0) if estimated else math.isnan(entropy)
+    assert ("entropy" in batches.buffer) == estimated

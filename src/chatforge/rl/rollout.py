@@ -25,7 +25,7 @@ uses that forward's log-probs, detached: the ratio is exactly 1 (the old forward
 numbers up to float noise). What the old forward also gave is then taken elsewhere: the rollout's KL to
 the reference from the sampler's log-probs of the sampled tokens (the same quantity, T = 1 only), its
 entropy as the sampled tokens' mean −log p (an unbiased estimate, only where the samples are draws
-from the raw policy: T = 1, no filters or penalties), else NaN; the sampler check (`sampler_logp_gap`)
+from the raw policy: T = 1, no filters, penalties, logit bias or JSON constraint), else NaN; the sampler check (`sampler_logp_gap`)
 moves into each training step's metrics. Without a reference (`kl.coef` 0, no adaptive KL:
 `rl.config.uses_reference`) no reference forward runs and the KL-to-reference numbers (`kl` of
 rollouts.jsonl, `kl/sequence`, `kl/policy_ref_token`, `eval/kl`) are NaN or absent, not 0.
@@ -406,9 +406,9 @@ class RolloutBatches:
 
 def _draws_from_policy(sampling) -> bool:
     """Whether samples are draws from the policy's raw distribution, so that the mean −log p of the
-    sampled tokens estimates its entropy: temperature 1 and no filter or penalty."""
+    sampled tokens estimates its entropy: temperature 1 and no filter, penalty, logit bias or constraint."""
     return (
         sampling.temperature == 1.0 and sampling.top_k == 0 and sampling.top_p == 1.0 and sampling.min_p == 0.0
         and sampling.presence_penalty == 0.0 and sampling.frequency_penalty == 0.0 and sampling.repetition_penalty == 1.0
-        and sampling.response_format == "text"
+        and not sampling.logit_bias and sampling.response_format == "text"
     )
