@@ -243,3 +243,6 @@ def test_an_online_rl_stage_headline_gives_its_held_out_gold_gain_and_kl():
     lines = dict(headline(None, summary))
     assert lines["held-out gold"] == "0.480 -> 0.546 (+0.066 ± 0.014, 4.7 SE) at KL 0.90 nats"
     assert "held-out pair accuracy" not in lines  # the RL eval block is not a reward model's
+    # kl.coef 0: no reference, eval/kl is NaN (json reads it back as such): not a KL of "nan nats"
+    summary["eval"]["final"]["eval/kl"] = float("nan")
+    assert dict(headline(None, summary))["held-out gold"] == "0.480 -> 0.546 (+0.066 ± 0.014, 4.7 SE) KL not measured"

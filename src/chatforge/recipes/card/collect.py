@@ -158,9 +158,10 @@ def headline(step: Step, summary: dict) -> list[tuple[str, str]]:
     evals, gain = summary.get("eval"), summary.get("gold_gain")
     if isinstance(evals, dict) and "start" in evals and "final" in evals and isinstance(gain, dict):
         start, final = evals["start"], evals["final"]
+        kl = final.get("eval/kl")  # NaN at kl.coef 0: no reference, the KL was not measured (not "no drift")
+        drift = f"at KL {kl:.2f} nats" if isinstance(kl, (int, float)) and math.isfinite(kl) else "KL not measured"
         out.append(("held-out gold", f"{start['eval/gold']:.3f} -> {final['eval/gold']:.3f} "
-                                     f"({gain['gain']:+.3f} ± {gain['se']:.3f}, {gain['z']:.1f} SE) "
-                                     f"at KL {final['eval/kl']:.2f} nats"))
+                                     f"({gain['gain']:+.3f} ± {gain['se']:.3f}, {gain['z']:.1f} SE) {drift}"))
     for key, label in (("eval", "held-out"), ("eval_before", "before training")):
         block = summary.get(key)
         if isinstance(block, dict):
