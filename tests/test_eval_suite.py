@@ -170,3 +170,20 @@ def test_missing_model_dir_is_one_clear_error(data, tmp_path):
                       tasks=[{"kind": "lm", "data": [{"path": str(data / "text.jsonl")}]}])
     with pytest.raises(ConfigError, match="model directory not found"):
         run_suite(cfg, progress=lambda line: None)
+
+
+def test_a_generation_record_that_asks_nothing_is_rejected_with_its_line(model_dirs, tmp_path):
+    """A record without `prompt` or `messages` is counted in rejected.jsonl with its line and the task
+    runs on the others (it stopped the whole eval with 'record ?: needs a prompt', naming no file)."""
+    path = tmp_path / "gen.jsonl"
+    path.write_text(json.dumps({"prompt": "Say x.", "answers": ["x"]}) + "\n" + json.dumps({"question": "Say y.", "answers": ["y"]})
+                    + "\n" + json.dumps({"prompt": "Say z.", "answers": ["z"]}) + "\n")
+    out = tmp_path / "eval.json"
+    cfg = SuiteConfig(models=model_dirs[:1], out=str(out), plot=False,
+                      tasks=[{"kind": "generation", "path": str(path), "checker": "answers", "max_new_tokens": 2}])
+    result = run_suite(cfg, progress=lambda line: None)
+    details = next(iter(result["results"].values()))["generation"]["details"]
+    assert details["prompts"] == 2 and [e["where"] for e in details["examples"]] == [f"{path}:1", f"{path}:3"]
+    assert json.loads(out.read_text())["rejected"] == {"bad_field": 1}
+    rejected = [json.loads(line) for line in out.with_suffix(".rejected.jsonl").read_text().splitlines()]
+    assert [(r["where"], r["reason"]) for r in rejected] == [("line 2", "bad_field")]

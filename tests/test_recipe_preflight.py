@@ -256,6 +256,8 @@ PAIRS = "${world.dir}/preferences/pairs_test.jsonl"
         # their files, given as plain paths, read up to the first usable record
         ([{"kind": "generation", "path": "{tmp}/prompts.jsonl"}],
          r"stage 'eval': tasks\[0\]\.path: no usable record in {tmp}/prompts\.jsonl \(first rejected at line 1: "),
+        ([{"kind": "judge", "path": "{tmp}/prompts.jsonl"}],  # the same reader as generation's
+         r"stage 'eval': tasks\[0\]\.path: no usable record in {tmp}/prompts\.jsonl \(first rejected at line 1: "),
         ([{"kind": "reward_accuracy", "path": "{tmp}/pairs.jsonl"}],
          r"stage 'eval': tasks\[0\]\.path: no usable record in {tmp}/pairs\.jsonl \(first rejected at line 1: identical_responses"),
     ],

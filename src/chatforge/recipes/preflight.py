@@ -371,11 +371,10 @@ def _eval(cfg, made: Made) -> None:
 
 
 def _generation_records(task, rejects: RejectLog) -> list:
-    """The generation task's records (`read_jsonl`'s JSON objects) that ask something (`prompt_of`)."""
-    from chatforge.data.parsers import prompt_messages
-    from chatforge.data.records import jsonl_objects
+    """The generation (or judge) task's records that ask something, through the reader its run uses."""
+    from chatforge.evaluation.tasks.base import jsonl_task_records
 
-    return jsonl_objects(task.path, lambda record, source, where: prompt_messages(record), rejects, "file", 1)
+    return jsonl_task_records(task.path, rejects, 1, asks=True)
 
 
 def _reward_pairs(task, rejects: RejectLog) -> Iterator[Any]:
@@ -388,6 +387,7 @@ def _reward_pairs(task, rejects: RejectLog) -> Iterator[Any]:
 # eval task kinds whose `path` is read up to its first usable record (the others': it exists)
 EVAL_TASK_READERS: dict[str, Callable[[Any, RejectLog], Any]] = {
     "generation": _generation_records,
+    "judge": _generation_records,  # the judge task reads its prompts the same way
     "reward_accuracy": _reward_pairs,
 }
 

@@ -56,16 +56,26 @@ class ModelContext:
         self._model = None
 
 
-def read_jsonl(path: str | Path, rejects: RejectLog, limit: int | None = None) -> list[dict]:
-    """The JSON objects of a JSONL file in order, each with `_where` (path:line); lines that are not
-    JSON objects go to `rejects`."""
+def jsonl_task_records(path: str | Path, rejects: RejectLog, limit: int | None = None, asks: bool = False) -> list[dict]:
+    """The JSON objects of a JSONL file in order (at most `limit`), each with `_where` (path:line); lines
+    that are not JSON objects go to `rejects`, and with `asks` so do records that ask nothing (no
+    `prompt` or `messages`: `prompt_of` would fail), each with its line. Possibly empty."""
+    from chatforge.data.parsers import prompt_messages
     from chatforge.data.records import jsonl_objects
 
     def parse(record: dict, source: str, where: str) -> dict:
+        if asks:
+            prompt_messages(record)  # RecordError (bad_field) -> rejects, counted with its line
         record.setdefault("_where", f"{path}:{where.removeprefix('line ')}")
         return record
 
-    records = jsonl_objects(path, parse, rejects, "file", limit)
+    return jsonl_objects(path, parse, rejects, "file", limit)
+
+
+def read_jsonl(path: str | Path, rejects: RejectLog, limit: int | None = None, asks: bool = False) -> list[dict]:
+    """`jsonl_task_records`, or DataError when no record is usable. The tasks that prompt the model
+    (generation, judge) read with `asks`, and so does the recipe preflight, which reads their files."""
+    records = jsonl_task_records(path, rejects, limit, asks)
     if not records:
         raise DataError(f"{path}: no usable records ({rejects.summary_line()})")
     return records

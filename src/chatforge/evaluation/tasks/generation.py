@@ -54,7 +54,7 @@ def run(ctx: ModelContext, cfg: GenerationTask) -> dict:
 
     cfg.check()
     check = make_checker(cfg.checker)  # scoring.checks: the world's checker lives behind scoring/
-    records = read_jsonl(cfg.path, ctx.rejects, cfg.max_examples)
+    records = read_jsonl(cfg.path, ctx.rejects, cfg.max_examples, asks=True)
     prompts = [chat_prompt(ctx.tokenizer, prompt_of(r)) for r in records]
     sampler = Sampler(ctx.model, ctx.tokenizer)
     metrics: dict[str, float] = {}

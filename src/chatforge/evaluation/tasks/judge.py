@@ -70,7 +70,7 @@ def _get_judge(cfg: JudgeConfig, device: str):
 
 
 def run(ctx: ModelContext, cfg: JudgeTask) -> dict:
-    records = read_jsonl(cfg.path, ctx.rejects, cfg.max_examples)
+    records = read_jsonl(cfg.path, ctx.rejects, cfg.max_examples, asks=True)
     prompts = [prompt_of(r) for r in records]
     questions = [question_text(p) for p in prompts]
     groups = [str(r.get(cfg.group_field, r.get("task", "all"))) for r in records]
