@@ -291,6 +291,9 @@ def test_chatforge_eval_reports_a_task_rule_before_it_loads_any_model(tmp_path):
                       tasks=[{"kind": "generation", "path": str(tmp_path / "p.jsonl"), "n": 1, "ks": [1, 2]}])
     with pytest.raises(ConfigError, match=r"^tasks\[0\]\.ks: \[1, 2\] has k above n=1"):
         run_suite(cfg, progress=lambda *_: None)
+    cfg.tasks[0].ks = [0, 1]  # pass_at_k raised a ValueError traceback on it, after sampling
+    with pytest.raises(ConfigError, match=r"^tasks\[0\]\.ks: \[0, 1\] has k below 1"):
+        run_suite(cfg, progress=lambda *_: None)
     assert not (tmp_path / "eval.json").exists()
 
 

@@ -42,6 +42,8 @@ class GenerationTask(TaskBase):
     def check(self) -> None:
         if not self.greedy and self.n == 0:
             raise ConfigError("n: greedy is false and n is 0: nothing to measure (set greedy: true or n >= 1)")
+        if any(k < 1 for k in self.ks):  # else pass_at_k's ValueError, after every sample was drawn
+            raise ConfigError(f"ks: {self.ks} has k below 1; pass@k draws k >= 1 of the n samples")
         above = [k for k in self.ks if self.n and k > self.n]
         if above:
             raise ConfigError(f"ks: {self.ks} has k above n={self.n} ({above}); pass@k draws k of the n samples")
