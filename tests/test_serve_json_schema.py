@@ -170,7 +170,8 @@ def test_refs_are_inlined_and_max_items_zero():
 
 @pytest.mark.parametrize(("schema", "path", "words"), [
     ({"type": "object", "properties": {"a": {"type": "string", "pattern": "x+"}}}, "properties.a.pattern", "pattern"),
-    ({"type": "object", "properties": {"a": {"anyOf": [{"type": "string"}]}}}, "properties.a.anyOf", "anyOf"),
+    ({"type": "object", "properties": {"a": {"anyOf": [{"type": "string"}, {"type": "string", "maxLength": 2}]}}},
+     "properties.a.anyOf.1", "both allow string"),
     ({"type": "object", "additionalProperties": {"type": "string"}}, "additionalProperties", "only true or false"),
     ({"type": "object", "properties": {"a": {}}, "required": ["b"]}, "required", "'b' is required"),
     ({"type": "array"}, "type", "root schema must be"),

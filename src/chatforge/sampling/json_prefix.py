@@ -9,7 +9,9 @@ when the sample ends on a stop token.
 
 With a compiled schema (`JsonPrefix(compile_schema(...))`, json_schema.py; `response_format:
 json_schema` and forced tool calls) every value carries its schema node: a value may start only with
-a byte of an allowed type, an integer takes no fraction or exponent, a string stops at maxLength characters, an object's keys are its declared
+a byte of an allowed type (under anyOf: the alternative that byte starts), an integer takes no fraction or
+exponent, a bounded number only digits that can still end inside its range, a string stays within
+minLength/maxLength characters, an object's keys are its declared
 properties (each once, `}` only after the required ones), an array's length stays within
 minItems/maxItems, and an enum/const value or a declared key is spelled byte by byte as one of its
 candidates (CHOICE mode). Without a schema every value's node is "any": plain JSON mode. Whitespace
@@ -24,10 +26,24 @@ multi-byte UTF-8 characters included; a stray continuation byte decodes as U+FFF
 
 from __future__ import annotations
 
-from chatforge.sampling.json_schema import ANY, JsonSchema, compile_schema
+from chatforge.sampling.json_number_range import MAX_NUMBER, reachable
+from chatforge.sampling.json_schema import ANY, JsonSchema, SchemaNode, compile_schema
 
 MAX_SPACE = 16
-MAX_NUMBER = 32
+# Inside strings with a length bound the counted characters must be the characters a parser reads, so
+# there the next bytes can be pinned (`JsonPrefix.pending`: the bytes allowed at each coming position).
+# A UTF-8 lead byte -> its continuation bytes: Unicode's well-formed sequences (no overlong forms, no
+# encoded surrogates, nothing above U+10FFFF; a stray byte would read as one more U+FFFD).
+_CONT = bytes(range(0x80, 0xC0))
+_UTF8_LEAD = {b: (_CONT,) for b in range(0xC2, 0xE0)} | {b: (_CONT, _CONT) for b in range(0xE1, 0xF0)} | {
+    0xE0: (bytes(range(0xA0, 0xC0)), _CONT), 0xED: (bytes(range(0x80, 0xA0)), _CONT),
+    0xF0: (bytes(range(0x90, 0xC0)), _CONT, _CONT), 0xF4: (bytes(range(0x80, 0x90)), _CONT, _CONT),
+    0xF1: (_CONT, _CONT, _CONT), 0xF2: (_CONT, _CONT, _CONT), 0xF3: (_CONT, _CONT, _CONT)}
+# A `\\u` escape starting with D: 0-7 is a character, 8-B a high surrogate that the escape of a low
+# one must follow at once (the pair is one character), C-F a lone low surrogate (refused).
+_AFTER_D = b"0123456789abAB"
+_HEX_BYTES = b"0123456789abcdefABCDEF"
+_LOW_HALF = (_HEX_BYTES, _HEX_BYTES, b"\\", b"u", b"dD", b"cdefCDEF", _HEX_BYTES, _HEX_BYTES)
 _SPACE = frozenset(b" \t\n\r")
 _DIGITS = frozenset(b"0123456789")
 _HEX = frozenset(b"0123456789abcdefABCDEF")
@@ -44,7 +60,8 @@ OBJECT = compile_schema({"type": "object"}, space=_SPACE, max_space=MAX_SPACE)  
 
 
 class JsonPrefix:
-    __slots__ = ("mode", "stack", "space", "number", "count", "literal", "key", "schema", "node", "chosen", "length")
+    __slots__ = ("mode", "stack", "space", "number", "count", "literal", "key", "schema", "node", "chosen", "length",
+                 "pending", "digits")
 
     def __init__(self, schema: JsonSchema | None = None):
         self.mode = START  # only "{" (after optional whitespace) may open the top level
@@ -60,6 +77,10 @@ class JsonPrefix:
         self.count = 0  # bytes of the current number, or hex digits of \\u
         self.literal = b""  # the rest of true/false/null still to come
         self.key = False  # the string being read is an object key
+        # Under a length bound: the bytes allowed at each of the next string positions (the rest of a
+        # UTF-8 character, or of a surrogate pair's escapes); None = no pin.
+        self.pending: tuple[bytes, ...] | None = None
+        self.digits = ""  # the number read so far, when its node has bounds (minimum, maximum, ...)
 
     @property
     def complete(self) -> bool:
@@ -70,12 +91,13 @@ class JsonPrefix:
         other.mode, other.stack, other.space = self.mode, list(self.stack), self.space
         other.number, other.count, other.literal, other.key = self.number, self.count, self.literal, self.key
         other.schema, other.node, other.chosen, other.length = self.schema, self.node, self.chosen, self.length
+        other.pending, other.digits = self.pending, self.digits
         return other
 
     def key_state(self) -> tuple:
         """Everything `feed` reads: two states with equal keys (same schema) accept the same byte strings."""
         return (self.mode, tuple(self.stack), self.space, self.number, self.count, self.literal, self.key,
-                self.node, self.chosen, self.length)
+                self.node, self.chosen, self.length, self.pending, self.digits)
 
     def feed_all(self, data: bytes) -> bool:
         """Feed every byte; False at the first refused one (the automaton is then mid-way: copy first)."""
@@ -83,20 +105,20 @@ class JsonPrefix:
 
     def feed(self, b: int) -> bool:
         mode = self.mode
+        if self.pending is not None and mode in (STRING, ESCAPE, UNICODE):
+            return self._pinned_byte(b)
         if mode == CHOICE:
             return self._choice_byte(b)
         if mode == STRING:
+            if not self.key:
+                node = self.schema.node(self.node)
+                if node.length_bounded:  # counted only then: the state (and its cached mask) repeats otherwise
+                    return self._bounded_string_byte(b, node)
             if b == 0x22:  # closing quote
                 self._end_string()
                 return True
             if b < 0x20:
                 return False
-            if b < 0x80 or b >= 0xC0:  # a character starts (an escape counts as one): maxLength
-                limit = None if self.key else self.schema.node(self.node).max_length
-                if limit is not None:  # counted only then: the state (and its cached mask) repeats otherwise
-                    if self.length >= limit:
-                        return False
-                    self.length += 1
             if b == 0x5C:
                 self.mode = ESCAPE
             return True
@@ -111,6 +133,8 @@ class JsonPrefix:
         if mode == UNICODE:
             if b not in _HEX:
                 return False
+            if self.count == 0 and b in b"dD" and not self.key and self.schema.node(self.node).length_bounded:
+                self.pending = (_AFTER_D,)
             self.count += 1
             if self.count == 4:
                 self.mode = STRING
@@ -119,6 +143,9 @@ class JsonPrefix:
             if self._number_byte(b):
                 return True
             if self.number not in ("0", "int", "frac", "exp"):  # "-", "1.", "1e", "1e+" cannot end here
+                return False
+            ranges = self.schema.node(self.node).ranges
+            if ranges is not None and not reachable(self.digits, ranges, len(self.digits)):  # outside the bounds
                 return False
             self._end_value()
             return self.feed(b)  # the byte after a number is read in the state after the value
@@ -191,6 +218,14 @@ class JsonPrefix:
     def _start_value(self, b: int) -> bool:
         """Start a value of schema node `self.node` with byte `b`; False if no allowed value starts so."""
         node = self.schema.node(self.node)
+        if node.alternatives is not None:  # anyOf: the one alternative whose values start with `b`
+            union = self.node
+            for member in node.alternatives:
+                self.node = member
+                if self._start_value(b):
+                    return True
+            self.node = union
+            return False
         if node.literals is not None:  # enum/const: spell one of the values
             if not any(lit[0] == b for lit in node.literals):
                 return False
@@ -206,6 +241,9 @@ class JsonPrefix:
             self.stack.append((b, self.node, 0))
             self.mode, self.node = ARR_FIRST, _item_node(node)
         elif (b == ord("-") or b in _DIGITS) and (node.allows("number") or node.allows("integer")):
+            if node.ranges is not None and not reachable(chr(b), node.ranges, MAX_NUMBER):
+                return False
+            self.digits = chr(b) if node.ranges is not None else ""
             self.mode, self.count = NUMBER, 1
             self.number = "-" if b == ord("-") else ("0" if b == ord("0") else "int")
         elif b in b"tf" and node.allows("boolean") or b == ord("n") and node.allows("null"):
@@ -255,7 +293,8 @@ class JsonPrefix:
         """Advance the number's grammar by `b`; False if `b` cannot extend it (it may still end it)."""
         if self.count >= MAX_NUMBER:
             return False
-        if b in b".eE" and self.schema.node(self.node).integer_only:
+        node = self.schema.node(self.node)
+        if b in b".eE" and node.integer_only or b in b"eE" and node.ranges is not None:  # no exponent under bounds
             return False
         state, digit = self.number, b in _DIGITS
         nxt = None
@@ -276,7 +315,51 @@ class JsonPrefix:
             nxt = "exp" if digit else None
         if nxt is None:
             return False
+        if node.ranges is not None:  # some way to finish it must land inside the bounds
+            if not reachable(self.digits + chr(b), node.ranges, MAX_NUMBER):
+                return False
+            self.digits += chr(b)
         self.number, self.count = nxt, self.count + 1
+        return True
+
+    def _bounded_string_byte(self, b: int, node: SchemaNode) -> bool:
+        """A string byte under minLength/maxLength: characters are counted as a parser reads them (an
+        escape is one; UTF-8 must be well formed, since a stray byte reads as U+FFFD, a character)."""
+        if b == 0x22:  # closing quote
+            if self.length < node.min_length:
+                return False
+            self._end_string()
+            return True
+        if b < 0x20 or b >= 0x80 and b not in _UTF8_LEAD:
+            return False
+        if node.max_length is not None and self.length >= node.max_length:
+            return False
+        self.length += 1
+        if b >= 0x80:
+            self.pending = _UTF8_LEAD[b]
+        elif b == 0x5C:
+            self.mode = ESCAPE
+        return True
+
+    def _pinned_byte(self, b: int) -> bool:
+        """A string byte at a pinned position (`pending`): the rest of a UTF-8 character, not counted;
+        or of a `\\u` escape (a surrogate pair's two escapes count as the one character they are)."""
+        allowed, self.pending = self.pending[0], self.pending[1:] or None
+        if b not in allowed:
+            self.pending = (allowed, *(self.pending or ()))
+            return False
+        if self.mode == STRING:
+            if b == 0x5C:  # the low surrogate's escape begins
+                self.mode = ESCAPE
+            return True
+        if self.mode == ESCAPE:  # its "u"
+            self.mode, self.count = UNICODE, 0
+            return True
+        if allowed == _AFTER_D and b in b"89abAB":  # a high surrogate
+            self.pending = _LOW_HALF
+        self.count += 1
+        if self.count == 4:
+            self.mode = STRING
         return True
 
     def _end_string(self) -> None:
@@ -287,7 +370,7 @@ class JsonPrefix:
 
     def _end_value(self) -> None:
         self.mode = AFTER if self.stack else DONE
-        self.space = 0
+        self.space, self.digits = 0, ""
 
     def _close(self, b: int) -> bool:
         bracket, node, written = self.stack[-1]

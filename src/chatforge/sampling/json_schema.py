@@ -10,9 +10,17 @@ are exactly the prefixes of documents valid against the schema. The supported ke
   true. Only declared properties are generated, each at most once, in any order; `}` is refused
   until every required one is there. An object without `properties` takes any keys and values.
 - arrays: `items` (one schema), `minItems`, `maxItems`.
-- strings: `maxLength` (characters; a `\\u` escape counts as one, so a surrogate pair counts as two:
-  the bound is never exceeded). A weak model's strings otherwise run until max_tokens.
-- `enum` and `const`: the value is one of the listed JSON values, written compactly.
+- strings: `minLength`, `maxLength`, in characters as a parser reads them (an escape is one, a
+  surrogate pair's two escapes are one; inside such a string UTF-8 must be well formed, a lone
+  surrogate escape is refused). A weak model's strings otherwise run until max_tokens.
+- numbers: `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum` (numbers, draft 6+), for
+  integer and number (json_number_range.py: every prefix must still be finishable inside the range;
+  a bounded number has no exponent).
+- `anyOf`: alternatives that a value's first byte tells apart (each of object, array, string,
+  boolean, null from one alternative; enum/const values merged; numbers from any of them, their
+  ranges merged), with only annotations beside it. Pydantic's `Optional[X]` is such a union.
+- `enum` and `const`: the value is one of the listed JSON values, written compactly (the values that
+  break the node's other keywords, a too-long string say, are dropped).
 - `$ref` to `#/$defs/NAME` or `#/definitions/NAME` (what pydantic emits for nested models), inlined;
   a recursive reference is refused (the node table is finite).
 - annotations, ignored: title, description, default, examples, $schema, $id, $comment.
@@ -23,7 +31,7 @@ the automaton would have to allow (measured on the demo SFT model: greedy json_s
 mostly whitespace and cut by max_tokens; with the rule it closes). `compile_schema(..., space=b" \t\n\r",
 max_space=16)` accepts any JSON whitespace, as JSON mode does.
 
-Anything else (pattern, format, minimum, anyOf, additionalProperties as a schema, ...) is refused
+Anything else (pattern, format, oneOf, allOf, not, additionalProperties as a schema, ...) is refused
 with `SchemaError` naming the keyword and where it is, so a client never gets output that silently
 ignores a constraint. The root must be an object (OpenAI's rule; a bare number would have no end).
 """
@@ -34,12 +42,22 @@ import json
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
+
+from chatforge.sampling.json_number_range import MAX_NUMBER, NumberRange, number_range, reachable
 
 TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema", "$id", "$comment"})
-KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "maxLength",
-                      "enum", "const", "$ref", "$defs", "definitions"}) | ANNOTATIONS
+BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "minLength",
+                      "maxLength", "enum", "const", "anyOf", "$ref", "$defs", "definitions", *BOUNDS}) | ANNOTATIONS
+SUPPORTED = ("type, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength, minimum, "
+             "maximum, exclusiveMinimum, exclusiveMaximum, enum, const, anyOf, $ref")
+NUMERIC = frozenset({"number", "integer"})
+# The bytes a value of each kind starts with: anyOf picks its alternative by the value's first byte.
+FIRST_BYTES = {"object": b"{", "array": b"[", "string": b'"', "boolean": b"tf", "null": b"n", "number": b"-0123456789",
+               "integer": b"-0123456789"}
 MAX_NODES = 512  # a schema is part of a request: its size is bounded like the rest
 
 
@@ -63,6 +81,13 @@ class SchemaNode:
     max_items: int | None = None
     literals: tuple[bytes, ...] | None = None  # enum/const values as compact JSON bytes
     max_length: int | None = None  # of a string, in characters
+    min_length: int = 0
+    ranges: tuple[NumberRange, ...] | None = None  # a number's bounds (json_number_range.py); None = unbounded
+    alternatives: tuple[int, ...] | None = None  # anyOf: nodes whose values start with different bytes
+
+    @property
+    def length_bounded(self) -> bool:
+        return self.max_length is not None or self.min_length > 0
 
     def allows(self, kind: str) -> bool:
         return self.types is None or kind in self.types
@@ -148,14 +173,14 @@ class _Builder:
             raise SchemaError(path, f"a schema is a JSON object, got {json.dumps(schema)[:40]}")
         for keyword in schema:
             if keyword not in KEYWORDS:
-                raise SchemaError(_join(path, keyword), f"unsupported keyword {keyword!r} (supported: "
-                                  "type, properties, required, additionalProperties, items, minItems, maxItems, maxLength, enum, const, $ref)")
+                raise SchemaError(_join(path, keyword), f"unsupported keyword {keyword!r} (supported: {SUPPORTED})")
         if ("$defs" in schema or "definitions" in schema) and path:
             raise SchemaError(_join(path, "$defs"), "$defs are read at the root only")
         if "$ref" in schema:
             return self.ref(schema, path, refs)
+        if "anyOf" in schema:
+            return self.any_of(schema, path, refs)
         types = self.types(schema, path)
-        literals = self.literals(schema, path, types)
         properties, required = None, frozenset()
         if "properties" in schema or "required" in schema:
             if types is not None and "object" not in types:
@@ -175,12 +200,97 @@ class _Builder:
             max_items = _count(schema["maxItems"], _join(path, "maxItems")) if "maxItems" in schema else None
             if max_items is not None and max_items < min_items:
                 raise SchemaError(_join(path, "maxItems"), f"maxItems {max_items} < minItems {min_items}")
-        max_length = None
-        if "maxLength" in schema:
+        max_length, min_length = None, 0
+        if "maxLength" in schema or "minLength" in schema:
             if types is not None and "string" not in types:
-                raise SchemaError(_join(path, "maxLength"), "maxLength needs type string")
-            max_length = _count(schema["maxLength"], _join(path, "maxLength"))
-        return self.add(SchemaNode(types, properties, required, items, min_items, max_items, literals, max_length))
+                raise SchemaError(_join(path, "maxLength" if "maxLength" in schema else "minLength"),
+                                  "minLength and maxLength need type string")
+            max_length = _count(schema["maxLength"], _join(path, "maxLength")) if "maxLength" in schema else None
+            min_length = _count(schema.get("minLength", 0), _join(path, "minLength"))
+            if max_length is not None and max_length < min_length:
+                raise SchemaError(_join(path, "maxLength"), f"maxLength {max_length} < minLength {min_length}")
+        ranges = self.bounds(schema, path, types)
+        node = SchemaNode(types, properties, required, items, min_items, max_items, None, max_length, min_length, ranges)
+        literals = self.literals(schema, path, node)
+        return self.add(SchemaNode(types, properties, required, items, min_items, max_items, literals, max_length,
+                                   min_length, ranges))
+
+    def bounds(self, schema: dict, path: str, types: frozenset[str] | None) -> tuple[NumberRange, ...] | None:
+        """minimum, maximum, exclusiveMinimum, exclusiveMaximum: the number's one range (None: none given)."""
+        given = [k for k in BOUNDS if k in schema]
+        if not given:
+            return None
+        if types is not None and not types & NUMERIC:
+            raise SchemaError(_join(path, given[0]), f"{given[0]} needs type number or integer")
+        for k in given:
+            value = schema[k]
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value != value or value in (float("inf"), float("-inf")):
+                raise SchemaError(_join(path, k), f"{k} is a finite number, got {json.dumps(value)}")
+        integer = types is not None and "number" not in types
+        found = number_range(integer, *(schema.get(k) for k in BOUNDS))
+        if not reachable("", (found,), MAX_NUMBER):
+            raise SchemaError(_join(path, given[0]), f"no {'integer' if integer else 'number'} of at most {MAX_NUMBER} "
+                              "characters satisfies " + ", ".join(f"{k} {json.dumps(schema[k])}" for k in given))
+        return (found,)
+
+    def any_of(self, schema: dict, path: str, refs: tuple[str, ...]) -> int:
+        """anyOf: the alternatives must be told apart by a value's first byte (each kind of value, object,
+        array, string, boolean, null, from one alternative; enum/const values merged; numbers from any of
+        them, their ranges merged), so the automaton picks the alternative when the value starts."""
+        here = _join(path, "anyOf")
+        if set(schema) - ANNOTATIONS - {"anyOf", "$defs", "definitions"}:
+            extra = sorted(set(schema) - ANNOTATIONS - {"anyOf", "$defs", "definitions"})
+            raise SchemaError(here, f"anyOf with sibling keywords ({', '.join(extra)}) is outside the subset: "
+                              "put them in each alternative")
+        options = schema["anyOf"]
+        if not isinstance(options, list) or not options:
+            raise SchemaError(here, "anyOf is a non-empty list of schemas")
+        members: list[tuple[int, int]] = []  # (alternative's index, node)
+        for i, option in enumerate(options):
+            built = self.build(option, _join(here, str(i)), refs)
+            if built == ANY:
+                return ANY  # one alternative takes every value
+            node = self.nodes[built]
+            members += [(i, m) for m in node.alternatives] if node.alternatives is not None else [(i, built)]
+        literals: list[bytes] = []
+        numbers: list[NumberRange] = []
+        owner: dict[str, int] = {}  # kind of value -> the alternative that gives it
+        kept: list[int] = []
+        for i, index in members:
+            node = self.nodes[index]
+            if node.literals is not None:
+                literals += [lit for lit in node.literals if lit not in literals]
+                continue
+            kinds = node.types if node.types is not None else frozenset(TYPES)
+            if kinds & NUMERIC:
+                numbers += node.ranges or [NumberRange(integer="number" not in kinds)]
+            other = kinds - NUMERIC
+            for kind in sorted(other):
+                if kind in owner:
+                    raise SchemaError(_join(here, str(i)), f"alternatives {owner[kind]} and {i} both allow {kind} "
+                                      "values (anyOf is supported when a value's first byte tells the alternative)")
+                owner[kind] = i
+            if other:
+                kept.append(self.add(_replace(node, types=other, ranges=None)))
+        if numbers:
+            if any(not r.bounded and not r.integer for r in numbers):
+                kept.append(self.add(SchemaNode(types=frozenset({"number"}))))
+            elif all(not r.bounded for r in numbers):
+                kept.append(self.add(SchemaNode(types=frozenset({"integer"}))))
+            else:
+                kinds = frozenset({"integer"} if all(r.integer for r in numbers) else {"number"})
+                kept.append(self.add(SchemaNode(types=kinds, ranges=tuple(dict.fromkeys(numbers)))))
+        if literals:
+            starts = {b for m in kept for b in first_bytes(self.nodes[m])}
+            clash = next((lit for lit in literals if lit[0] in starts), None)
+            if clash is not None:
+                raise SchemaError(here, f"the enum/const value {clash.decode()} starts like another alternative's "
+                                  "values (anyOf is supported when a value's first byte tells the alternative)")
+            kept.append(self.add(SchemaNode(literals=tuple(literals))))
+        if len(kept) == 1:
+            return kept[0]
+        types = frozenset().union(*(self.nodes[m].types or frozenset(TYPES) for m in kept))
+        return self.add(SchemaNode(types=types, alternatives=tuple(kept)))
 
     def types(self, schema: dict, path: str) -> frozenset[str] | None:
         if "type" not in schema:
@@ -191,7 +301,8 @@ class _Builder:
             raise SchemaError(_join(path, "type"), f"unsupported type {json.dumps(raw)} (one of {', '.join(TYPES)}, or a list of them)")
         return frozenset(names)
 
-    def literals(self, schema: dict, path: str, types: frozenset[str] | None) -> tuple[bytes, ...] | None:
+    def literals(self, schema: dict, path: str, node: SchemaNode) -> tuple[bytes, ...] | None:
+        """enum/const values that also meet the node's other keywords (type, lengths, bounds, item counts)."""
         if "enum" in schema and "const" in schema:
             raise SchemaError(_join(path, "const"), "give enum or const, not both")
         if "const" in schema:
@@ -202,9 +313,10 @@ class _Builder:
                 raise SchemaError(_join(path, "enum"), "enum is a non-empty list of values")
         else:
             return None
-        kept = [v for v in values if types is None or _kind(v) in types or (_kind(v) == "integer" and "number" in types)]
+        kept = [v for v in values if _fits(v, node)]
         if not kept:
-            raise SchemaError(_join(path, keyword), f"no {keyword} value has the schema's type {sorted(types or [])}")
+            raise SchemaError(_join(path, keyword), f"no {keyword} value meets the schema's other keywords "
+                              f"(type {sorted(node.types or TYPES)})")
         return tuple(dict.fromkeys(encode(v) for v in kept))
 
     def object(self, schema: dict, path: str, refs: tuple[str, ...]) -> tuple[tuple[tuple[bytes, int], ...], frozenset[bytes]]:
@@ -244,6 +356,42 @@ def _count(value: Any, path: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise SchemaError(path, f"must be a non-negative integer, got {json.dumps(value)}")
     return value
+
+
+def first_bytes(node: SchemaNode) -> bytes:
+    """The bytes a value of `node` may start with."""
+    if node.literals is not None:
+        return bytes(sorted({lit[0] for lit in node.literals}))
+    return b"".join(FIRST_BYTES[kind] for kind in sorted(node.types or TYPES) if kind != "integer" or "number" not in (node.types or TYPES))
+
+
+def _replace(node: SchemaNode, **changes) -> SchemaNode:
+    from dataclasses import replace
+
+    return replace(node, **changes)
+
+
+def _fits(value: Any, node: SchemaNode) -> bool:
+    """Whether an enum/const value meets the node's own keywords (not its properties or items)."""
+    kind = _kind(value)
+    if node.types is not None and kind not in node.types and not (kind == "integer" and "number" in node.types):
+        return False
+    if kind == "string" and (len(value) < node.min_length or node.max_length is not None and len(value) > node.max_length):
+        return False
+    if kind == "array" and (len(value) < node.min_items or node.max_items is not None and len(value) > node.max_items):
+        return False
+    if kind in NUMERIC and node.ranges is not None:
+        return any(_in_range(value, r) for r in node.ranges)
+    return True
+
+
+def _in_range(value: int | float, r: NumberRange) -> bool:
+    if isinstance(value, int):
+        return (r.int_lo is None or value >= r.int_lo) and (r.int_hi is None or value <= r.int_hi)
+    if r.integer:
+        return False
+    exact = Fraction(value)  # a double, read back as itself
+    return (r.frac_lo is None or exact > r.frac_lo) and (r.frac_hi is None or exact < r.frac_hi)
 
 
 def _kind(value: Any) -> str:
