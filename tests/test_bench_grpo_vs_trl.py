@@ -1,23 +1,14 @@
 """bench/grpo_vs_trl.py: its reward is the same pure function on both sides, and the chatforge side's
 config still validates against the grpo stage (a renamed key broke it once)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+from script_loader import load_script
 
 
 @pytest.fixture(scope="module")
 def bench():
-    sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("grpo_vs_trl", BENCH / "grpo_vs_trl.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
-    sys.path.remove(str(BENCH))
+    return load_script("bench/grpo_vs_trl.py")
 
 
 def test_reward_is_the_digits_share_on_both_sides(bench):

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "world" / "copy_phase.py"
+from script_loader import load_script
 
 
 @pytest.fixture(scope="module")
 def copy_phase():
-    spec = importlib.util.spec_from_file_location("copy_phase", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/world/copy_phase.py")
 
 
 @pytest.mark.parametrize("fmt", ["hyphen", "space"])

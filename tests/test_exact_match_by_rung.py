@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "examples" / "world" / "exact_match_by_rung.py"
+from script_loader import load_script
 
 
 @pytest.fixture(scope="module")
 def by_rung():
-    spec = importlib.util.spec_from_file_location("exact_match_by_rung", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("examples/world/exact_match_by_rung.py")
 
 
 def _record(task_type: str, task: str, question: str) -> dict:

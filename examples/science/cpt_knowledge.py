@@ -14,6 +14,7 @@ as knowledge of facts (both worlds' knowledge tests) as well as bits/byte, seeds
    replay     rewarm + --replay (5%) of every batch from the start run's own mixture (world A)
    constant   no re-warm: the start run's final LR (3e-4) held for the whole run
    ewc        rewarm + EWC (Fisher of 32 rows of world A text + QA at the start, weight --ewc)
+   lora       rewarm through LoRA adapters (r 8) on the frozen start model (`mode=lora`), merged at the end
 3. per seed, `union`: from scratch on A u B (both mixtures, equal total weight) for base + cpt steps,
    the compute of 1 + 2: CPT pays --cpt-steps once `start` exists, retraining pays all of them again.
 Every run ends scored on both worlds: the knowledge test (option likelihood, 1 shot, every question
