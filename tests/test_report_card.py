@@ -246,3 +246,27 @@ def test_an_online_rl_stage_headline_gives_its_held_out_gold_gain_and_kl():
     # kl.coef 0: no reference, eval/kl is NaN (json reads it back as such): not a KL of "nan nats"
     summary["eval"]["final"]["eval/kl"] = float("nan")
     assert dict(headline(None, summary))["held-out gold"] == "0.480 -> 0.546 (+0.066 ± 0.014, 4.7 SE) KL not measured"
+
+
+def test_card_instructions_count_a_record_without_messages_instead_of_dropping_it(tmp_path, tiny_tokenizer, world):
+    from types import SimpleNamespace
+
+    from chatforge.recipes.card.config import CardConfig
+    from chatforge.recipes.card.measure import _instructions
+    from chatforge.run_dir import RejectLog
+    from tiny_models import make_tiny_model
+
+    path = tmp_path / "instructions.jsonl"
+    asked = [{"role": "user", "content": "Reverse the letters below.\n\nm a n y"}]
+    path.write_text(json.dumps({"messages": [*asked, {"role": "assistant", "content": "The answer is y n a m."}],
+                                "answers": ["y n a m"], "task_type": "string"}) + "\n"
+                    + json.dumps({"prompt": asked, "task_type": "string"}) + "\n")
+    cfg = CardConfig(models={"m": str(tmp_path)}, instructions=str(path), world=str(world), max_new_tokens=4)
+    ctx = SimpleNamespace(model=make_tiny_model(len(tiny_tokenizer)).eval(), tokenizer=tiny_tokenizer)
+    rejects = RejectLog(tmp_path / "rejected.jsonl")
+    with rejects:
+        out = _instructions(cfg, ctx, rejects)
+    assert out["exact match (all)"]["n"] == 1
+    assert rejects.counts == {"bad_field": 1}
+    logged = json.loads((tmp_path / "rejected.jsonl").read_text().splitlines()[0])
+    assert logged["reason"] == "bad_field" and str(logged["where"]).endswith("2")

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from chatforge.errors import DataError
 from chatforge.recipes.card.config import CardConfig
 from chatforge.recipes.card.stats import mean_sem, proportion_sem, ratio_sem
 from chatforge.run_dir import RejectLog
@@ -123,7 +124,15 @@ def _instructions(cfg: CardConfig, ctx, rejects: RejectLog) -> dict:
     from chatforge.world.reward import gold_reward_parts
 
     world = _world(cfg)
-    records = [r for r in read_jsonl(cfg.instructions, rejects, cfg.instructions_max) if isinstance(r.get("messages"), list)]
+    records = []
+    for record in read_jsonl(cfg.instructions, rejects, cfg.instructions_max):
+        if isinstance(record.get("messages"), list):
+            records.append(record)
+        else:  # exact match needs the conversation and its reference answer, not a bare prompt
+            where = record["_where"].rsplit(":", 1)[-1]
+            rejects.add(str(cfg.instructions), where, "bad_field", "an instruction record needs a `messages` list", record)
+    if not records:
+        raise DataError(f"{cfg.instructions}: no record with a `messages` list ({rejects.summary_line()})")
     prompts = [r["messages"][:-1] for r in records]
     answers = greedy_answers(ctx.model, ctx.tokenizer, prompts, cfg.max_new_tokens, 32)
     parts = [gold_reward_parts(p, a, world) for p, a in zip(prompts, answers)]
@@ -153,7 +162,7 @@ def _pass_at_k(cfg: CardConfig, ctx, rejects: RejectLog) -> dict:
     from chatforge.sampling import Sampler, SamplingConfig, chat_prompt
     from chatforge.world.verifiable import check
 
-    records = read_jsonl(cfg.verifiable, rejects, cfg.verifiable_max)
+    records = read_jsonl(cfg.verifiable, rejects, cfg.verifiable_max, asks=True)
     prompts = [chat_prompt(ctx.tokenizer, prompt_of(r)) for r in records]
     sampling = SamplingConfig(temperature=cfg.temperature, max_new_tokens=cfg.max_new_tokens, n=cfg.samples, seed=cfg.seed)
     samples = Sampler(ctx.model, ctx.tokenizer).generate(prompts, sampling)
@@ -219,7 +228,7 @@ def _kl(cfg: CardConfig, ctx, ref_path: str, rejects: RejectLog) -> dict:
     from chatforge.sampling import Sampler, SamplingConfig, chat_prompt
 
     source = cfg.verifiable or cfg.instructions
-    records = read_jsonl(source, rejects, cfg.kl_prompts)
+    records = read_jsonl(source, rejects, cfg.kl_prompts, asks=True)
     prompts = [chat_prompt(ctx.tokenizer, prompt_of(r)) for r in records]
     sampling = SamplingConfig(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=cfg.max_new_tokens, n=1, seed=cfg.seed + 1)
     completions = [row[0].token_ids for row in Sampler(ctx.model, ctx.tokenizer).generate(prompts, sampling)]
