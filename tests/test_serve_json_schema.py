@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from chatforge.sampling import Sampler, SamplingConfig
 from chatforge.sampling.json_prefix import JsonPrefix
 from chatforge.sampling.json_schema import SchemaError, compile_schema
+from schema_validator import valid
 from tiny_models import make_tiny_model
 
 PERSON = {
@@ -31,48 +32,6 @@ PERSON = {
     "required": ["name", "age"],
     "additionalProperties": False,
 }
-
-
-def valid(value, schema: dict) -> bool:
-    """JSON Schema's meaning for the supported keywords, written out independently of the compiler."""
-    if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
-        return False
-    if "const" in schema and not _same(value, schema["const"]):
-        return False
-    types = schema.get("type")
-    if types is not None:
-        names = [types] if isinstance(types, str) else types
-        if not any(_is(value, t) for t in names):
-            return False
-    if isinstance(value, dict) and "properties" in schema:
-        props = schema["properties"]
-        if any(r not in value for r in schema.get("required", [])):
-            return False
-        if schema.get("additionalProperties", True) is False and any(k not in props for k in value):
-            return False
-        if any(k in props and not valid(v, props[k]) for k, v in value.items()):
-            return False
-    if isinstance(value, str) and len(value) > schema.get("maxLength", len(value)):
-        return False
-    if isinstance(value, list):
-        if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
-            return False
-        if "items" in schema and not all(valid(v, schema["items"]) for v in value):
-            return False
-    return True
-
-
-def _is(value, name: str) -> bool:
-    return {
-        "object": isinstance(value, dict), "array": isinstance(value, list), "string": isinstance(value, str),
-        "null": value is None, "boolean": isinstance(value, bool),
-        "integer": isinstance(value, int) and not isinstance(value, bool),
-        "number": isinstance(value, (int, float)) and not isinstance(value, bool),
-    }[name]
-
-
-def _same(a, b) -> bool:
-    return type(a) is type(b) and a == b or (_is(a, "number") and _is(b, "number") and a == b)
 
 
 ANY_SPACE = {"space": b" \t\n\r", "max_space": 16}  # JSON mode's whitespace rule, for pretty-printed documents

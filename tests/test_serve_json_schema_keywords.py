@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import operator
 import re
 
 import pytest
@@ -18,6 +17,7 @@ from chatforge.sampling import Sampler, SamplingConfig
 from chatforge.sampling.json_number_range import number_range, reachable
 from chatforge.sampling.json_prefix import JsonPrefix
 from chatforge.sampling.json_schema import SchemaError, compile_schema
+from schema_validator import valid
 from tiny_models import make_tiny_model
 
 SCHEMA = {
@@ -35,50 +35,6 @@ SCHEMA = {
     "required": ["age", "code", "maybe"],
     "additionalProperties": False,
 }
-
-
-def valid(value, schema: dict) -> bool:
-    """JSON Schema's meaning of the keywords used here, written out independently of the compiler."""
-    if "anyOf" in schema and not any(valid(value, s) for s in schema["anyOf"]):
-        return False
-    if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
-        return False
-    if "const" in schema and not _same(value, schema["const"]):
-        return False
-    if "type" in schema and not _is(value, schema["type"]):
-        return False
-    if isinstance(value, dict) and "properties" in schema:
-        props = schema["properties"]
-        if any(r not in value for r in schema.get("required", [])) or any(k not in props for k in value):
-            return False
-        if not all(valid(v, props[k]) for k, v in value.items()):
-            return False
-    if isinstance(value, str) and not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value)):
-        return False
-    if _is(value, "number"):
-        for keyword, holds in (("minimum", operator.ge), ("maximum", operator.le),
-                               ("exclusiveMinimum", operator.gt), ("exclusiveMaximum", operator.lt)):
-            if keyword in schema and not holds(value, schema[keyword]):
-                return False
-    if isinstance(value, list):
-        if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
-            return False
-        if "items" in schema and not all(valid(v, schema["items"]) for v in value):
-            return False
-    return True
-
-
-def _is(value, name: str) -> bool:
-    return {
-        "object": isinstance(value, dict), "array": isinstance(value, list), "string": isinstance(value, str),
-        "null": value is None, "boolean": isinstance(value, bool),
-        "integer": isinstance(value, int) and not isinstance(value, bool),
-        "number": isinstance(value, (int, float)) and not isinstance(value, bool),
-    }[name]
-
-
-def _same(a, b) -> bool:
-    return type(a) is type(b) and a == b or (_is(a, "number") and _is(b, "number") and a == b)
 
 
 def accepts(schema: dict, text: str | bytes, loose: bool = False) -> JsonPrefix | None:
