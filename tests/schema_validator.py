@@ -53,3 +53,30 @@ def _is(value, name: str) -> bool:
 
 def _same(a, b) -> bool:
     return type(a) is type(b) and a == b or (_is(a, "number") and _is(b, "number") and a == b)
+
+
+ANY_SPACE = {"space": b" \t\n\r", "max_space": 16}  # JSON mode's whitespace rule, for pretty-printed documents
+
+
+def accepts(schema: dict, text: str | bytes, loose: bool = False):
+    """The automaton (`JsonPrefix`) after `text` under `schema`, or None where it refuses a byte."""
+    from chatforge.sampling.json_prefix import JsonPrefix
+    from chatforge.sampling.json_schema import compile_schema
+
+    state = JsonPrefix(compile_schema(schema, **(ANY_SPACE if loose else {})))
+    return state if state.feed_all(text if isinstance(text, bytes) else text.encode()) else None
+
+
+def complete(schema: dict, text: str | bytes, loose: bool = False) -> bool:
+    state = accepts(schema, text, loose)
+    return state is not None and state.complete
+
+
+def served_json_choices(client, tokenizer, schema: dict, name: str, messages, max_tokens: int, seeds: int) -> list:
+    """Choices of a served model answering under `response_format: json_schema`, 4 per seed, at T = 1
+    with whitespace tokens banned (so a random model's answers finish within `max_tokens`)."""
+    spaces = {str(i): -100 for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()}
+    fmt = {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+    return [choice for seed in range(seeds) for choice in client.chat.completions.create(
+        model="tiny", messages=messages, temperature=1.0, seed=seed, n=4, max_tokens=max_tokens, response_format=fmt,
+        logit_bias=spaces).choices]

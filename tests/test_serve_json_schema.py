@@ -11,9 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatforge.sampling import Sampler, SamplingConfig
-from chatforge.sampling.json_prefix import JsonPrefix
 from chatforge.sampling.json_schema import SchemaError, compile_schema
-from schema_validator import valid
+from schema_validator import ANY_SPACE, accepts, complete, served_json_choices, valid
 from tiny_models import make_tiny_model
 
 PERSON = {
@@ -34,17 +33,6 @@ PERSON = {
 }
 
 
-ANY_SPACE = {"space": b" \t\n\r", "max_space": 16}  # JSON mode's whitespace rule, for pretty-printed documents
-
-
-def accepts(schema: dict, text: str, loose: bool = False) -> JsonPrefix | None:
-    state = JsonPrefix(compile_schema(schema, **(ANY_SPACE if loose else {})))
-    return state if state.feed_all(text.encode()) else None
-
-
-def complete(schema: dict, text: str, loose: bool = False) -> bool:
-    state = accepts(schema, text, loose)
-    return state is not None and state.complete
 
 
 # -- the automaton under a schema, by hand ----------------------------------------------------------
@@ -302,20 +290,17 @@ WEATHER = {"type": "object", "properties": {"city": {"enum": ["Oslo", "Lima"]}, 
 
 
 def test_served_answers_validate_against_the_schema(client, served):
+    finished = 0
+    for choice in served_json_choices(client, served[1].tokenizer, WEATHER, "weather", MESSAGES, MAX_TOKENS, seeds=2):
+        assert accepts(WEATHER, choice.message.content) is not None, choice.message.content
+        if choice.finish_reason == "stop":
+            finished += 1
+            answer = json.loads(choice.message.content)
+            assert valid(answer, WEATHER) and {"city", "days", "unit", "windy"} <= set(answer), answer
+    assert finished >= 2
     tokenizer = served[1].tokenizer
     spaces = {str(i): -100 for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()}
     fmt = {"type": "json_schema", "json_schema": {"name": "weather", "schema": WEATHER, "strict": True}}
-    finished = 0
-    for seed in range(2):
-        reply = client.chat.completions.create(model="tiny", messages=MESSAGES, temperature=1.0, seed=seed, n=4,
-                                               max_tokens=MAX_TOKENS, response_format=fmt, logit_bias=spaces)
-        for choice in reply.choices:
-            assert accepts(WEATHER, choice.message.content) is not None, choice.message.content
-            if choice.finish_reason == "stop":
-                finished += 1
-                answer = json.loads(choice.message.content)
-                assert valid(answer, WEATHER) and {"city", "days", "unit", "windy"} <= set(answer), answer
-    assert finished >= 2
     # streamed: the same text as the non-streamed answer for the same seed
     streamed = client.chat.completions.create(model="tiny", messages=MESSAGES, temperature=1.0, seed=0, max_tokens=MAX_TOKENS,
                                               response_format=fmt, logit_bias=spaces, stream=True)

@@ -15,9 +15,8 @@ from hypothesis import strategies as st
 
 from chatforge.sampling import Sampler, SamplingConfig
 from chatforge.sampling.json_number_range import number_range, reachable
-from chatforge.sampling.json_prefix import JsonPrefix
 from chatforge.sampling.json_schema import SchemaError, compile_schema
-from schema_validator import valid
+from schema_validator import accepts, complete, served_json_choices, valid
 from tiny_models import make_tiny_model
 
 SCHEMA = {
@@ -35,17 +34,6 @@ SCHEMA = {
     "required": ["age", "code", "maybe"],
     "additionalProperties": False,
 }
-
-
-def accepts(schema: dict, text: str | bytes, loose: bool = False) -> JsonPrefix | None:
-    rule = {"space": b" \t\n\r", "max_space": 16} if loose else {}
-    state = JsonPrefix(compile_schema(schema, **rule))
-    return state if state.feed_all(text if isinstance(text, bytes) else text.encode()) else None
-
-
-def complete(schema: dict, text: str | bytes, loose: bool = False) -> bool:
-    state = accepts(schema, text, loose)
-    return state is not None and state.complete
 
 
 def refused_at(schema: dict, bad: str | bytes, ok_until: str | bytes) -> bool:
@@ -258,18 +246,12 @@ def served(tmp_path_factory, tiny_tokenizer):
 
 def test_served_answers_validate_over_seeds(served):
     client = openai_client(served[0])
-    tokenizer = served[1].tokenizer
-    spaces = {str(i): -100 for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()}
-    fmt = {"type": "json_schema", "json_schema": {"name": "forecast", "schema": SERVED, "strict": True}}
     finished = 0
-    for seed in range(3):
-        reply = client.chat.completions.create(model="tiny", messages=MESSAGES, temperature=1.0, seed=seed, n=4,
-                                               max_tokens=MAX_TOKENS, response_format=fmt, logit_bias=spaces)
-        for choice in reply.choices:
-            assert accepts(SERVED, choice.message.content) is not None, choice.message.content
-            if choice.finish_reason == "stop":
-                finished += 1
-                assert valid(json.loads(choice.message.content), SERVED), choice.message.content
+    for choice in served_json_choices(client, served[1].tokenizer, SERVED, "forecast", MESSAGES, MAX_TOKENS, seeds=3):
+        assert accepts(SERVED, choice.message.content) is not None, choice.message.content
+        if choice.finish_reason == "stop":
+            finished += 1
+            assert valid(json.loads(choice.message.content), SERVED), choice.message.content
     assert finished >= 4
 
 
