@@ -46,7 +46,7 @@ _HEX_BYTES = b"0123456789abcdefABCDEF"
 _LOW_HALF = (_HEX_BYTES, _HEX_BYTES, b"\\", b"u", b"dD", b"cdefCDEF", _HEX_BYTES, _HEX_BYTES)
 _SPACE = frozenset(b" \t\n\r")
 _DIGITS = frozenset(b"0123456789")
-_HEX = frozenset(b"0123456789abcdefABCDEF")
+_HEX = frozenset(_HEX_BYTES)
 _ESCAPES = frozenset(b'"\\/bfnrt')
 
 # Modes. VALUE: a value must start; OBJ_FIRST: after "{" (a key or "}"); KEY: a key string must start

@@ -41,7 +41,7 @@ from __future__ import annotations
 import json
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -211,9 +211,7 @@ class _Builder:
                 raise SchemaError(_join(path, "maxLength"), f"maxLength {max_length} < minLength {min_length}")
         ranges = self.bounds(schema, path, types)
         node = SchemaNode(types, properties, required, items, min_items, max_items, None, max_length, min_length, ranges)
-        literals = self.literals(schema, path, node)
-        return self.add(SchemaNode(types, properties, required, items, min_items, max_items, literals, max_length,
-                                   min_length, ranges))
+        return self.add(replace(node, literals=self.literals(schema, path, node)))  # enum values checked against the rest
 
     def bounds(self, schema: dict, path: str, types: frozenset[str] | None) -> tuple[NumberRange, ...] | None:
         """minimum, maximum, exclusiveMinimum, exclusiveMaximum: the number's one range (None: none given)."""
@@ -238,8 +236,8 @@ class _Builder:
         array, string, boolean, null, from one alternative; enum/const values merged; numbers from any of
         them, their ranges merged), so the automaton picks the alternative when the value starts."""
         here = _join(path, "anyOf")
-        if set(schema) - ANNOTATIONS - {"anyOf", "$defs", "definitions"}:
-            extra = sorted(set(schema) - ANNOTATIONS - {"anyOf", "$defs", "definitions"})
+        extra = sorted(set(schema) - ANNOTATIONS - {"anyOf", "$defs", "definitions"})
+        if extra:
             raise SchemaError(here, f"anyOf with sibling keywords ({', '.join(extra)}) is outside the subset: "
                               "put them in each alternative")
         options = schema["anyOf"]
@@ -271,7 +269,7 @@ class _Builder:
                                       "values (anyOf is supported when a value's first byte tells the alternative)")
                 owner[kind] = i
             if other:
-                kept.append(self.add(_replace(node, types=other, ranges=None)))
+                kept.append(self.add(replace(node, types=other, ranges=None)))
         if numbers:
             if any(not r.bounded and not r.integer for r in numbers):
                 kept.append(self.add(SchemaNode(types=frozenset({"number"}))))
@@ -363,12 +361,6 @@ def first_bytes(node: SchemaNode) -> bytes:
     if node.literals is not None:
         return bytes(sorted({lit[0] for lit in node.literals}))
     return b"".join(FIRST_BYTES[kind] for kind in sorted(node.types or TYPES) if kind != "integer" or "number" not in (node.types or TYPES))
-
-
-def _replace(node: SchemaNode, **changes) -> SchemaNode:
-    from dataclasses import replace
-
-    return replace(node, **changes)
 
 
 def _fits(value: Any, node: SchemaNode) -> bool:
