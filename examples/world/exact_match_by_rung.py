@@ -12,18 +12,16 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-OPERATORS = {"×": "*", "times": "*", "*": "*", "-": "-", "minus": "-", "+": "+", "plus": "+"}
-
 
 def item_key(record: dict) -> str:
     """`arith r<rung> <op>`, `string <task>` or the task type."""
-    from chatforge.world.prompts import read_question
+    from chatforge.world.prompts import canonical_op, read_question
     from chatforge.world.tasks import arithmetic_rung
 
     kind = record["task_type"]
     if kind == "arithmetic":
         fields = read_question(record["messages"][-2]["content"]).fields
-        op = OPERATORS[fields["op"]]
+        op = canonical_op(fields["op"])
         return f"arith r{arithmetic_rung(int(fields['a']), op, int(fields['b']))} {op}"
     return f"string {record['task']}" if kind == "string" else kind
 
