@@ -72,11 +72,16 @@ def complete(schema: dict, text: str | bytes, loose: bool = False) -> bool:
     return state is not None and state.complete
 
 
-def served_json_choices(client, tokenizer, schema: dict, name: str, messages, max_tokens: int, seeds: int) -> list:
-    """Choices of a served model answering under `response_format: json_schema`, 4 per seed, at T = 1
-    with whitespace tokens banned (so a random model's answers finish within `max_tokens`)."""
+def json_request(tokenizer, schema: dict, name: str) -> tuple[dict, dict]:
+    """(response_format, logit_bias): the schema, strict, with whitespace tokens banned (so a random
+    model's answers finish within a few dozen tokens)."""
     spaces = {str(i): -100 for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()}
-    fmt = {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}, spaces
+
+
+def served_json_choices(client, tokenizer, schema: dict, name: str, messages, max_tokens: int, seeds: int) -> list:
+    """Choices of a served model answering under `json_request`, 4 per seed, at T = 1."""
+    fmt, spaces = json_request(tokenizer, schema, name)
     return [choice for seed in range(seeds) for choice in client.chat.completions.create(
         model="tiny", messages=messages, temperature=1.0, seed=seed, n=4, max_tokens=max_tokens, response_format=fmt,
         logit_bias=spaces).choices]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from chatforge.sampling import Sampler, SamplingConfig
 from chatforge.sampling.json_schema import SchemaError, compile_schema
-from schema_validator import ANY_SPACE, accepts, complete, served_json_choices, valid
+from schema_validator import ANY_SPACE, accepts, complete, json_request, served_json_choices, valid
 from tiny_models import make_tiny_model
 
 PERSON = {
@@ -298,9 +298,7 @@ def test_served_answers_validate_against_the_schema(client, served):
             answer = json.loads(choice.message.content)
             assert valid(answer, WEATHER) and {"city", "days", "unit", "windy"} <= set(answer), answer
     assert finished >= 2
-    tokenizer = served[1].tokenizer
-    spaces = {str(i): -100 for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()}
-    fmt = {"type": "json_schema", "json_schema": {"name": "weather", "schema": WEATHER, "strict": True}}
+    fmt, spaces = json_request(served[1].tokenizer, WEATHER, "weather")
     # streamed: the same text as the non-streamed answer for the same seed
     streamed = client.chat.completions.create(model="tiny", messages=MESSAGES, temperature=1.0, seed=0, max_tokens=MAX_TOKENS,
                                               response_format=fmt, logit_bias=spaces, stream=True)
