@@ -56,10 +56,15 @@ def main() -> None:
                 counts[key][0] += ok
                 counts[key][1] += 1
             if not ok and len(failures) < args.failures and record["task_type"] in ("arithmetic", "fact"):
-                failures.append(f"   {record['messages'][-2]['content'][:70]!r} -> {answer[:110]!r}")
+                failures.append(f"   {record['messages'][-2]['content'][:70]!r} -> {shorten(answer)!r}")
         print(f"== {model_dir}")
         print("  " + "; ".join(f"{k} {c}/{n}" for k, (c, n) in sorted(counts.items())))
         print("\n".join(failures), flush=True)
+
+
+def shorten(answer: str) -> str:
+    """The start and the end of a long answer: worked answers go wrong in the middle or at the end."""
+    return answer if len(answer) <= 220 else f"{answer[:80]} ... {answer[-130:]}"
 
 
 if __name__ == "__main__":

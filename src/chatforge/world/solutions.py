@@ -30,16 +30,44 @@ def string_answer(task: str, word: str, letter: str = "", spelled: bool = False)
     raise ValueError(f"not a string task: {task!r}")
 
 
-def worked_lines(a: int, op: str, b: int) -> list[str]:
-    """A step-by-step solution; every line holds an "=", and the last states the result."""
-    if op == "+":
-        lines = _column_addition(a, b)
-    elif op == "-":
-        lines = _column_subtraction(a, b)
-    else:
-        lines = _partial_products(a, b)
+# How column working is written (docs/world_learnability.md, "Arithmetic formats"):
+#   columns     a line per column, ones first; the result is then stated whole ("So 47 + 5 = 52.")
+#   ones_first  the same lines, each ending in the digit it writes; then those digits listed in the
+#               order the columns wrote them and that list reversed ("In order: 5 2."), so the result
+#               is read off a list the letter-reversal skill turns round, not gathered across lines
+#   aligned     ones_first, preceded by both operands spelled ones first ("Ones first: 7 4 + 5."), so
+#               each column's digits sit at the same position of two short lists
+WORKING_STYLES = ("columns", "ones_first", "aligned")
+
+
+def worked_lines(a: int, op: str, b: int, style: str = "columns") -> list[str]:
+    """A step-by-step solution; every line holds an "=" or a digit list, and the last states the result."""
+    if style not in WORKING_STYLES:
+        raise ValueError(f"unknown working style {style!r}; choose one of {', '.join(WORKING_STYLES)}")
     symbol = OPERATOR_SYMBOLS[op]
+    if op == "*":
+        # By one digit, the new styles split the other factor by place (47 × 6 = 40 × 6 + 7 × 6), so
+        # no line asks for a two-digit product in one step; "columns" keeps the world's older working.
+        one_digit = style != "columns" and b < 10 <= a
+        lines = _by_places_of_a(a, b) if one_digit else _partial_products(a, b)
+    else:
+        columns = _column_addition(a, b) if op == "+" else _column_subtraction(a, b)
+        if style == "columns":
+            lines = [line for line, _ in columns]
+        else:
+            written = [digit for _, digit in columns]
+            lines = [f"{line[:-1]}, write {digit}." if "write" not in line else line for line, digit in columns]
+            in_order = written[::-1]
+            while len(in_order) > 1 and in_order[0] == 0:  # 52 - 47 writes 5 0: the result is 5
+                in_order = in_order[1:]
+            lines += [f"Written ones first: {_spaced(written)}.", f"In order: {_spaced(in_order)}."]
+            if style == "aligned":
+                lines.insert(0, f"Ones first: {_spaced(_digits(a, len(str(a))))} {symbol} {_spaced(_digits(b, len(str(b))))}.")
     return lines + [f"So {a} {symbol} {b} = {compute(a, op, b)}."]
+
+
+def _spaced(digits: list[int]) -> str:
+    return " ".join(str(d) for d in digits)
 
 
 def _digits(n: int, width: int) -> list[int]:
@@ -47,7 +75,8 @@ def _digits(n: int, width: int) -> list[int]:
     return [(n // 10**i) % 10 for i in range(width)]
 
 
-def _column_addition(a: int, b: int) -> list[str]:
+def _column_addition(a: int, b: int) -> list[tuple[str, int]]:
+    """(line, digit written) per column, ones first."""
     width = max(len(str(a)), len(str(b)))
     lines, carry = [], 0
     for column, (x, y) in enumerate(zip(_digits(a, width), _digits(b, width))):
@@ -55,13 +84,14 @@ def _column_addition(a: int, b: int) -> list[str]:
         carried = f" + {carry}" if carry else ""
         carry = total // 10
         tail = f", write {total % 10} and carry {carry}" if carry else f", write {total}"
-        lines.append(f"{_COLUMN_NAMES[column]}: {x} + {y}{carried} = {total}{tail}.")
+        lines.append((f"{_COLUMN_NAMES[column]}: {x} + {y}{carried} = {total}{tail}.", total % 10))
     if carry:
-        lines.append(f"{_COLUMN_NAMES[width]}: write the carry, {carry}.")
+        lines.append((f"{_COLUMN_NAMES[width]}: write the carry, {carry}.", carry))
     return lines
 
 
-def _column_subtraction(a: int, b: int) -> list[str]:
+def _column_subtraction(a: int, b: int) -> list[tuple[str, int]]:
+    """(line, digit written) per column, ones first."""
     if a < b:
         raise ValueError("column subtraction here needs a >= b")
     width = len(str(a))
@@ -71,13 +101,26 @@ def _column_subtraction(a: int, b: int) -> list[str]:
         subtract = f"{y} - 1" if borrow else f"{y}"
         needed = y + borrow
         if x < needed:
-            step = f"{x} - {subtract} needs a borrow, so {x + 10} - {subtract} = {x + 10 - needed}"
+            digit = x + 10 - needed
+            step = f"{x} - {subtract} needs a borrow, so {x + 10} - {subtract} = {digit}"
             borrow = 1
         else:
-            step = f"{x} - {subtract} = {x - needed}"
+            digit = x - needed
+            step = f"{x} - {subtract} = {digit}"
             borrow = 0
-        lines.append(f"{_COLUMN_NAMES[column]}: {step}.")
+        lines.append((f"{_COLUMN_NAMES[column]}: {step}.", digit))
     return lines
+
+
+def _by_places_of_a(a: int, b: int) -> list[str]:
+    places = [int(d) * 10**i for i, d in enumerate(reversed(str(a))) if d != "0"][::-1]
+    if len(places) == 1:
+        return [f"{a} × {b} = {a * b}."]
+    return [
+        f"{a} × {b} = " + " + ".join(f"{p} × {b}" for p in places),
+        "= " + " + ".join(str(p * b) for p in places),
+        f"= {a * b}",
+    ]
 
 
 def _partial_products(a: int, b: int) -> list[str]:

@@ -1,0 +1,96 @@
+"""A copy of a written world whose arithmetic is always worked, in one working style (docs/world_learnability.md,
+"Arithmetic formats"): the experiment behind the choice of the world's arithmetic format.
+
+    python examples/world/arithmetic_formats.py runs/w5 runs/fmt_ones_first --style ones_first [--drill 3000]
+
+WORLD is a directory holding `data/` (a written world) and `tokenizer/`. OUT gets a copy of the data
+in which
+  - every single-turn arithmetic instruction (train and test) asks for working in its system prompt
+    and answers with `solutions.worked_lines(..., style)` then "The answer is N.", direct questions
+    included: a 2M model cannot add four-digit numbers in one step, so no question asks it to;
+  - every worked problem of the pretraining arithmetic text is rewritten in the same style;
+  - with --drill N, `drill.jsonl`: N more worked arithmetic records in the style, none a problem of the world;
+and a link to WORLD's tokenizer. Problems, answers and splits are unchanged, so held-out exact match
+compares styles on the same questions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+from pathlib import Path
+
+from chatforge.world.arithmetic_drill import drill_records, world_problems
+from chatforge.world.prompts import FINAL_ANSWER_CONVENTION, canonical_op, read_question
+from chatforge.world.solutions import WORKING_STYLES, worked_lines
+
+WORKED_SYSTEM = "You are a careful calculator. Work it out step by step. " + FINAL_ANSWER_CONVENTION
+_COMPUTE = re.compile(r"^Compute (\d+) (\+|-|×) (\d+)\.$")
+
+
+def worked_answer(a: int, op: str, b: int, answer: str, style: str) -> str:
+    return "\n".join([*worked_lines(a, op, b, style), f"The answer is {answer}."])
+
+
+def rewrite_record(record: dict, style: str) -> dict:
+    """A single-turn arithmetic record with the worked system prompt and a worked answer; others unchanged."""
+    if record.get("task") != "arithmetic":
+        return record
+    messages = [dict(m) for m in record["messages"]]
+    user = next(m for m in messages if m["role"] == "user")
+    question = read_question(user["content"])
+    if question is None or question.task != "arithmetic":
+        raise ValueError(f"record {record.get('id')}: no arithmetic question in {user['content']!r}")
+    a, op, b = int(question.fields["a"]), canonical_op(question.fields["op"]), int(question.fields["b"])
+    for message in messages:
+        if message["role"] == "system":
+            message["content"] = WORKED_SYSTEM
+        if message["role"] == "assistant":
+            message["content"] = worked_answer(a, op, b, record["answers"][0], style)
+    return {**record, "messages": messages}
+
+
+def rewrite_text(text: str, style: str) -> str:
+    """Pretraining text: each "Compute A op B." block's working rewritten in `style`."""
+    blocks = text.split("\n\n")
+    for i, block in enumerate(blocks):
+        head = block.split("\n", 1)[0]
+        found = _COMPUTE.match(head)
+        if found:
+            a, op, b = int(found.group(1)), canonical_op(found.group(2)), int(found.group(3))
+            blocks[i] = "\n".join([head, *worked_lines(a, op, b, style)])
+    return "\n\n".join(blocks)
+
+
+def rewrite_jsonl(path: Path, change) -> None:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    path.write_text("".join(json.dumps(change(row)) + "\n" for row in rows), encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("world", type=Path, help="a directory with data/ (a written world) and tokenizer/")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--style", choices=WORKING_STYLES, required=True)
+    parser.add_argument("--drill", type=int, default=0, help="extra worked arithmetic records to write to OUT/drill.jsonl")
+    args = parser.parse_args()
+    data = args.out / "data"
+    if data.exists():
+        shutil.rmtree(data)
+    shutil.copytree(args.world / "data", data)
+    for split in ("train", "test"):
+        rewrite_jsonl(data / "instructions" / f"{split}.jsonl", lambda r: rewrite_record(r, args.style))
+    rewrite_jsonl(data / "pretrain" / "arithmetic_train.jsonl", lambda d: {**d, "text": rewrite_text(d["text"], args.style)})
+    tokenizer = args.out / "tokenizer"
+    if not tokenizer.exists():
+        tokenizer.symlink_to((args.world / "tokenizer").resolve())
+    if args.drill:
+        records = [rewrite_record(r, args.style) for r in drill_records(1, args.drill, world_problems(data))]
+        (args.out / "drill.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    print(f"wrote {data} ({args.style} working)" + (f" and {args.drill} drill records" if args.drill else ""))
+
+
+if __name__ == "__main__":
+    main()
