@@ -222,6 +222,8 @@ def test_a_recipe_of_only_a_card_measures_existing_models(tmp_path, base_dir, wo
     path.write_text(yaml.safe_dump({"name": "twins", "card": card}))
     lines: list[str] = []
     result = run_recipe(path, out=str(tmp_path / "out"), say=lines.append)
+    assert lines[0] == (f"warning: {path}: stage 'card': models.third: not found: {tmp_path / 'never-made'}, and no stage "
+                        "makes it; its card column will read \"not measured\"")  # said before anything runs
     measures = json.loads((tmp_path / "out" / "card" / "measures.json").read_text())["measures"]
     assert measures["first"]["knowledge accuracy"]["n"] == 8  # 4 questions x 2 subjects
     assert measures["second"]["KL to first"]["value"] == 0.0

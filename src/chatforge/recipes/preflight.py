@@ -15,6 +15,8 @@ that will run:
   reason its reader rejected a record for.
 
 Every error names the key: `data.sources[0].path: ...`; the runner adds the recipe and the stage.
+A hook may also return warnings for inputs that are allowed to be missing (a card's model that no stage
+makes and that is not there: likely a typo, but shown as "not measured"); the runner prints them first.
 """
 
 from __future__ import annotations
@@ -45,8 +47,10 @@ class FirstRejects(RejectLog):
             self.first = f"{where}: {reason}" + (f" ({detail})" if detail else "")
 
 
-def preflight(steps: list, where: str) -> None:
-    """Run the checks of every step whose action runs it; ConfigError `where: stage 'NAME': KEY: ...`."""
+def preflight(steps: list, where: str) -> list[str]:
+    """Run the checks of every step whose action runs it; ConfigError `where: stage 'NAME': KEY: ...`.
+    Returns the warnings (`where: stage 'NAME': ...`) of inputs that are allowed to be missing."""
+    warnings: list[str] = []
     for index, step in enumerate(steps):
         if step.action not in ("run", "rerun", "resume"):
             continue  # a skipped or kept stage's inputs are not read again
@@ -55,9 +59,10 @@ def preflight(steps: list, where: str) -> None:
             continue
         made = made_by([s.dir for s in steps[: index + 1]])
         try:
-            check(step.cfg, made)
+            warnings += [f"{where}: stage {step.name!r}: {w}" for w in check(step.cfg, made) or ()]
         except ChatforgeError as exc:
             raise ConfigError(f"{where}: stage {step.name!r}: {exc}") from None
+    return warnings
 
 
 def made_by(directories: list[Path]) -> Made:
@@ -399,21 +404,27 @@ def _eval_lm(cfg, made: Made) -> None:
     text_sources("unigram_from", cfg.unigram_from, made)
 
 
-def _card(cfg, made: Made) -> None:
+def _card(cfg, made: Made) -> list[str]:
     # A model that was never made (ReST-EM that kept no sample) is a "not measured" column of the
     # card, not an error, as long as some model is there to measure; a card of nothing is a mistake.
+    # A path that no stage makes and that does not exist may be a typo: said before anything runs.
     present = [m for m in cfg.models.values() if m is not None and (made(m) or Path(m).exists())]
+    warnings = []
     for label, model in cfg.models.items():
         if not present or (model is not None and Path(model).exists()):
             model_dir(f"models.{label}", model, made)
+        elif model is not None and not made(model):
+            warnings.append(f"models.{label}: not found: {model}, and no stage makes it; its card column will read "
+                            "\"not measured\"")
     model_dir("reward_model", cfg.reward_model, made)
     for key in ("world", "knowledge", "instructions", "verifiable", "pairs"):
         existing(key, getattr(cfg, key), made)
     for i, path in enumerate(cfg.text):
         existing(f"text[{i}]", path, made)
+    return warnings
 
 
-CHECKS: dict[str, Callable[[Any, Made], None]] = {
+CHECKS: dict[str, Callable[[Any, Made], list[str] | None]] = {
     "tokenizer": _tokenizer,
     "pretrain": _pretrain,
     "sft": _sft,

@@ -57,7 +57,8 @@ def run_recipe(path: str | Path, out: str | None = None, first: str | None = Non
     steps = resolve(recipe, path, root)  # every config validated before anything runs
     hasher = FileHasher(root / ".input_hashes.json")
     decide(steps, root, hasher, first, only)
-    preflight(steps, str(path))  # each stage's cheap checks of what it will read, before any of them runs
+    for warning in preflight(steps, str(path)):  # each stage's cheap checks of what it will read, before any runs
+        say(f"warning: {warning}")
     say(format_plan(steps, root, name, inputs=dry_run))
     if dry_run:
         return RecipeResult(root, steps, None, chat_model(recipe, steps))
