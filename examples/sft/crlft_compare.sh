@@ -1,20 +1,64 @@
 #!/usr/bin/env bash
-# C-RLFT vs plain SFT on the same mixed-quality data vs SFT on the expert half alone, from the
-# world-A base model; held-out exact match per task type. Run from the repository root after
-# `bash examples/continual/run_all.sh` (it provides the world, the tokenizer and the base model).
+# C-RLFT vs plain SFT on the same mixed-quality data vs SFT on the expert half alone, each from the
+# same base model and for every seed; then greedy exact match of every run on the held-out
+# instructions, one line per question (crlft_score.py), and the table of docs/sft.md ("C-RLFT").
+#
+#   bash examples/sft/crlft_compare.sh                       # the docs table: format-4 world, 3 seeds
+#   WORLD=runs/w5/data BASE=runs/w5/pt1200/final OUT=runs/crlft4 SEEDS="1 2 3" STEPS=400 JOBS=2 \
+#       bash examples/sft/crlft_compare.sh
+#   ARMS=crlft NAME=crlft_exp CRLFT="{weighting: exp}" bash examples/sft/crlft_compare.sh   # a variant arm
+#
+# WORLD is a `chatforge world write` directory (format 4: its letter tasks are learnt by SFT), BASE
+# a model pretrained on it (docs/world_learnability.md, "Format 4"). Runs already finished (final/ and
+# score.jsonl present) are skipped, so an interrupted comparison resumes. OMP_NUM_THREADS=1 per run:
+# JOBS runs share the machine's cores.
 set -euo pipefail
 PY=${PYTHON:-.venv/bin/python}
-W=runs/continual/world
-mkdir -p runs/sft
-$PY - <<'PY'
-import json
-rows = [json.loads(l) for l in open("runs/continual/world/mixed_quality/train.jsonl")]
-with open("runs/sft/mixed_expert_only.jsonl", "w") as fh:
-    fh.writelines(json.dumps(r) + "\n" for r in rows if r["source"] == "expert")
-PY
-COMMON=(model=runs/continual/a/final data.seq_len=256 train.max_steps=150 train.micro_batch_size=16
-        train.save_every=0 train.progress=false optim.lr=1e-3 optim.weight_decay=0.1
-        "eval={path: $W/instructions/test.jsonl, max_examples: 314, max_new_tokens: 64}")
-$PY -m chatforge sft "${COMMON[@]}" out=runs/sft/mixed_plain "data.sources=[{path: $W/mixed_quality/train.jsonl}]"
-$PY -m chatforge sft "${COMMON[@]}" out=runs/sft/mixed_expert_only "data.sources=[{path: runs/sft/mixed_expert_only.jsonl}]"
-$PY -m chatforge sft "${COMMON[@]}" out=runs/sft/mixed_crlft "data.sources=[{path: $W/mixed_quality/train.jsonl}]" "crlft={}"
+WORLD=${WORLD:-runs/w5/data}
+BASE=${BASE:-runs/w5/pt1200/final}
+OUT=${OUT:-runs/crlft4}
+SEEDS=${SEEDS:-"1 2 3"}
+STEPS=${STEPS:-400}
+JOBS=${JOBS:-2}
+ARMS=${ARMS:-"plain crlft expert"}
+CRLFT=${CRLFT:-"{}"}  # the crlft= override of the crlft arm (OpenChat's code: rewards expert 1.0, novice 0.1)
+NAME=${NAME:-}        # run-name prefix of the crlft arm (default: crlft), to keep variants apart
+N_EVAL=${N_EVAL:-314}
+export PY WORLD BASE OUT STEPS CRLFT NAME N_EVAL
+
+mkdir -p "$OUT"
+# The expert half: the same 1,000 prompts, only the always-right answers.
+$PY -c "
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1])]
+with open(sys.argv[2], 'w') as fh:
+    fh.writelines(json.dumps(r) + '\n' for r in rows if r['source'] == 'expert')
+" "$WORLD/mixed_quality/train.jsonl" "$OUT/expert_only.jsonl"
+
+run_one() {  # ARM SEED: train (unless finished), then score (unless scored)
+    local arm=$1 seed=$2 data=$WORLD/mixed_quality/train.jsonl extra=() name=$1
+    case $arm in
+        plain) ;;
+        expert) data=$OUT/expert_only.jsonl ;;
+        crlft) extra=("crlft=$CRLFT"); name=${NAME:-crlft} ;;
+        *) echo "unknown arm $arm" >&2; return 1 ;;
+    esac
+    local run=$OUT/${name}_s$seed
+    # The format-4 SFT recipe (runs/w5/sft1200_mix): lr 1e-3, 16 rows of 256, 20% of rows from the
+    # pretraining mix; STEPS=400 is ~9 epochs of the 2,000 mixed-quality conversations.
+    if [ ! -f "$run/final/chatforge_complete.json" ]; then
+        OMP_NUM_THREADS=1 $PY -m chatforge sft examples/world/sft.yaml out="$run" model="$BASE" \
+            train.max_steps="$STEPS" train.seed="$seed" eval=null "data.sources=[{path: $data}]" \
+            "data.pretrain_mix={sources: [{path: $WORLD/pretrain/world_a_train.jsonl, weight: 0.5}, {path: $WORLD/pretrain/world_a_qa.jsonl, weight: 0.2}, {path: $WORLD/pretrain/arithmetic_train.jsonl, weight: 0.1}, {path: $WORLD/pretrain/letters_train.jsonl, weight: 0.2}], fraction: 0.2}" \
+            "${extra[@]}" > "$run.log" 2>&1
+    fi
+    if [ ! -f "$run/score.jsonl" ]; then
+        OMP_NUM_THREADS=1 $PY examples/sft/crlft_score.py score "$run/final" "$WORLD/instructions/test.jsonl" \
+            --n "$N_EVAL" --out "$run/score.jsonl" >> "$run.log" 2>&1
+    fi
+    echo "done $run"
+}
+export -f run_one
+
+for seed in $SEEDS; do for arm in $ARMS; do echo "$arm $seed"; done; done | xargs -P "$JOBS" -L 1 bash -c 'run_one $0 $1'
+$PY examples/sft/crlft_score.py table "$OUT"
