@@ -1,19 +1,35 @@
 """JSON Schema's meaning of the keywords chatforge's `json_schema` supports, written out independently of
-its compiler (`jsonschema` is not in requirements.lock), for the tests of constrained decoding."""
+its compiler (`jsonschema` is not in requirements.lock), for the tests of constrained decoding.
+Formats are checked with the standard library's parsers (a date must be a real calendar day)."""
 
 from __future__ import annotations
 
+import datetime
 import operator
+import re
 
 BOUNDS = (("minimum", operator.ge), ("maximum", operator.le), ("exclusiveMinimum", operator.gt),
           ("exclusiveMaximum", operator.lt))
 
 
-def valid(value, schema: dict) -> bool:
-    """True when `value` (parsed JSON) meets `schema`: anyOf, enum, const, type (a name or a list),
-    properties with required and additionalProperties, string lengths, number bounds, array items and
-    lengths."""
-    if "anyOf" in schema and not any(valid(value, s) for s in schema["anyOf"]):
+def valid(value, schema, root: dict | None = None) -> bool:
+    """True when `value` (parsed JSON) meets `schema`: anyOf, oneOf (exactly one), allOf, $ref to
+    `#/$defs/...` or `#/definitions/...` of `root` (the whole document; `schema` itself by default), enum,
+    const, type (a name or a list), properties with required and additionalProperties (false or a
+    schema), string lengths, pattern (`re.search`, as JSON Schema's regexes are unanchored), format
+    (date, time, date-time, uuid, email), number bounds, array items and lengths."""
+    root = schema if root is None else root
+    if isinstance(schema, bool):
+        return schema
+    if "$ref" in schema:
+        table, _, name = schema["$ref"][2:].partition("/")
+        if not valid(value, root[table][name], root):
+            return False
+    if "allOf" in schema and not all(valid(value, s, root) for s in schema["allOf"]):
+        return False
+    if "anyOf" in schema and not any(valid(value, s, root) for s in schema["anyOf"]):
+        return False
+    if "oneOf" in schema and sum(valid(value, s, root) for s in schema["oneOf"]) != 1:
         return False
     if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
         return False
@@ -22,24 +38,51 @@ def valid(value, schema: dict) -> bool:
     types = schema.get("type")
     if types is not None and not any(_is(value, t) for t in ([types] if isinstance(types, str) else types)):
         return False
-    if isinstance(value, dict) and "properties" in schema:
-        props = schema["properties"]
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
         if any(r not in value for r in schema.get("required", [])):
             return False
-        if schema.get("additionalProperties", True) is False and any(k not in props for k in value):
+        extra = schema.get("additionalProperties", True)
+        if any(not valid(v, props[k] if k in props else extra, root) for k, v in value.items()):
             return False
-        if any(k in props and not valid(v, props[k]) for k, v in value.items()):
+    if isinstance(value, str):
+        if not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value)):
             return False
-    if isinstance(value, str) and not schema.get("minLength", 0) <= len(value) <= schema.get("maxLength", len(value)):
-        return False
+        if "pattern" in schema and re.search(schema["pattern"], value) is None:
+            return False
+        if "format" in schema and not _FORMATS[schema["format"]](value):
+            return False
     if _is(value, "number") and any(k in schema and not holds(value, schema[k]) for k, holds in BOUNDS):
         return False
     if isinstance(value, list):
         if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
             return False
-        if "items" in schema and not all(valid(v, schema["items"]) for v in value):
+        if "items" in schema and not all(valid(v, schema["items"], root) for v in value):
             return False
     return True
+
+
+def _parses(read) -> object:
+    def check(text: str) -> bool:
+        try:
+            read(text)
+        except ValueError:
+            return False
+        return True
+    return check
+
+
+# RFC 3339 / 4122 / 5321 read by the standard library where it reads them: a date is a real calendar
+# day (2023-02-29 is not), a time has an offset or Z.
+_FORMATS = {
+    "date": lambda s: re.fullmatch(r"\d{4}-\d\d-\d\d", s) is not None and _parses(datetime.date.fromisoformat)(s),
+    "time": lambda s: re.fullmatch(r"\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", s) is not None
+    and _parses(datetime.time.fromisoformat)(s.replace("Z", "+00:00")),
+    "date-time": lambda s: re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", s) is not None
+    and _parses(datetime.datetime.fromisoformat)(s.replace("Z", "+00:00")),
+    "uuid": lambda s: re.fullmatch(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", s) is not None,
+    "email": lambda s: re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", s) is not None,
+}
 
 
 def _is(value, name: str) -> bool:

@@ -8,8 +8,9 @@ and one cut by `max_tokens` (`finish_reason: length`) is a prefix of one, as Ope
 its JSON mode. Special tokens never occur inside the JSON. Stop strings are still applied and can
 cut the object: do not combine them.
 
-A mask depends only on the automaton's state (`JsonPrefix.key_state`), so masks are cached per state
-(inside a string the state repeats token after token). Building one tests each token's bytes,
+A mask depends only on the automaton's state, the union of its paths' masks (several paths only while
+an anyOf value fits several alternatives), so masks are cached per path state (inside a string the
+state repeats token after token). Building one tests each token's bytes,
 grouped by first byte so that a refused first byte rules out its whole group at once.
 """
 
@@ -20,7 +21,7 @@ from collections import OrderedDict, defaultdict
 import torch
 
 from chatforge.errors import ChatforgeError
-from chatforge.sampling.json_prefix import JsonPrefix
+from chatforge.sampling.json_prefix import DONE, JsonPrefix, takes
 from chatforge.sampling.json_schema import JsonSchema
 from chatforge.sampling.token_text import TokenText
 
@@ -57,26 +58,35 @@ class JsonConstraint:
         return JsonPrefix(self.schema)
 
     def mask(self, state: JsonPrefix) -> torch.Tensor:
-        """(vocab,) bool: the tokens that may come next in `state`."""
-        key = state.key_state()
+        """(vocab,) bool: the tokens that may come next in `state` (those of any of its paths)."""
+        if len(state.paths) == 1:
+            allowed = self._path_mask(state.paths[0])
+        else:
+            allowed = torch.stack([self._path_mask(path) for path in state.paths]).any(dim=0)
+        if not allowed.any():
+            raise ChatforgeError("response_format json: no token of this vocabulary can continue the JSON")
+        return allowed
+
+    def _path_mask(self, path) -> torch.Tensor:
+        """The tokens one path of the automaton takes (a token may fork it: anyOf), cached per path state."""
+        key = path.key_state()
         cached = self._masks.get(key)
         if cached is not None:
             self._masks.move_to_end(key)
             return cached
         allowed = torch.zeros(self.vocab_size, dtype=torch.bool)
-        if state.complete:
+        if path.mode == DONE:
             allowed[self.stop_ids] = True
         else:
             for first, ids in self.by_first_byte.items():
-                after_first = state.copy()
+                after_first = JsonPrefix.following(path)
                 if not after_first.feed(first):
                     continue
-                for i in ids:
-                    data = self.token_bytes[i]
-                    if len(data) == 1 or after_first.copy().feed_all(data[1:]):
-                        allowed[i] = True
-        if not allowed.any():
-            raise ChatforgeError("response_format json: no token of this vocabulary can continue the JSON")
+                if len(after_first.paths) == 1:
+                    one = after_first.paths[0]
+                    allowed[[i for i in ids if len(self.token_bytes[i]) == 1 or takes(one, self.token_bytes[i][1:])]] = True
+                else:  # the first byte forked it (anyOf)
+                    allowed[[i for i in ids if after_first.copy().feed_all(self.token_bytes[i][1:])]] = True
         allowed = allowed.to(self.device)
         self._masks[key] = allowed
         if len(self._masks) > MAX_CACHED_MASKS:

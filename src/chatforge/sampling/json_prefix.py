@@ -9,7 +9,7 @@ when the sample ends on a stop token.
 
 With a compiled schema (`JsonPrefix(compile_schema(...))`, json_schema.py; `response_format:
 json_schema` and forced tool calls) every value carries its schema node: a value may start only with
-a byte of an allowed type (under anyOf: the alternative that byte starts), an integer takes no fraction or
+a byte of an allowed type (under anyOf: each alternative it can start, followed as paths of their own), an integer takes no fraction or
 exponent, a bounded number only digits that can still end inside its range, a string stays within
 minLength/maxLength characters, an object's keys are its declared
 properties (each once, `}` only after the required ones), an array's length stays within
@@ -60,8 +60,87 @@ OBJECT = compile_schema({"type": "object"}, space=_SPACE, max_space=MAX_SPACE)  
 
 
 class JsonPrefix:
+    """The automaton: the set of paths (`_Path`) still alive. One path, except where an anyOf value's
+    first bytes fit several alternatives: each is followed (a path per alternative) until the bytes
+    tell them apart (a path that refuses a byte is dropped) or they end the value in the same state
+    (merged). A byte is accepted when some path takes it; the document is complete when some path is.
+    The number of paths is bounded by the schema (json_schema.MAX_LIVE)."""
+
+    __slots__ = ("paths",)
+
+    def __init__(self, schema: JsonSchema | None = None):
+        self.paths = [_Path(schema)]
+
+    @classmethod
+    def following(cls, path: _Path) -> JsonPrefix:
+        """An automaton of one path (a copy of `path`): what that path alone accepts from here."""
+        one = cls.__new__(cls)
+        one.paths = [path.copy()]
+        return one
+
+    @property
+    def complete(self) -> bool:
+        return any(path.mode == DONE for path in self.paths)
+
+    def copy(self) -> JsonPrefix:
+        other = JsonPrefix.__new__(JsonPrefix)
+        other.paths = [path.copy() for path in self.paths]
+        return other
+
+    def key_state(self) -> tuple:
+        """Everything `feed` reads: two automata with equal keys (same schema) accept the same byte strings."""
+        return tuple(path.key_state() for path in self.paths)
+
+    def feed_all(self, data: bytes) -> bool:
+        """Feed every byte; False at the first refused one (the automaton is then mid-way: copy first)."""
+        return all(self.feed(b) for b in data)
+
+    def feed(self, b: int) -> bool:
+        if len(self.paths) == 1:  # the common case: in place, as one path
+            path = self.paths[0]
+            if not path.feed(b):
+                path.spawned = None
+                return False
+            if path.spawned is None:
+                return True
+            alive = [path, *path.spawned]
+        else:
+            alive = []
+            for old in self.paths:
+                path = old.copy()
+                if path.feed(b):
+                    alive.append(path)
+                alive += path.spawned or ()
+            if not alive:
+                return False
+        unique: dict[tuple, _Path] = {}
+        for path in alive:
+            path.spawned = None
+            unique.setdefault(path.key_state(), path)
+        self.paths = list(unique.values())
+        return True
+
+
+def takes(path: _Path, data: bytes) -> bool:
+    """Whether some path from `path` (left unchanged) reads all of `data`: the mask's question for each
+    token. Fed on one path copy while it does not fork (the common case, and the fast one)."""
+    one = path.copy()
+    for i, b in enumerate(data):
+        if not one.feed(b):
+            return False
+        if one.spawned:
+            rest = JsonPrefix.following(one)
+            rest.paths += one.spawned
+            return rest.feed_all(data[i + 1:])
+    return True
+
+
+class _Path:
+    """One way of reading the bytes so far: a deterministic pushdown automaton, each value read under one
+    schema node (at an anyOf, one alternative; the others are `spawned` as paths of their own)."""
+
     __slots__ = ("mode", "stack", "space", "number", "count", "literal", "key", "schema", "node", "chosen", "length",
-                 "pending", "digits")
+                 "pending", "digits", "spawned")
 
     def __init__(self, schema: JsonSchema | None = None):
         self.mode = START  # only "{" (after optional whitespace) may open the top level
@@ -81,27 +160,20 @@ class JsonPrefix:
         # UTF-8 character, or of a surrogate pair's escapes); None = no pin.
         self.pending: tuple[bytes, ...] | None = None
         self.digits = ""  # the number read so far, when its node has bounds (minimum, maximum, ...)
+        self.spawned: list[_Path] | None = None  # paths forked by the last byte (anyOf), for JsonPrefix to collect
 
-    @property
-    def complete(self) -> bool:
-        return self.mode == DONE
-
-    def copy(self) -> JsonPrefix:
-        other = JsonPrefix.__new__(JsonPrefix)
+    def copy(self) -> _Path:
+        other = _Path.__new__(_Path)
         other.mode, other.stack, other.space = self.mode, list(self.stack), self.space
         other.number, other.count, other.literal, other.key = self.number, self.count, self.literal, self.key
         other.schema, other.node, other.chosen, other.length = self.schema, self.node, self.chosen, self.length
-        other.pending, other.digits = self.pending, self.digits
+        other.pending, other.digits, other.spawned = self.pending, self.digits, None
         return other
 
     def key_state(self) -> tuple:
-        """Everything `feed` reads: two states with equal keys (same schema) accept the same byte strings."""
+        """Everything `feed` reads: two paths with equal keys (same schema) accept the same byte strings."""
         return (self.mode, tuple(self.stack), self.space, self.number, self.count, self.literal, self.key,
                 self.node, self.chosen, self.length, self.pending, self.digits)
-
-    def feed_all(self, data: bytes) -> bool:
-        """Feed every byte; False at the first refused one (the automaton is then mid-way: copy first)."""
-        return all(self.feed(b) for b in data)
 
     def feed(self, b: int) -> bool:
         mode = self.mode
@@ -218,14 +290,21 @@ class JsonPrefix:
     def _start_value(self, b: int) -> bool:
         """Start a value of schema node `self.node` with byte `b`; False if no allowed value starts so."""
         node = self.schema.node(self.node)
-        if node.alternatives is not None:  # anyOf: the one alternative whose values start with `b`
-            union = self.node
+        if node.alternatives is not None:  # anyOf: every alternative whose values can start with `b`
+            followed: list[_Path] = []
             for member in node.alternatives:
-                self.node = member
-                if self._start_value(b):
-                    return True
-            self.node = union
-            return False
+                branch = self.copy()
+                branch.node = member
+                if branch._start_value(b):
+                    followed.append(branch)
+                followed += branch.spawned or ()
+            if not followed:
+                return False
+            first = followed[0]
+            for name in _Path.__slots__[:-1]:
+                setattr(self, name, getattr(first, name))
+            self.spawned = (self.spawned or []) + followed[1:] if len(followed) > 1 else self.spawned
+            return True
         if node.literals is not None:  # enum/const: spell one of the values
             if not any(lit[0] == b for lit in node.literals):
                 return False
@@ -369,8 +448,10 @@ class JsonPrefix:
             self._end_value()
 
     def _end_value(self) -> None:
+        # Everything the value's reading left behind is reset, so that paths that read one value under
+        # different anyOf alternatives end in equal states and merge.
         self.mode = AFTER if self.stack else DONE
-        self.space, self.digits = 0, ""
+        self.space, self.digits, self.number, self.count, self.length, self.node = 0, "", "", 0, 0, ANY
 
     def _close(self, b: int) -> bool:
         bracket, node, written = self.stack[-1]

@@ -16,9 +16,13 @@ are exactly the prefixes of documents valid against the schema. The supported ke
 - numbers: `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum` (numbers, draft 6+), for
   integer and number (json_number_range.py: every prefix must still be finishable inside the range;
   a bounded number has no exponent).
-- `anyOf`: alternatives that a value's first byte tells apart (each of object, array, string,
-  boolean, null from one alternative; enum/const values merged; numbers from any of them, their
-  ranges merged), with only annotations beside it. Pydantic's `Optional[X]` is such a union.
+- `anyOf`: any alternatives (with only annotations beside it): the automaton follows every
+  alternative a value's bytes still fit, as paths of their own (json_prefix.py), until the bytes tell
+  them apart; at most MAX_LIVE paths at once. Pydantic's `Optional[X]` and `Union[A, B]` of models.
+- `oneOf`: when its alternatives are exclusive by construction (json_one_of.py proves it from the
+  keywords: kinds of value, enum/const values, bounds, a required discriminator property...); it then
+  means what anyOf means. Otherwise it is refused naming the two alternatives: decoding cannot make a
+  value match exactly one of two overlapping alternatives.
 - `enum` and `const`: the value is one of the listed JSON values, written compactly (the values that
   break the node's other keywords, a too-long string say, are dropped).
 - `$ref` to `#/$defs/NAME` or `#/definitions/NAME` (what pydantic emits for nested models), inlined;
@@ -31,13 +35,16 @@ the automaton would have to allow (measured on the demo SFT model: greedy json_s
 mostly whitespace and cut by max_tokens; with the rule it closes). `compile_schema(..., space=b" \t\n\r",
 max_space=16)` accepts any JSON whitespace, as JSON mode does.
 
-Anything else (pattern, format, oneOf, allOf, not, additionalProperties as a schema, ...) is refused
+- `additionalProperties: false` without `properties`: the empty object only.
+
+Anything else (pattern, format, allOf, not, additionalProperties as a schema, ...) is refused
 with `SchemaError` naming the keyword and where it is, so a client never gets output that silently
 ignores a constraint. The root must be an object (OpenAI's rule; a bare number would have no end).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections import OrderedDict
@@ -46,19 +53,22 @@ from fractions import Fraction
 from typing import Any
 
 from chatforge.sampling.json_number_range import MAX_NUMBER, NumberRange, number_range, reachable
+from chatforge.sampling.json_one_of import disjoint
 
 TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
-ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema", "$id", "$comment"})
+# discriminator: OpenAPI's (pydantic writes it beside a oneOf of models); the const it names does the work.
+ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema", "$id", "$comment", "deprecated",
+                         "readOnly", "writeOnly", "discriminator"})
 BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "minLength",
-                      "maxLength", "enum", "const", "anyOf", "$ref", "$defs", "definitions", *BOUNDS}) | ANNOTATIONS
+                      "maxLength", "enum", "const", "anyOf", "oneOf", "$ref", "$defs", "definitions", *BOUNDS}) | ANNOTATIONS
 SUPPORTED = ("type, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength, minimum, "
-             "maximum, exclusiveMinimum, exclusiveMaximum, enum, const, anyOf, $ref")
+             "maximum, exclusiveMinimum, exclusiveMaximum, enum, const, anyOf, oneOf, $ref")
 NUMERIC = frozenset({"number", "integer"})
-# The bytes a value of each kind starts with: anyOf picks its alternative by the value's first byte.
-FIRST_BYTES = {"object": b"{", "array": b"[", "string": b'"', "boolean": b"tf", "null": b"n", "number": b"-0123456789",
-               "integer": b"-0123456789"}
 MAX_NODES = 512  # a schema is part of a request: its size is bounded like the rest
+# Paths the automaton may follow at once (json_prefix.JsonPrefix): anyOf alternatives nested in anyOf
+# alternatives multiply, and every path costs a mask per token.
+MAX_LIVE = 64
 
 
 class SchemaError(ValueError):
@@ -83,7 +93,10 @@ class SchemaNode:
     max_length: int | None = None  # of a string, in characters
     min_length: int = 0
     ranges: tuple[NumberRange, ...] | None = None  # a number's bounds (json_number_range.py); None = unbounded
-    alternatives: tuple[int, ...] | None = None  # anyOf: nodes whose values start with different bytes
+    alternatives: tuple[int, ...] | None = None  # anyOf/oneOf: every alternative a value's bytes fit is followed
+    closed: bool = False  # additionalProperties false: no key outside `properties` (oneOf's disjointness reads it)
+    interval: tuple | None = None  # the bounds as numbers (low, strict, high, strict), for oneOf; None = none
+    pattern: Any = None  # a string's pattern/format (json_pattern.StringPattern); None = any string
 
     @property
     def length_bounded(self) -> bool:
@@ -141,6 +154,10 @@ def compile_schema(schema: Any, space: bytes | frozenset[int] = b" ", max_space:
     root = builder.build(schema, "", ())
     if builder.nodes[root].types != frozenset({"object"}):
         raise SchemaError("type", "the root schema must be {\"type\": \"object\", ...}")
+    live = _live_paths(builder.nodes, root, {})
+    if live > MAX_LIVE:
+        raise SchemaError("anyOf", f"the schema's anyOf/oneOf alternatives nest into {live} ways of reading one value "
+                          f"(at most {MAX_LIVE} followed at once)")
     table = JsonSchema(builder.nodes, root, key if key is not None else repr(schema), frozenset(space), max_space)
     if key is not None:
         with _compiled_lock:
@@ -178,8 +195,9 @@ class _Builder:
             raise SchemaError(_join(path, "$defs"), "$defs are read at the root only")
         if "$ref" in schema:
             return self.ref(schema, path, refs)
-        if "anyOf" in schema:
-            return self.any_of(schema, path, refs)
+        for keyword in ("anyOf", "oneOf"):
+            if keyword in schema:
+                return self.any_of(schema, path, refs, keyword)
         types = self.types(schema, path)
         properties, required = None, frozenset()
         if "properties" in schema or "required" in schema:
@@ -191,6 +209,8 @@ class _Builder:
         if not isinstance(extra, bool):
             raise SchemaError(_join(path, "additionalProperties"), "unsupported value: only true or false "
                               "(a schema for extra properties is outside the subset)")
+        if extra is False and properties is None and (types is None or "object" in types):
+            properties = ()  # no property may be written: the only object is {}
         items, min_items, max_items = None, 0, None
         if any(k in schema for k in ("items", "minItems", "maxItems")):
             if types is not None and "array" not in types:
@@ -210,7 +230,8 @@ class _Builder:
             if max_length is not None and max_length < min_length:
                 raise SchemaError(_join(path, "maxLength"), f"maxLength {max_length} < minLength {min_length}")
         ranges = self.bounds(schema, path, types)
-        node = SchemaNode(types, properties, required, items, min_items, max_items, None, max_length, min_length, ranges)
+        node = SchemaNode(types, properties, required, items, min_items, max_items, None, max_length, min_length, ranges,
+                          closed=extra is False, interval=_interval(schema) if ranges is not None else None)
         return self.add(replace(node, literals=self.literals(schema, path, node)))  # enum values checked against the rest
 
     def bounds(self, schema: dict, path: str, types: frozenset[str] | None) -> tuple[NumberRange, ...] | None:
@@ -231,64 +252,36 @@ class _Builder:
                               "characters satisfies " + ", ".join(f"{k} {json.dumps(schema[k])}" for k in given))
         return (found,)
 
-    def any_of(self, schema: dict, path: str, refs: tuple[str, ...]) -> int:
-        """anyOf: the alternatives must be told apart by a value's first byte (each kind of value, object,
-        array, string, boolean, null, from one alternative; enum/const values merged; numbers from any of
-        them, their ranges merged), so the automaton picks the alternative when the value starts."""
-        here = _join(path, "anyOf")
-        extra = sorted(set(schema) - ANNOTATIONS - {"anyOf", "$defs", "definitions"})
+    def any_of(self, schema: dict, path: str, refs: tuple[str, ...], keyword: str) -> int:
+        """anyOf / oneOf: the automaton follows every alternative a value's bytes still fit (json_prefix.py),
+        so alternatives may overlap. oneOf is compiled only when its alternatives are exclusive by
+        construction (json_one_of.py: then it means what anyOf means); otherwise it is refused."""
+        here = _join(path, keyword)
+        extra = sorted(set(schema) - ANNOTATIONS - {keyword, "$defs", "definitions"})
         if extra:
-            raise SchemaError(here, f"anyOf with sibling keywords ({', '.join(extra)}) is outside the subset: "
+            raise SchemaError(here, f"{keyword} with sibling keywords ({', '.join(extra)}) is outside the subset: "
                               "put them in each alternative")
-        options = schema["anyOf"]
+        options = schema[keyword]
         if not isinstance(options, list) or not options:
-            raise SchemaError(here, "anyOf is a non-empty list of schemas")
+            raise SchemaError(here, f"{keyword} is a non-empty list of schemas")
         members: list[tuple[int, int]] = []  # (alternative's index, node)
         for i, option in enumerate(options):
             built = self.build(option, _join(here, str(i)), refs)
-            if built == ANY:
+            if built == ANY and keyword == "anyOf":
                 return ANY  # one alternative takes every value
             node = self.nodes[built]
             members += [(i, m) for m in node.alternatives] if node.alternatives is not None else [(i, built)]
-        literals: list[bytes] = []
-        numbers: list[NumberRange] = []
-        owner: dict[str, int] = {}  # kind of value -> the alternative that gives it
-        kept: list[int] = []
-        for i, index in members:
-            node = self.nodes[index]
-            if node.literals is not None:
-                literals += [lit for lit in node.literals if lit not in literals]
-                continue
-            kinds = node.types if node.types is not None else frozenset(TYPES)
-            if kinds & NUMERIC:
-                numbers += node.ranges or [NumberRange(integer="number" not in kinds)]
-            other = kinds - NUMERIC
-            for kind in sorted(other):
-                if kind in owner:
-                    raise SchemaError(_join(here, str(i)), f"alternatives {owner[kind]} and {i} both allow {kind} "
-                                      "values (anyOf is supported when a value's first byte tells the alternative)")
-                owner[kind] = i
-            if other:
-                kept.append(self.add(replace(node, types=other, ranges=None)))
-        if numbers:
-            if any(not r.bounded and not r.integer for r in numbers):
-                kept.append(self.add(SchemaNode(types=frozenset({"number"}))))
-            elif all(not r.bounded for r in numbers):
-                kept.append(self.add(SchemaNode(types=frozenset({"integer"}))))
-            else:
-                kinds = frozenset({"integer"} if all(r.integer for r in numbers) else {"number"})
-                kept.append(self.add(SchemaNode(types=kinds, ranges=tuple(dict.fromkeys(numbers)))))
-        if literals:
-            starts = {b for m in kept for b in first_bytes(self.nodes[m])}
-            clash = next((lit for lit in literals if lit[0] in starts), None)
-            if clash is not None:
-                raise SchemaError(here, f"the enum/const value {clash.decode()} starts like another alternative's "
-                                  "values (anyOf is supported when a value's first byte tells the alternative)")
-            kept.append(self.add(SchemaNode(literals=tuple(literals))))
+        if keyword == "oneOf":
+            for (i, a), (j, b) in itertools.combinations(members, 2):
+                if i != j and not disjoint(self.nodes, a, b):
+                    raise SchemaError(_join(here, str(j)), f"alternatives {i} and {j} may both match one value, and oneOf "
+                                      "needs exactly one to match: make them exclusive (different types, a required "
+                                      "property with different const values, bounds that do not meet) or use anyOf")
+        kept = tuple(dict.fromkeys(m for _, m in members))
         if len(kept) == 1:
             return kept[0]
         types = frozenset().union(*(self.nodes[m].types or frozenset(TYPES) for m in kept))
-        return self.add(SchemaNode(types=types, alternatives=tuple(kept)))
+        return self.add(SchemaNode(types=types, alternatives=kept))
 
     def types(self, schema: dict, path: str) -> frozenset[str] | None:
         if "type" not in schema:
@@ -356,11 +349,27 @@ def _count(value: Any, path: str) -> int:
     return value
 
 
-def first_bytes(node: SchemaNode) -> bytes:
-    """The bytes a value of `node` may start with."""
-    if node.literals is not None:
-        return bytes(sorted({lit[0] for lit in node.literals}))
-    return b"".join(FIRST_BYTES[kind] for kind in sorted(node.types or TYPES) if kind != "integer" or "number" not in (node.types or TYPES))
+def _interval(schema: dict) -> tuple:
+    """The bounds as exact numbers: (low, low is strict, high, high is strict); None where unbounded."""
+    lows = [(Fraction(schema[k]), k == "exclusiveMinimum") for k in ("minimum", "exclusiveMinimum") if k in schema]
+    highs = [(Fraction(schema[k]), k == "exclusiveMaximum") for k in ("maximum", "exclusiveMaximum") if k in schema]
+    low = max(lows, key=lambda b: (b[0], b[1]), default=(None, False))
+    high = min(highs, key=lambda b: (b[0], not b[1]), default=(None, False))
+    return (*low, *high)
+
+
+def _live_paths(nodes: list[SchemaNode], index: int, memo: dict[int, int]) -> int:
+    """The most paths the automaton follows at once inside a value of node `index`: an anyOf's
+    alternatives add up, a container holds one value at a time."""
+    if index not in memo:
+        node = nodes[index]
+        if node.alternatives is not None:
+            found = sum(_live_paths(nodes, m, memo) for m in node.alternatives)
+        else:
+            inner = [v for _, v in node.properties or ()] + ([node.items] if node.items is not None else [])
+            found = max((_live_paths(nodes, v, memo) for v in inner), default=1)
+        memo[index] = found
+    return memo[index]
 
 
 def _fits(value: Any, node: SchemaNode) -> bool:
