@@ -29,9 +29,11 @@ frozen reference (TRL loads a second copy from the model directory, chatforge co
 run it over every rollout; with `--beta 0` neither side loads one nor runs its forward (chatforge:
 `kl.coef=0` without adaptive KL). The old policy's forward: GRPO, used on-policy here (one pass, one
 optimizer step per rollout), skips it on both sides (TRL takes the detached current log-probs as the old
-ones, chatforge's `rollout.old_logp_forward=auto` the same); RLOO at `--beta` > 0 runs it on both sides
-(its KL in the reward needs the policy's log-probs at rollout time); at `--beta 0` chatforge's RLOO
-skips it too while TRL's `RLOOTrainer` still runs it.
+ones, chatforge's `rollout.old_logprobs=auto` the same); RLOO at `--beta` > 0 needs the policy's
+log-probs at rollout time (its KL in the reward): TRL's `RLOOTrainer` runs the forward, chatforge's
+`auto` takes the log-probs its sampler recorded while decoding (T = 1, float32: the same numbers,
+tests/test_rl_sampler_logprobs.py) and runs none; `--old-logprobs recompute` makes chatforge run it too.
+At `--beta 0` chatforge's RLOO needs none while TRL's still runs it.
 All: fp32 (`bf16=False`), no gradient checkpointing, fused AdamW (betas 0.9/0.999, eps 1e-8, no weight
 decay), constant LR 1e-5, clipping at 1.0, no accumulation, no evaluation, no checkpoint in the timed
 steps, no completion logging, metrics logged every step.
@@ -133,6 +135,7 @@ def chatforge_config(spec: dict, algo: str, out: Path):
         "data": {"sources": [{"path": str(spec["prompts_file"])}]},
         "rollout": {"prompts_per_rollout": spec["prompts_per_step"], "samples_per_prompt": spec["group"], "epochs": 1,
                     "forward_batch_size": rows,  # TRL scores the whole generation batch in one forward
+                    "old_logprobs": spec.get("old_logprobs", "auto"),
                     "sampling": {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": spec["max_new_tokens"],
                                  "seed": spec["seed"]}},
         "reward": {"scorer": {"kind": "function", "path": "grpo_vs_trl:chatforge_reward"}, "gold": None},
@@ -286,6 +289,7 @@ def prepare(args: argparse.Namespace, workdir: Path) -> dict:
         "workdir": str(workdir), "model_dir": str(model_dir), "prompts_file": str(chosen), "trl_file": str(trl_file),
         "prompts_per_step": args.per_step, "group": args.group, "max_new_tokens": args.max_new_tokens, "beta": args.beta,
         "steps": args.steps, "warmup": args.warmup, "seed": args.seed, "trl_head": args.trl_head, "profile": args.profile,
+        "old_logprobs": args.old_logprobs,
         "parameters": count_parameters(model), "vocab": len(tokenizer), "prompt_records": len(records),
         "mean_prompt_tokens": sum(lengths) / len(lengths), "stop_token_ids": sorted(set(stops)),
     }
@@ -311,6 +315,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1234, help="seed for the weights, the prompt order and sampling")
     p.add_argument("--trl-head", choices=("fused", "plain"), default="fused",
                    help="fused: TRL as shipped (its chunked log-prob LM head; a torch fallback on CPU); plain: full logits")
+    p.add_argument("--old-logprobs", choices=("auto", "sampler", "recompute"), default="auto",
+                   help="chatforge's rollout.old_logprobs (recompute: run the old-policy forward as TRL's RLOO does)")
     p.add_argument("--trl-python", default=str(common.DEFAULT_TRL_PYTHON), help="python of the TRL venv (bench/trl_env.sh)")
     p.add_argument("--profile", action="store_true",
                    help="cProfile every child; the top of each profile is printed (timings are then not comparable)")
@@ -392,6 +398,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.preset}: {spec['parameters'] / 1e6:.2f}M parameters, vocab {spec['vocab']} | {spec['prompt_records']} "
             f"{args.task or 'verifiable'} prompts, {spec['mean_prompt_tokens']:.0f} tokens on average | {args.per_step} prompts x "
             f"{args.group} samples per step, <= {args.max_new_tokens} new tokens, T=1.0, beta {args.beta:g}, 1 iteration, "
+            f"chatforge old log-probs {args.old_logprobs}, "
             f"LR {LR:g} | {args.steps} timed + {args.warmup} warm-up steps, {args.repeats} repeats | cpu "
             f"({torch.get_num_threads()} threads), fp32, AdamW fused | torch {torch.__version__}, transformers "
             f"{transformers.__version__} | TRL {trl_version} (transformers {trl_transformers}), {args.trl_head} LM head "

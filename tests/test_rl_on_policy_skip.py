@@ -59,7 +59,7 @@ def test_which_rollouts_skip_the_old_forward():
     assert not skips_old_forward(rollout, loss_kl, 8, critic_free=False)  # PPO: the critic's values
     assert not skips_old_forward(rollout, loss_kl, 4, critic_free=True)  # two optimizer steps per rollout
     assert not skips_old_forward(rollout.model_copy(update={"epochs": 2}), loss_kl, 8, critic_free=True)
-    assert not skips_old_forward(rollout.model_copy(update={"old_logp_forward": "always"}), loss_kl, 8, critic_free=True)
+    assert not skips_old_forward(rollout.model_copy(update={"old_logprobs": "recompute"}), loss_kl, 8, critic_free=True)
     assert not skips_old_forward(rollout, KLConfig(coef=0.04, in_reward=True), 8, critic_free=True)  # KL in the reward
     assert skips_old_forward(rollout, KLConfig(coef=0.0, in_reward=True), 8, critic_free=True)  # ... weighted 0
     adaptive = KLConfig(coef=0.04, in_reward=False, adaptive={"target": 1.0, "horizon": 10})
@@ -83,15 +83,15 @@ def test_on_policy_update_equals_the_one_with_the_old_forward(tmp_path, world, b
 
     monkeypatch.setattr(objectives, "clipped_surrogate", spy)
     runs = {}
-    for mode in ("auto", "always"):
+    for mode in ("auto", "recompute"):
         old_forwards["n"] = 0
         ratios.clear()
         out = tmp_path / mode
-        batches, _ = _train(grpo, _config(grpo, world, base_dir, out, **ON_POLICY, **{"train.max_steps": 2, "rollout.old_logp_forward": mode}))
+        batches, _ = _train(grpo, _config(grpo, world, base_dir, out, **ON_POLICY, **{"train.max_steps": 2, "rollout.old_logprobs": mode}))
         steps = [r for r in _read(out / "metrics.jsonl") if "loss" in r]
         runs[mode] = {"forwards": old_forwards["n"], "on_policy": batches.on_policy, "buffer": set(batches.buffer),
                       "ratios": list(ratios), "steps": steps, "rollouts": _read(out / "rollouts.jsonl"), "weights": _weights(out)}
-    auto, always = runs["auto"], runs["always"]
+    auto, always = runs["auto"], runs["recompute"]
     assert auto["on_policy"] and auto["forwards"] == 0 and "old_logp" not in auto["buffer"]
     assert not always["on_policy"] and always["forwards"] == 2 and "old_logp" in always["buffer"]  # one per rollout
     assert len(auto["ratios"]) == 4  # 2 steps x 2 micro-batches
@@ -116,15 +116,18 @@ def test_on_policy_update_equals_the_one_with_the_old_forward(tmp_path, world, b
     {"train.micro_batch_size": 2},  # two optimizer steps (minibatches) per rollout
     {"loss.advantage": "rloo", "kl.in_reward": True, "kl.estimator": "k1"},  # the reward needs the policy's KL
     {"kl.adaptive": {"target": 1.0, "horizon": 10}},  # β's update needs the rollout's KL
-    {"rollout.old_logp_forward": "always"},
 ])
-def test_the_old_forward_runs_when_the_rollout_is_not_on_policy(tmp_path, world, base_dir, old_forwards, over):
+@pytest.mark.parametrize("source", ["auto", "recompute"])
+def test_off_policy_rollouts_take_the_sampler_or_the_old_forward(tmp_path, world, base_dir, old_forwards, over, source):
+    """Not on-policy, the buffer needs old log-probs: auto takes the sampler's (T = 1, torch backend, float32:
+    exact), running no old forward; recompute runs it once per rollout."""
     from chatforge.stages import grpo
 
-    cfg = _config(grpo, world, base_dir, tmp_path / "run", **{**ON_POLICY, "train.max_steps": 1, **over})
+    cfg = _config(grpo, world, base_dir, tmp_path / "run", **{**ON_POLICY, "train.max_steps": 1, "rollout.old_logprobs": source, **over})
     batches, _ = _train(grpo, cfg)
-    assert not batches.on_policy
-    assert old_forwards["n"] == 1 and "old_logp" in batches.buffer and "sampler_logp" not in batches.buffer
+    assert not batches.on_policy and "old_logp" in batches.buffer and "sampler_logp" not in batches.buffer
+    assert batches.old_logp_source == ("sampler" if source == "auto" else "recompute")
+    assert old_forwards["n"] == (0 if source == "auto" else 1)
 
 
 @pytest.mark.parametrize("stage", ["grpo", "ppo"])

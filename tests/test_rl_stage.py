@@ -142,8 +142,11 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path, world, base_
     assert len(rollouts(whole)) == 2
     assert rollouts(whole)[1]["beta"] != 0.1  # the adaptive coefficient moved and was restored
     # the second batch was sampled from the updated weights (fused AdamW does not bump `_version`, so a
-    # decoder that kept its packed weights would sample from the start policy: a gap of ~0.1 nats here)
-    assert rollouts(whole)[1]["sampler_logp_gap"] < 1e-4
+    # decoder that kept its packed weights would sample from the start policy: a gap of ~0.1 nats here).
+    # Old log-probs from the sampler: the check is the gap to the first step of each rollout (steps 1 and 5)
+    steps = {r["step"]: r for r in map(json.loads, (whole / "metrics.jsonl").read_text().splitlines()) if "loss" in r}
+    assert [s for s in steps if "sampler_logp_gap" in steps[s]] == [1, 5]
+    assert steps[5]["sampler_logp_gap"] < 1e-4
     ckpt = torch.load(crashed / "checkpoints" / "step_000006" / "trainer_state.pt", weights_only=True)
     assert ckpt["data"]["moments"]["count"] == 16  # the reward normaliser saw both rollout batches once
 

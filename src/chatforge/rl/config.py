@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+import torch
 from pydantic import Field, model_validator
 
 from chatforge.config.base import StrictModel
@@ -42,17 +43,44 @@ class RLDataConfig(StrictModel):
 
 
 class RolloutConfig(StrictModel):
+    # the key of the two-valued switch this option replaced (always = recompute)
+    renamed_keys: ClassVar[dict[str, str]] = {"old_logp_forward": "old_logprobs"}
+
     prompts_per_rollout: int = Field(16, ge=1, description="prompts sampled per rollout batch")
     samples_per_prompt: int = Field(1, ge=1, description="samples per prompt (the group size of GRPO/RLOO)")
     sampling: SamplingConfig = Field(default_factory=rollout_sampling, description="sampler settings (n is samples_per_prompt)")
     epochs: int = Field(1, ge=1, description="passes (PPO epochs) over each rollout batch")
     forward_batch_size: int = Field(16, ge=1, description="rows per forward when computing old/reference log-probs")
-    old_logp_forward: Literal["auto", "always"] = Field(
+    old_logprobs: Literal["auto", "sampler", "recompute"] = Field(
         "auto",
-        description="auto: skip the old policy's forward when a rollout batch is used exactly on-policy (critic-free, "
-        "epochs 1, one optimizer step, no KL needed at rollout time: the old log-probs are the training forward's, "
-        "detached); always: run it",
+        description="where the old policy's per-token log-probs come from. recompute: a forward of the policy over "
+        "the rollout; sampler: the log-probs the sampler recorded while decoding (the same numbers up to float error "
+        "when sampling.temperature is 1 and the backend is torch); auto: none needed on-policy (critic-free, epochs 1, "
+        "one optimizer step, no KL at rollout time: the training forward's, detached), else the sampler's where they "
+        "are exact (also float32 weights), else recompute",
     )
+
+    @model_validator(mode="after")
+    def _sampler_logprobs(self):
+        reason = sampler_logprobs_inexact(self.sampling)
+        if self.old_logprobs == "sampler" and reason is not None:
+            raise ValueError(f"rollout.old_logprobs=sampler: {reason}; use old_logprobs=auto or recompute")
+        return self
+
+
+def sampler_logprobs_inexact(sampling: SamplingConfig) -> str | None:
+    """Why the sampler's recorded log-probs are not the old policy's log-probs the objective needs, or None.
+
+    The sampler records log p(token) under the model's raw distribution (temperature 1, before
+    penalties, logit bias, top-k/top-p/min-p and JSON masks: sampling/sampler.py), and the objective's
+    log-probs are also taken before any filter, at the sampling temperature (rl/forward.py). So they are
+    the same quantity exactly when the temperature is 1; filters change which tokens are drawn, not the
+    log-prob of a drawn token. vLLM computes its log-probs with its own kernels and weights copy."""
+    if (sampling.temperature or 1.0) != 1.0:
+        return f"sampling.temperature={sampling.temperature:g} (the sampler records log-probs at temperature 1, the objective's are at T)"
+    if sampling.backend != "torch":
+        return f"sampling.backend={sampling.backend} (its log-probs come from another copy of the weights and other kernels)"
+    return None
 
 
 class KLConfig(StrictModel):
@@ -110,8 +138,24 @@ def skips_old_forward(rollout: RolloutConfig, kl: KLConfig, rows_per_step: int, 
     rows = rollout.prompts_per_rollout * rollout.samples_per_prompt
     kl_at_rollout = kl.adaptive is not None or (kl.in_reward and kl.coef > 0)
     return (
-        rollout.old_logp_forward == "auto" and critic_free and rollout.epochs == 1 and rows == rows_per_step and not kl_at_rollout
+        rollout.old_logprobs == "auto" and critic_free and rollout.epochs == 1 and rows == rows_per_step and not kl_at_rollout
     )
+
+
+def old_logprobs_source(rollout: RolloutConfig, kl: KLConfig, rows_per_step: int, critic_free: bool,
+                        weights_dtype: torch.dtype = torch.float32) -> Literal["training", "sampler", "recompute"]:
+    """Where a rollout's old log-probs come from: `training` (on-policy: the update's own forward,
+    detached; no old forward), `sampler` (the sampler's recorded log-probs; no old forward, PPO still
+    runs its critic), `recompute` (the old policy's forward). `auto` takes the sampler's only where they
+    equal a float32 forward's up to float error (`sampler_logprobs_inexact`, float32 weights)."""
+    if rollout.old_logprobs == "recompute":
+        return "recompute"
+    if rollout.old_logprobs == "sampler":
+        return "sampler"
+    if skips_old_forward(rollout, kl, rows_per_step, critic_free):
+        return "training"
+    exact = sampler_logprobs_inexact(rollout.sampling) is None and weights_dtype == torch.float32
+    return "sampler" if exact else "recompute"
 
 
 def check_rows(rows: int, micro: int, accum: int, world: int, where: str) -> None:

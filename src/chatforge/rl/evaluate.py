@@ -51,8 +51,12 @@ class PolicyEvaluator:
         self.step_of = None  # callable giving the engine's step (set by the stage)
 
     def __call__(self, model: torch.nn.Module) -> dict[str, float]:
+        from chatforge.engine.distributed import unwrap
         from chatforge.sampling.sampler import Sampler
 
+        # the plain model: DDP's forward would sync buffers in the middle of decoding. Under torchrun every rank
+        # evaluates every held-out prompt (same weights, same seed: the same numbers), rank 0 logs them
+        model = unwrap(model)
         policy = getattr(model, "policy", model)
         sampler = Sampler(policy, self.tokenizer)
         n = self.cfg.samples

@@ -44,6 +44,7 @@ from chatforge.losses.lm import IGNORE_INDEX, token_nll_sum
 from chatforge.losses.policy import clipped_surrogate, clipped_value_loss, kl_estimate
 from chatforge.rl.config import KLConfig
 from chatforge.rl.forward import response_outputs
+from chatforge.rl.ranks import Ranks
 
 
 class PPOLossConfig(StrictModel):
@@ -127,16 +128,26 @@ class PPOObjective:
     def forward(self, model, input_ids, attention_mask, action_mask, temperature):
         return model(input_ids, attention_mask, action_mask, temperature)
 
+    def rollout_values(self, model, input_ids, attention_mask, action_mask):
+        """The old critic's values alone (the old log-probs come from the sampler): the critic's own
+        backbone when separate (the actor's forward is skipped), else the actor's decoder without its LM head."""
+        backbone = model.critic_backbone
+        if backbone is None:
+            policy = model.policy
+            backbone = (policy.get_base_model() if hasattr(policy, "get_base_model") else policy).get_decoder()
+        hidden = backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)[0][:, :-1]
+        return model.value_head(hidden) * action_mask
+
     def reference_forward(self, model, input_ids, attention_mask, action_mask, temperature):
         return response_outputs(model, input_ids, attention_mask, action_mask, temperature, with_entropy=False)
 
-    def advantages(self, score, kl_tokens, values, mask, beta):
+    def advantages(self, score, kl_tokens, values, mask, beta, ranks: Ranks = Ranks()):
         rewards = _last_token_rewards(score, mask)
         if self.kl.in_reward:
             rewards = rewards - beta * kl_tokens
         advantages, returns = gae(rewards, values, mask, self.loss.gamma, self.loss.lam)
-        if self.loss.whiten_advantages:
-            advantages = whiten(advantages, mask)
+        if self.loss.whiten_advantages:  # over the whole rollout batch, every rank's rows
+            advantages = ranks.whiten(advantages, mask) if ranks.enabled else whiten(advantages, mask)
         return advantages, returns, {"explained_variance": explained_variance(values, returns, mask)}
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
@@ -169,6 +180,8 @@ class PPOObjective:
         if kl_tokens is not None:
             out.sums["kl/policy_ref_token"] = (kl_tokens.detach() * mask).sum()
         out.ratios.update(_metric_ratios(batch, rows))
+        if "sampler_logp" in batch and self.temperature == 1.0:  # old log-probs from the sampler: its check, here
+            out.ratios["sampler_logp_gap"] = (((batch["sampler_logp"] - logp.detach()).abs() * mask).sum(), mask.sum())
         return out
 
 
@@ -189,7 +202,8 @@ class PolicyGradientObjective:
     def reference_forward(self, model, input_ids, attention_mask, action_mask, temperature):
         return response_outputs(model, input_ids, attention_mask, action_mask, temperature, with_entropy=False)
 
-    def advantages(self, score, kl_tokens, values, mask, beta):
+    def advantages(self, score, kl_tokens, values, mask, beta, ranks: Ranks = Ranks()):
+        """Per-sample advantages: a group never spans ranks, so nothing here is reduced over them."""
         if self.kl.in_reward:  # RLOO paper's sequence reward r − β·KL(y)
             score = score - beta * kl_tokens.sum(dim=1)
         if self.loss.advantage == "rloo":
@@ -229,6 +243,6 @@ class PolicyGradientObjective:
         }
         if kl_tokens is not None:
             out.ratios["kl/policy_ref_token"] = ((kl_tokens.detach() * mask).sum(), tokens)
-        if "sampler_logp" in batch and self.temperature == 1.0:  # on-policy: the rollout's sampler check, here
+        if "sampler_logp" in batch and self.temperature == 1.0:  # on-policy or old log-probs from the sampler: its check
             out.ratios["sampler_logp_gap"] = (((batch["sampler_logp"] - logp.detach()).abs() * mask).sum(), tokens)
         return out

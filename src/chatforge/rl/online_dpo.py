@@ -28,18 +28,25 @@ from chatforge.dpo.data import EncodedPair, collate_pairs
 from chatforge.errors import ChatforgeError
 from chatforge.losses.lm import IGNORE_INDEX
 from chatforge.rl.diagnostics import RolloutLog
-from chatforge.rl.rollout import PromptStream
+from chatforge.rl.ranks import Ranks
+from chatforge.rl.rollout import RANK_SEED_STRIDE, PromptStream
 
 MAX_DRAWS_PER_ROUND = 20
 
 
 class OnlinePairBatches:
     def __init__(self, records, tokenizer, cfg, micro_batch_size: int, rows_per_step: int, out_dir: Path,
-                 seed: int = 0, reference=None, say=print, write: bool = True):
+                 seed: int = 0, reference=None, say=print, write: bool = True, ranks: Ranks = Ranks()):
+        """`rows_per_step`: pairs of one optimizer step over every micro-batch and rank."""
         from chatforge.scoring import build_scorer
 
         if cfg.rollout.samples_per_prompt < 2:
             raise ChatforgeError("online DPO needs rollout.samples_per_prompt >= 2 (a pair per prompt)")
+        if cfg.rollout.prompts_per_rollout % ranks.world_size:
+            raise ChatforgeError(f"rollout.prompts_per_rollout={cfg.rollout.prompts_per_rollout} does not split over "
+                                 f"{ranks.world_size} processes (each samples an equal share of every draw's prompts)")
+        self.ranks = ranks
+        self._gathered: tuple[int, list | None] = (-1, None)  # (round, every rank's pairs and reference log-probs)
         self.records, self.tokenizer, self.cfg = records, tokenizer, cfg
         self.micro_batch_size, self.rows_per_step, self.seed, self.reference = micro_batch_size, rows_per_step, seed, reference
         self.scorer = build_scorer(cfg.reward.scorer)
@@ -83,8 +90,12 @@ class OnlinePairBatches:
         return batch
 
     def state_dict(self) -> dict:
+        """As `RolloutBatches.state_dict`: under torchrun every rank's pairs, gathered once per round."""
+        if self.ranks.enabled and self._gathered[0] != self.index:
+            self._gathered = (self.index, self.ranks.gather_objects((list(self.pairs), self.ref)))
         return {"index": self.index, "draws": self.draws, "prompts": self.prompts.state_dict(), "pairs": list(self.pairs),
-                "ref": self.ref, "order": list(self.order), "cursor": self.cursor, "log": self.log.state_dict()}
+                "ref": self.ref, "order": list(self.order), "cursor": self.cursor, "log": self.log.state_dict(),
+                "world_size": self.ranks.world_size, "rank_pairs": self._gathered[1] if self.ranks.enabled else None}
 
     def load_state_dict(self, state: dict) -> None:
         if "pairs" not in state:
@@ -92,6 +103,17 @@ class OnlinePairBatches:
         self.index, self.draws, self.cursor = int(state["index"]), int(state["draws"]), int(state["cursor"])
         self.prompts.load_state_dict(state["prompts"])
         self.pairs, self.ref, self.order = list(state["pairs"]), state["ref"], list(state["order"])
+        saved_world = int(state.get("world_size", 1))
+        if saved_world > 1 and saved_world == self.ranks.world_size:
+            pairs, self.ref = state["rank_pairs"][self.ranks.rank]
+            self.pairs = list(pairs)
+        elif saved_world != self.ranks.world_size:
+            if self.pairs and self.cursor < len(self.order):
+                raise ChatforgeError(
+                    f"the checkpoint was written by {saved_world} process(es) in the middle of a round, each holding its "
+                    f"share of the pairs; resume it with {saved_world} process(es) (or from a checkpoint at a round's end)"
+                )
+            self.pairs, self.ref, self.order, self.cursor = [], None, [], 0
         self.log.load_state_dict(state["log"])
 
     # ---- a round ---------------------------------------------------------------------------------
@@ -107,15 +129,19 @@ class OnlinePairBatches:
             raise ChatforgeError("OnlinePairBatches.attach(model) was not called before training")
         started = time.perf_counter()
         pairs, samples, scored = [], [], []
-        while len(pairs) < self.rows_per_step:
+        # Each rank keeps the same number of whole steps of its own pairs (DDP needs every rank at every step):
+        # draw until the rank with the fewest has a step's share, then keep that many whole steps everywhere.
+        share = self.rows_per_step // self.ranks.world_size
+        while (fewest := int(-self.ranks.max(-len(pairs)))) < share:
             if self.draws - self.index * MAX_DRAWS_PER_ROUND >= MAX_DRAWS_PER_ROUND:
                 raise ChatforgeError(
                     f"online DPO round {self.index}: {MAX_DRAWS_PER_ROUND} draws of prompts gave only {len(pairs)} pairs "
                     f"(a step needs {self.rows_per_step}); the scorer rates the samples alike: lower min_margin or raise the temperature"
                 )
-            picked = self.prompts.take(self.cfg.rollout.prompts_per_rollout)
+            picked = self.ranks.share(self.prompts.take(self.cfg.rollout.prompts_per_rollout))
             n = self.cfg.rollout.samples_per_prompt
-            sampling = self.cfg.rollout.sampling.model_copy(update={"n": n, "seed": (self.cfg.rollout.sampling.seed or 0) + self.draws})
+            seed = (self.cfg.rollout.sampling.seed or 0) + self.draws + self.ranks.rank * RANK_SEED_STRIDE
+            sampling = self.cfg.rollout.sampling.model_copy(update={"n": n, "seed": seed})
             prompt_ids = [chat_prompt(self.tokenizer, self.records[i]["prompt"]) for i in picked]
             out = Sampler(self.model, self.tokenizer).generate(prompt_ids, sampling)
             self.draws += 1
@@ -141,17 +167,21 @@ class OnlinePairBatches:
                 samples.append({"prompt": self.records[i]["prompt"][-1]["content"], "chosen": group[best].text,
                                 "rejected": group[worst].text, "chosen_score": scores[best], "rejected_score": scores[worst]})
         gen_seconds = time.perf_counter() - started
-        pairs = pairs[: len(pairs) // self.rows_per_step * self.rows_per_step]
+        pairs = pairs[: fewest // share * share]
         ref_model, context = self.reference_context()
         with context:
             chosen, rejected = reference_logps(ref_model, [self._encoded(p) for p in pairs], self.pad, self.cfg.rollout.forward_batch_size)
         self.pairs, self.ref = pairs, torch.stack([chosen, rejected], dim=1)
         proxy_all, gold_all, length_all = zip(*scored)
+        # every rank's samples and pairs (one process: its own)
+        count, proxy_sum, gold_sum, length_sum, pair_count = self.ranks.sum(
+            [len(scored), sum(proxy_all), sum(gold_all), sum(length_all), len(pairs)])
+        gen_seconds = self.ranks.max(gen_seconds)
         stats = {
-            "rollout": self.index, "pairs": len(pairs), "proxy": sum(proxy_all) / len(proxy_all),
-            "gold": sum(gold_all) / len(gold_all), "length": sum(length_all) / len(length_all),
+            "rollout": self.index, "pairs": int(pair_count), "proxy": proxy_sum / count,
+            "gold": gold_sum / count, "length": length_sum / count,
             "kl": float("nan"), "entropy": float("nan"), "beta": self.cfg.loss.beta,
-            "gen_tokens_per_s": sum(length_all) / max(gen_seconds, 1e-9), "gen_seconds": gen_seconds,
+            "gen_tokens_per_s": length_sum / max(gen_seconds, 1e-9), "gen_seconds": gen_seconds,
         }
         self.log.add(stats, samples)
         self.index += 1

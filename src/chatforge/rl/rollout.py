@@ -18,15 +18,20 @@ micro-batches of `micro_batch_size` rows; `micro_batch_size × grad_accum_steps`
 optimizer step (a PPO minibatch). The engine sums each micro-batch's token losses and divides by the
 count of the whole step, so a minibatch's update does not depend on how it is split.
 
-Skipped forwards. On-policy (`rl.config.skips_old_forward`: critic-free, `epochs` 1, the whole rollout
-batch one optimizer step, no KL needed at rollout time, `rollout.old_logp_forward=auto`) the old
+Skipped forwards (`rollout.old_logprobs`, `rl.config.old_logprobs_source`). On-policy
+(`rl.config.skips_old_forward`: critic-free, `epochs` 1, the whole rollout batch one optimizer step,
+no KL needed at rollout time, `rollout.old_logprobs=auto`) the old
 policy is the policy of the update's own forward, so the buffer holds no `old_logp` and the objective
 uses that forward's log-probs, detached: the ratio is exactly 1 (the old forward would give the same
 numbers up to float noise). What the old forward also gave is then taken elsewhere: the rollout's KL to
 the reference from the sampler's log-probs of the sampled tokens (the same quantity, T = 1 only), its
 entropy as the sampled tokens' mean −log p (an unbiased estimate, only where the samples are draws
 from the raw policy: T = 1, no filters, penalties, logit bias or JSON constraint), else NaN; the sampler check (`sampler_logp_gap`)
-moves into each training step's metrics. Without a reference (`kl.coef` 0, no adaptive KL:
+moves into each training step's metrics. Otherwise, where the sampler's recorded log-probs are the
+old policy's (temperature 1, torch backend; `auto` also asks for float32 weights) they are `old_logp`
+and no old-policy forward runs either (PPO still runs its critic for the values, `rollout_values`);
+the KL in a reward, the adaptive β and the rollout's KL come from them, the entropy as above, and the
+first step's `approx_kl_old` (0 up to float error) is the sampler check. Without a reference (`kl.coef` 0, no adaptive KL:
 `rl.config.uses_reference`) no reference forward runs and the KL-to-reference numbers (`kl` of
 rollouts.jsonl, `kl/sequence`, `kl/policy_ref_token`, `eval/kl`) are NaN or absent, not 0.
 
@@ -53,17 +58,20 @@ from chatforge.rl.config import (
     PtxConfig,
     RewardConfig,
     RolloutConfig,
-    skips_old_forward,
+    old_logprobs_source,
     uses_reference,
 )
 from chatforge.rl.diagnostics import RolloutLog
 from chatforge.rl.kl import KLController
+from chatforge.rl.ranks import Ranks
 from chatforge.scoring.combined import RunningMoments, whiten
 
-# old_logp is absent on-policy, ref_logp without a reference, sampler_logp present only on-policy
+# old_logp is absent on-policy, ref_logp without a reference, sampler_logp present only on-policy (and, with
+# old_logprobs from the sampler, in the micro-batches of a rollout's first step)
 PER_TOKEN = ("old_logp", "ref_logp", "sampler_logp", "old_values", "advantages", "returns", "action_mask")
 PER_ROW = ("score", "gold", "kl", "length", "entropy")
 # per-rollout numbers every step of the rollout reports (metrics.jsonl): rollout/<name>
+RANK_SEED_STRIDE = 1 << 32  # rank r samples with the seed of rank 0 + r·2^32: independent draws, rank 0 unchanged
 ROLLOUT_METRICS = ("beta", "gen_tokens_per_s", "explained_variance", "groups_without_signal", "sampler_logp_gap")
 
 
@@ -119,14 +127,18 @@ class RolloutBatches:
         rows_per_step: int | None = None,
         say: Callable[..., None] = print,
         write: bool = True,
+        ranks: Ranks = Ranks(),
     ):
         from chatforge.scoring import build_scorer
 
         self.records, self.tokenizer, self.objective = records, tokenizer, objective
         self.rollout, self.reward_cfg, self.kl_cfg = rollout, reward, kl
         self.micro_batch_size, self.seed, self.reference = micro_batch_size, seed, reference
-        self.rows = rollout.prompts_per_rollout * rollout.samples_per_prompt
-        self.rows_per_step = rows_per_step or micro_batch_size
+        self.ranks = ranks  # under torchrun: this rank's share of each rollout (rl/ranks.py)
+        if rollout.prompts_per_rollout % ranks.world_size:
+            raise ChatforgeError(f"rollout.prompts_per_rollout={rollout.prompts_per_rollout} does not split over "
+                                 f"{ranks.world_size} processes (each samples its share of the prompts, groups whole)")
+        self.rows_per_step = rows_per_step or micro_batch_size  # this rank's rows of one optimizer step
         self.scorer = build_scorer(reward.scorer)
         self.gold = build_scorer(reward.gold) if reward.gold is not None else None
         self.prompts = PromptStream(len(records), seed)
@@ -143,13 +155,12 @@ class RolloutBatches:
         self.stats: dict[str, float] = {}
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._prompt_ids = {}
+        self._gathered: tuple[int, list | None] = (-1, None)  # (rollout index, every rank's buffer) for state_dict
         self.uses_reference = uses_reference(kl)
         # PPO's objective needs the rollout forward for its critic's values: it says so
-        critic_free = not getattr(objective, "rollout_needs_policy_forward", True)
-        self.on_policy = skips_old_forward(rollout, kl, self.rows_per_step, critic_free)
-        if self.on_policy:
-            say("on-policy rollouts (1 epoch, one optimizer step per rollout batch): no old-policy forward, the old "
-                "log-probs are the training forward's, detached (rollout.old_logp_forward=always runs it)")
+        self.critic_free = not getattr(objective, "rollout_needs_policy_forward", True)
+        # decided again in attach(), when the weights' dtype is known
+        self.old_logp_source = old_logprobs_source(rollout, kl, self.rows_per_step * ranks.world_size, self.critic_free)
         if not self.uses_reference:
             say("kl.coef=0 and no adaptive KL: no reference model is kept or run; the KL to the reference "
                 "(kl/sequence, kl/policy_ref_token, eval/kl) is not measured")
@@ -158,6 +169,25 @@ class RolloutBatches:
     def attach(self, model: torch.nn.Module) -> None:
         """The model the engine trains (unwrapped: an `ActorCritic`, a causal LM or its peft wrapper)."""
         self.model = model
+        dtype = next(self.generator_model().parameters()).dtype
+        self.old_logp_source = old_logprobs_source(self.rollout, self.kl_cfg, self.rows_per_step * self.ranks.world_size,
+                                                   self.critic_free, dtype)
+        if self.old_logp_source == "sampler" and dtype != torch.float32:  # asked for by name (auto would not)
+            self.say(f"rollout.old_logprobs=sampler with {dtype} weights: the sampler's log-probs agree with a forward's "
+                     "only to that precision")
+        self.say({
+            "training": "on-policy rollouts (1 epoch, one optimizer step per rollout batch): no old-policy forward, the old "
+                        "log-probs are the training forward's, detached (rollout.old_logprobs=recompute runs it)",
+            "sampler": "old log-probs from the sampler (recorded while decoding, temperature 1): no old-policy forward"
+                       f"{' (the critic still runs for its values)' if not self.critic_free else ''} "
+                       "(rollout.old_logprobs=recompute runs it)",
+            "recompute": "old log-probs from a forward of the policy over each rollout batch",
+        }[self.old_logp_source])
+
+    @property
+    def on_policy(self) -> bool:
+        """No old log-probs in the buffer: the update's own forward, detached, stands for them."""
+        return self.old_logp_source == "training"
 
     def next_batch(self) -> dict[str, torch.Tensor]:
         if self.buffer is None or self.cursor >= len(self.order):
@@ -166,12 +196,23 @@ class RolloutBatches:
         step_start = (self.cursor // self.rows_per_step) * self.rows_per_step
         step_rows = self.order[step_start : step_start + self.rows_per_step]
         self.cursor += self.micro_batch_size
-        return self._micro_batch(rows, step_rows)
+        out = self._micro_batch(rows, step_rows)
+        if self.old_logp_source == "sampler" and step_start == 0:
+            # the rollout's first step runs the weights that sampled it: its ratio to the sampler's log-probs is
+            # the sampler check (a gap: stale decoder weights); later steps' would measure the updates
+            out["sampler_logp"] = out["old_logp"]
+        return out
 
     def state_dict(self) -> dict:
+        """Everything a resume needs. Under torchrun the buffer is each rank's own: every rank's, gathered
+        once per rollout (the engine asks every rank for this at the same points, so the gather lines up),
+        go into the checkpoint rank 0 writes; the rest is the same on every rank."""
+        buffer = dict(self.buffer) if self.buffer is not None else None
+        if self.ranks.enabled and self._gathered[0] != self.index:
+            self._gathered = (self.index, self.ranks.gather_objects(buffer))
         return {
-            "index": self.index, "prompts": self.prompts.state_dict(), "cursor": self.cursor,
-            "order": list(self.order), "buffer": dict(self.buffer) if self.buffer is not None else None,
+            "index": self.index, "prompts": self.prompts.state_dict(), "cursor": self.cursor, "world_size": self.ranks.world_size,
+            "order": list(self.order), "buffer": buffer, "rank_buffers": self._gathered[1] if self.ranks.enabled else None,
             "stats": dict(self.stats), "kl": self.kl.state_dict(), "moments": self.moments.state_dict(), "log": self.log.state_dict(),
             "scorer": self.scorer.state_dict() if hasattr(self.scorer, "state_dict") else None,
             "ptx": self.ptx_stream.state_dict() if self.ptx_stream is not None else None,
@@ -182,7 +223,16 @@ class RolloutBatches:
             raise DataError("the checkpoint was not written by an online-RL run; start a new run directory")
         self.index, self.cursor, self.order = int(state["index"]), int(state["cursor"]), list(state["order"])
         self.prompts.load_state_dict(state["prompts"])
-        self.buffer = dict(state["buffer"]) if state["buffer"] is not None else None
+        saved_world = int(state.get("world_size", 1))
+        buffer = state["rank_buffers"][self.ranks.rank] if saved_world > 1 and saved_world == self.ranks.world_size else state["buffer"]
+        if saved_world != self.ranks.world_size:
+            if state["buffer"] is not None and self.cursor < len(self.order):
+                raise DataError(
+                    f"the checkpoint was written by {saved_world} process(es) in the middle of a rollout batch, each holding "
+                    f"its share; resume it with {saved_world} process(es) (or from a checkpoint at a rollout's end)"
+                )
+            buffer, self.order, self.cursor = None, [], 0  # the rollout was used up: the next step makes a new one
+        self.buffer = dict(buffer) if buffer is not None else None
         self.stats = dict(state["stats"])
         self.kl.load_state_dict(state["kl"])
         m = state["moments"]
@@ -215,10 +265,12 @@ class RolloutBatches:
         if self.model is None:
             raise ChatforgeError("RolloutBatches.attach(model) was not called before training")
         started = time.perf_counter()
-        picked = self.prompts.take(self.rollout.prompts_per_rollout)
+        # every rank draws the same prompts and samples its slice of them
+        picked = self.ranks.share(self.prompts.take(self.rollout.prompts_per_rollout))
         prompt_ids = [self._prompt(i, chat_prompt) for i in picked]
         n = self.rollout.samples_per_prompt
-        sampling = self.rollout.sampling.model_copy(update={"n": n, "seed": (self.rollout.sampling.seed or 0) + self.index})
+        seed = (self.rollout.sampling.seed or 0) + self.index + self.ranks.rank * RANK_SEED_STRIDE
+        sampling = self.rollout.sampling.model_copy(update={"n": n, "seed": seed})
         # A new sampler per rollout batch: its fast decoder packs the weights as they are now. Its own
         # change check (parameter `_version`) misses fused AdamW, which updates in place without a bump.
         completions = Sampler(self.generator_model(), self.tokenizer).generate(prompt_ids, sampling)
@@ -245,7 +297,10 @@ class RolloutBatches:
         old_logp, entropy, values, ref_logp = self._score_tokens(input_ids, attention_mask, action_mask)
         tokens = action_mask.sum().clamp(min=1)
         temperature = self.rollout.sampling.temperature or 1.0
-        if old_logp is not None:
+        if self.old_logp_source == "sampler":  # no forward to check the sampler against: the first step's ratio is the check
+            old_logp, sampler_gap, policy_logp = sampler_logp, float("nan"), sampler_logp
+            entropy = -sampler_logp * action_mask if _draws_from_policy(self.rollout.sampling) else None
+        elif old_logp is not None:
             # The sampler's raw log-probs against the training forward's: a gap means the samples did not come
             # from the weights being trained (stale decoder weights, another backend, another precision).
             sampler_gap = float(((sampler_logp - old_logp).abs() * action_mask).sum() / tokens)
@@ -257,12 +312,12 @@ class RolloutBatches:
         kl_tokens = None
         if policy_logp is not None and ref_logp is not None:
             kl_tokens = kl_estimate(policy_logp, ref_logp, self.kl_cfg.estimator) * action_mask
-        # Only the old-policy forward's KL may enter a reward; where it is not taken β·KL is 0 in the reward
-        # (no reference, or an on-policy rollout, whose conditions exclude a KL in the reward)
+        # Only the old policy's KL (its forward's or the sampler's log-probs) may enter a reward; without it β·KL
+        # is 0 in the reward (no reference, or an on-policy rollout, whose conditions exclude a KL in the reward)
         reward_kl = kl_tokens if kl_tokens is not None and old_logp is not None else torch.zeros_like(action_mask)
         score = self._normalize(raw)
         beta = self.kl.value
-        advantages, returns, extra = self.objective.advantages(score, reward_kl, values, action_mask, beta)
+        advantages, returns, extra = self.objective.advantages(score, reward_kl, values, action_mask, beta, self.ranks)
         lengths = action_mask.sum(dim=1)
         nan_rows = torch.full_like(raw, float("nan"))
         kl_seq = kl_tokens.sum(dim=1) if kl_tokens is not None else nan_rows
@@ -286,16 +341,26 @@ class RolloutBatches:
         for name, value in components.items():
             self.buffer[f"component/{name}"] = value
         self._check_finite()
-        generated = int(lengths.sum())
+        # the whole rollout's statistics (every rank's rows; one process: its own), so β and the log agree on every rank
+        mask_tokens = float(action_mask.sum())
+        sums = self.ranks.sum([
+            len(rows), float(raw.sum()), float(gold.sum()), float(kl_seq.sum()), float(lengths.sum()), mask_tokens,
+            mean_entropy * mask_tokens, sampler_gap * mask_tokens, *(float(v) for v in extra.values()),
+            *(float(v.sum()) for v in components.values()),
+        ])
+        rows_all, raw_sum, gold_sum, kl_sum, length_sum, tokens_all, entropy_sum, gap_sum = sums[:8]
+        extra = dict(zip(extra, (v / self.ranks.world_size for v in sums[8 : 8 + len(extra)])))  # means over ranks
+        component_sums = dict(zip(components, sums[8 + len(extra) :]))
+        gen_seconds = self.ranks.max(gen_seconds)
         stats = {
-            "rollout": self.index, "beta": beta, "proxy": float(raw.mean()), "gold": float(gold.mean()),
-            "kl": float(kl_seq.mean()), "entropy": mean_entropy, "length": float(lengths.float().mean()),
-            "gen_tokens_per_s": generated / max(gen_seconds, 1e-9), "gen_seconds": gen_seconds,
-            "sampler_logp_gap": sampler_gap if (self.rollout.sampling.temperature or 1.0) == 1.0 else float("nan"),
-            **extra, **{f"component/{k}": float(v.mean()) for k, v in components.items()},
+            "rollout": self.index, "beta": beta, "proxy": raw_sum / rows_all, "gold": gold_sum / rows_all,
+            "kl": kl_sum / rows_all, "entropy": entropy_sum / max(tokens_all, 1.0), "length": length_sum / rows_all,
+            "gen_tokens_per_s": length_sum / max(gen_seconds, 1e-9), "gen_seconds": gen_seconds,
+            "sampler_logp_gap": gap_sum / max(tokens_all, 1.0) if temperature == 1.0 else float("nan"),
+            **extra, **{f"component/{k}": v / rows_all for k, v in component_sums.items()},
         }
         self.stats = {k: v for k, v in stats.items() if k in ROLLOUT_METRICS}
-        self.kl.update(stats["kl"], len(rows))
+        self.kl.update(stats["kl"], int(rows_all))
         samples = [
             {"prompt": self.records[p]["prompt"][-1]["content"], "response": c.text, "proxy": float(raw[i]), "gold": float(gold[i]),
              "kl": float(kl_seq[i]), **{k: float(v[i]) for k, v in components.items()}}
@@ -321,8 +386,11 @@ class RolloutBatches:
     @torch.inference_mode()
     def _score_tokens(self, input_ids, attention_mask, action_mask):
         """Old policy log-probs, entropies, values (PPO) and reference log-probs, in chunks; None for
-        each part not taken (the old policy's on-policy, the reference's without one)."""
-        if self.on_policy and not self.uses_reference:
+        each part not taken (the old policy's unless recomputed, the reference's without one; PPO's
+        values alone when the old log-probs are the sampler's)."""
+        recompute = self.old_logp_source == "recompute"
+        values_only = self.old_logp_source == "sampler" and not self.critic_free
+        if not (recompute or values_only or self.uses_reference):
             return None, None, None, None
         model = self.model
         was_training = model.training
@@ -335,7 +403,9 @@ class RolloutBatches:
             for start in range(0, len(input_ids), size):
                 part = slice(start, start + size)
                 ids, mask, act = input_ids[part].to(device), attention_mask[part].to(device), action_mask[part].to(device)
-                if not self.on_policy:
+                if values_only:
+                    chunks["values"].append(self.objective.rollout_values(model, ids, mask, act).float().cpu())
+                elif recompute:
                     logp, entropy, values = self.objective.forward(model, ids, mask, act, temperature)
                     chunks["logp"].append(logp.float().cpu())
                     chunks["entropy"].append(entropy.float().cpu())
@@ -352,15 +422,15 @@ class RolloutBatches:
         return tuple(out)
 
     def _normalize(self, raw: torch.Tensor) -> torch.Tensor:
+        """Whitened (and clipped) scores; the moments are the whole rollout's, every rank's scores in rank order
+        (one process's order), so every rank keeps the same running moments."""
         cfg = self.reward_cfg
         values = raw.tolist()
-        if cfg.normalize == "running":
-            self.moments.update(values)
-            values = whiten(values, self.moments.mean, self.moments.var)
-        elif cfg.normalize == "batch":
-            batch = RunningMoments()
-            batch.update(values)
-            values = whiten(values, batch.mean, batch.var)
+        if cfg.normalize != "none":
+            every = self.ranks.gather(raw).tolist()
+            moments = self.moments if cfg.normalize == "running" else RunningMoments()
+            moments.update(every)
+            values = whiten(values, moments.mean, moments.var)
         out = torch.tensor(values, dtype=torch.float32)
         return out.clamp(-cfg.clip, cfg.clip) if cfg.clip is not None else out
 
@@ -372,12 +442,18 @@ class RolloutBatches:
         return order
 
     def _check_finite(self) -> None:
-        for key in ("old_logp", "ref_logp", "sampler_logp", "old_values", "advantages", "returns", "score"):
-            if key in self.buffer and not torch.isfinite(self.buffer[key]).all():
-                raise ChatforgeError(
-                    f"rollout {self.index}: {key} has NaN/Inf values (scores {self.buffer['score'].tolist()[:8]}...); "
-                    "stopping before a broken update. Check the scorer, lower the learning rate or raise kl.coef"
-                )
+        """Stop on a NaN/Inf anywhere in the rollout; every rank stops together (one alone would leave the
+        others waiting in a collective)."""
+        keys = ("old_logp", "ref_logp", "sampler_logp", "old_values", "advantages", "returns", "score")
+        bad = next((k for k in keys if k in self.buffer and not torch.isfinite(self.buffer[k]).all()), None)
+        if self.ranks.sum([bad is not None])[0] == 0:
+            return
+        where = (f"{bad} has NaN/Inf values (scores {self.buffer['score'].tolist()[:8]}...)" if bad is not None
+                 else "another process's rollout has NaN/Inf values")
+        raise ChatforgeError(
+            f"rollout {self.index}: {where}; stopping before a broken update. Check the scorer, lower the learning rate "
+            "or raise kl.coef"
+        )
 
     # ---- serving micro-batches ---------------------------------------------------------------
     def _micro_batch(self, rows: list[int], step_rows: list[int]) -> dict[str, torch.Tensor]:

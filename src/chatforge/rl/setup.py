@@ -56,7 +56,21 @@ def ptx_stream(ctx, tokenizer):
     return lm.stream(ptx.rows_per_step // accum, ptx.rows_per_step, ctx.cfg.train.seed, ctx.info.rank, ctx.info.world_size)
 
 
+def ranks(ctx):
+    """This process's place among the torchrun ranks (rl/ranks.py); ddp only (each rank samples and scores
+    its rollouts with the whole policy, which fsdp2 would shard)."""
+    from chatforge.rl.ranks import Ranks
+
+    if ctx.info.world_size > 1 and ctx.cfg.train.distributed != "ddp":
+        raise ConfigError(f"train.distributed={ctx.cfg.train.distributed}: online RL under torchrun needs ddp (each rank "
+                          "samples and scores its rollouts with the whole policy; fsdp2 shards it)")
+    return Ranks(ctx.info.rank, ctx.info.world_size)
+
+
 def rollout_batches(ctx, train: list[dict], tokenizer, objective, reference, ptx=None):
+    """The rollout Batches; under torchrun each rank samples its share of every rollout's prompts
+    (`rollout.prompts_per_rollout` is the whole batch's, as `train.micro_batch_size x grad_accum_steps x
+    processes` is the whole step's)."""
     from chatforge.rl.rollout import RolloutBatches
 
     cfg = ctx.cfg
@@ -65,12 +79,15 @@ def rollout_batches(ctx, train: list[dict], tokenizer, objective, reference, ptx
         check_rows(rows, cfg.train.micro_batch_size, cfg.train.grad_accum_steps, ctx.info.world_size, "rollout")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if ctx.info.world_size > 1:
-        raise ConfigError("online RL runs in one process for now (rollouts are not sharded over ranks yet)")
+    world = ctx.info.world_size
+    if cfg.rollout.prompts_per_rollout % world:
+        raise ConfigError(f"rollout.prompts_per_rollout={cfg.rollout.prompts_per_rollout} does not split over {world} "
+                          "processes: each samples an equal share of the prompts (a prompt's group stays on one process)")
     return RolloutBatches(
         train, tokenizer, objective, cfg.rollout, cfg.reward, cfg.kl, cfg.diagnostics, cfg.train.micro_batch_size,
         ctx.run_dir.root, seed=cfg.train.seed, reference=reference, ptx=getattr(cfg, "ptx", None), ptx_stream=ptx,
         rows_per_step=cfg.train.micro_batch_size * cfg.train.grad_accum_steps, say=ctx.say, write=ctx.is_main,
+        ranks=ranks(ctx),
     )
 
 

@@ -47,7 +47,7 @@ class OnlineDPOStage(RolloutStage):
         reference = setup.frozen_reference(cfg, model, ctx.device)
         self.batches = OnlinePairBatches(
             train_prompts, tokenizer, cfg, cfg.train.micro_batch_size, ctx.rows_per_step, ctx.run_dir.root,
-            seed=cfg.train.seed, reference=reference, say=ctx.say, write=ctx.is_main,
+            seed=cfg.train.seed, reference=reference, say=ctx.say, write=ctx.is_main, ranks=setup.ranks(ctx),
         )
         self.evaluate = setup.evaluator(ctx, test_prompts, tokenizer, self.batches)
         return Plan(
