@@ -5,6 +5,7 @@ Formats are checked with the standard library's parsers (a date must be a real c
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import operator
 import re
 
@@ -17,7 +18,7 @@ def valid(value, schema, root: dict | None = None) -> bool:
     `#/$defs/...` or `#/definitions/...` of `root` (the whole document; `schema` itself by default), enum,
     const, type (a name or a list), properties with required and additionalProperties (false or a
     schema), string lengths, pattern (`re.search`, as JSON Schema's regexes are unanchored), format
-    (date, time, date-time, uuid, email), number bounds, array items and lengths."""
+    (date, time, date-time, uuid, email, ipv4), number bounds, array items and lengths."""
     root = schema if root is None else root
     if isinstance(schema, bool):
         return schema
@@ -81,6 +82,7 @@ _FORMATS = {
     "date-time": lambda s: re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)", s) is not None
     and _parses(datetime.datetime.fromisoformat)(s.replace("Z", "+00:00")),
     "uuid": lambda s: re.fullmatch(r"[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}", s) is not None,
+    "ipv4": lambda s: re.fullmatch(r"[0-9.]+", s) is not None and _parses(ipaddress.IPv4Address)(s),
     "email": lambda s: re.fullmatch(r"[^@\s]+@[^@\s]+\.[^@\s]+", s) is not None,
 }
 

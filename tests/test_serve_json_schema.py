@@ -116,7 +116,7 @@ def test_refs_are_inlined_and_max_items_zero():
 
 
 @pytest.mark.parametrize(("schema", "path", "words"), [
-    ({"type": "object", "properties": {"a": {"type": "string", "pattern": "x+"}}}, "properties.a.pattern", "pattern"),
+    ({"type": "object", "properties": {"a": {"type": "string", "pattern": "(?=x)"}}}, "properties.a.pattern", "cannot read"),
     ({"type": "object", "properties": {"a": {"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 2}]}}},
      "properties.a.oneOf.1", "alternatives 0 and 1 may both match"),
     ({"type": "object", "additionalProperties": {"type": "string"}}, "additionalProperties", "only true or false"),
@@ -167,7 +167,7 @@ def test_each_distinct_schema_compiles_once(builds):
     # the whitespace rule is part of the key
     assert compile_schema(first, **ANY_SPACE) is not table and builds["n"] == 5
     # a schema outside the subset is not cached: it raises each time
-    bad = {"type": "object", "properties": {"a": {"format": "date"}}}
+    bad = {"type": "object", "properties": {"a": {"format": "hostname"}}}
     for _ in range(2):
         with pytest.raises(SchemaError):
             compile_schema(bad)
@@ -312,8 +312,8 @@ def test_served_answers_validate_against_the_schema(client, served):
 
 
 @pytest.mark.parametrize(("fmt", "param", "words"), [
-    ({"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object", "properties": {"a": {"type": "string", "format": "date"}}}}},
-     "response_format.json_schema.schema.properties.a.format", "unsupported keyword 'format'"),
+    ({"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object", "properties": {"a": {"type": "string", "format": "uri"}}}}},
+     "response_format.json_schema.schema.properties.a.format", "unsupported format 'uri'"),
     ({"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object", "not": {"required": ["a"]}}}},
      "response_format.json_schema.schema.not", "unsupported keyword 'not'"),
     ({"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "string"}}},

@@ -202,7 +202,7 @@ def test_tokenize_counts_the_prompt_with_its_tools(served):
     ({"tool_choice": {"type": "function", "function": {"name": "nope"}}}, "tool_choice.function.name", "not among the tools"),
     ({"tools": None, "tool_choice": "required"}, "tool_choice", "needs tools"),
     ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {
-        "x": {"type": "string", "pattern": "a+"}}}}}]}, "tools.0.function.parameters.properties.x.pattern", "unsupported keyword 'pattern'"),
+        "x": {"type": "string", "not": {"const": "a"}}}}}}]}, "tools.0.function.parameters.properties.x.not", "unsupported keyword 'not'"),
     ({"tools": [{"type": "retrieval", "function": {"name": "f"}}]}, "tools.0.type", "function"),
     ({"tools": [{"type": "function", "function": {"name": "bad name"}}]}, "tools.0.function.name", "pattern"),
     ({"tools": TOOLS + TOOLS[:1]}, "tools", "given twice"),

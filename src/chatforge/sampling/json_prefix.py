@@ -45,6 +45,8 @@ _AFTER_D = b"0123456789abAB"
 _HEX_BYTES = b"0123456789abcdefABCDEF"
 _LOW_HALF = (_HEX_BYTES, _HEX_BYTES, b"\\", b"u", b"dD", b"cdefCDEF", _HEX_BYTES, _HEX_BYTES)
 _SPACE = frozenset(b" \t\n\r")
+# Escapes a pattern-constrained string may use: the characters they stand for.
+_SHORT_ESCAPES = {ord('"'): ord('"'), ord("\\"): ord("\\"), ord("/"): ord("/"), ord("t"): ord("\t")}
 _DIGITS = frozenset(b"0123456789")
 _HEX = frozenset(_HEX_BYTES)
 _ESCAPES = frozenset(b'"\\/bfnrt')
@@ -121,6 +123,13 @@ class JsonPrefix:
         return True
 
 
+def _span(partial: bytes, rest: tuple[bytes, ...]) -> tuple[int, int]:
+    """The code points a UTF-8 character can still be after its bytes `partial`, the rest allowed by `rest`."""
+    low = partial + bytes(min(allowed) for allowed in rest)
+    high = partial + bytes(max(allowed) for allowed in rest)
+    return ord(low.decode()), ord(high.decode())
+
+
 def takes(path: _Path, data: bytes) -> bool:
     """Whether some path from `path` (left unchanged) reads all of `data`: the mask's question for each
     token. Fed on one path copy while it does not fork (the common case, and the fast one)."""
@@ -140,7 +149,7 @@ class _Path:
     schema node (at an anyOf, one alternative; the others are `spawned` as paths of their own)."""
 
     __slots__ = ("mode", "stack", "space", "number", "count", "literal", "key", "schema", "node", "chosen", "length",
-                 "pending", "digits", "spawned")
+                 "pending", "digits", "partial", "spawned")
 
     def __init__(self, schema: JsonSchema | None = None):
         self.mode = START  # only "{" (after optional whitespace) may open the top level
@@ -160,6 +169,7 @@ class _Path:
         # UTF-8 character, or of a surrogate pair's escapes); None = no pin.
         self.pending: tuple[bytes, ...] | None = None
         self.digits = ""  # the number read so far, when its node has bounds (minimum, maximum, ...)
+        self.partial = b""  # under a pattern: the UTF-8 bytes of the character being read (`length` is the pattern's state)
         self.spawned: list[_Path] | None = None  # paths forked by the last byte (anyOf), for JsonPrefix to collect
 
     def copy(self) -> _Path:
@@ -167,16 +177,20 @@ class _Path:
         other.mode, other.stack, other.space = self.mode, list(self.stack), self.space
         other.number, other.count, other.literal, other.key = self.number, self.count, self.literal, self.key
         other.schema, other.node, other.chosen, other.length = self.schema, self.node, self.chosen, self.length
-        other.pending, other.digits, other.spawned = self.pending, self.digits, None
+        other.pending, other.digits, other.partial, other.spawned = self.pending, self.digits, self.partial, None
         return other
 
     def key_state(self) -> tuple:
         """Everything `feed` reads: two paths with equal keys (same schema) accept the same byte strings."""
         return (self.mode, tuple(self.stack), self.space, self.number, self.count, self.literal, self.key,
-                self.node, self.chosen, self.length, self.pending, self.digits)
+                self.node, self.chosen, self.length, self.pending, self.digits, self.partial)
 
     def feed(self, b: int) -> bool:
         mode = self.mode
+        if (mode == STRING or mode == ESCAPE) and not self.key:
+            pattern = self.schema.node(self.node).pattern
+            if pattern is not None:
+                return self._pattern_byte(b, pattern)
         if self.pending is not None and mode in (STRING, ESCAPE, UNICODE):
             return self._pinned_byte(b)
         if mode == CHOICE:
@@ -418,6 +432,55 @@ class _Path:
             self.pending = _UTF8_LEAD[b]
         elif b == 0x5C:
             self.mode = ESCAPE
+        return True
+
+    def _pattern_byte(self, b: int, pattern) -> bool:
+        """A string byte under pattern/format (json_pattern.StringPattern, state in `length`): each
+        character, as a parser decodes it, must keep a whole match reachable. UTF-8 must be well formed
+        (each byte narrows the character to a range that must hold a usable one); escapes are the short
+        ones for characters a pattern can hold (`\\"`, `\\\\`, `\\/`, `\\t`); `\\u` is refused."""
+        if self.mode == ESCAPE:
+            code = _SHORT_ESCAPES.get(b)
+            after = None if code is None else pattern.step(self.length, code)
+            if after is None:
+                return False
+            self.mode, self.length = STRING, after
+            return True
+        if self.pending is not None:  # inside a multi-byte character
+            if b not in self.pending[0]:
+                return False
+            partial, rest = self.partial + bytes([b]), self.pending[1:]
+            if rest:
+                low, high = _span(partial, rest)
+                if not pattern.can_take(self.length, low, high):
+                    return False
+                self.partial, self.pending = partial, rest
+                return True
+            after = pattern.step(self.length, ord(partial.decode()))
+            if after is None:
+                return False
+            self.length, self.partial, self.pending = after, b"", None
+            return True
+        if b == 0x22:
+            if not pattern.final(self.length):
+                return False
+            self._end_string()
+            return True
+        if b == 0x5C:
+            if not any(pattern.step(self.length, c) is not None for c in _SHORT_ESCAPES.values()):
+                return False
+            self.mode = ESCAPE
+            return True
+        if b >= 0x80:
+            rest = _UTF8_LEAD.get(b)
+            if rest is None or not pattern.can_take(self.length, *_span(bytes([b]), rest)):
+                return False
+            self.partial, self.pending = bytes([b]), rest
+            return True
+        after = pattern.step(self.length, b)  # step refuses control characters but tab (json_pattern.ALLOWED)
+        if after is None or b == 0x09:  # a raw tab is not JSON: it is written \t
+            return False
+        self.length = after
         return True
 
     def _pinned_byte(self, b: int) -> bool:

@@ -23,6 +23,9 @@ are exactly the prefixes of documents valid against the schema. The supported ke
   keywords: kinds of value, enum/const values, bounds, a required discriminator property...); it then
   means what anyOf means. Otherwise it is refused naming the two alternatives: decoding cannot make a
   value match exactly one of two overlapping alternatives.
+- strings: `pattern` (unanchored unless ^...$, as JSON Schema reads it) and `format` (date, time,
+  date-time, uuid, email, ipv4) as automata over characters with the length bounds in them
+  (json_pattern.py, through greenery); a format on a node without strings constrains nothing.
 - `enum` and `const`: the value is one of the listed JSON values, written compactly (the values that
   break the node's other keywords, a too-long string say, are dropped).
 - `$ref` to `#/$defs/NAME` or `#/definitions/NAME` (what pydantic emits for nested models), inlined;
@@ -37,7 +40,7 @@ max_space=16)` accepts any JSON whitespace, as JSON mode does.
 
 - `additionalProperties: false` without `properties`: the empty object only.
 
-Anything else (pattern, format, allOf, not, additionalProperties as a schema, ...) is refused
+Anything else (allOf, not, additionalProperties as a schema, other formats, ...) is refused
 with `SchemaError` naming the keyword and where it is, so a client never gets output that silently
 ignores a constraint. The root must be an object (OpenAI's rule; a bare number would have no end).
 """
@@ -54,6 +57,7 @@ from typing import Any
 
 from chatforge.sampling.json_number_range import MAX_NUMBER, NumberRange, number_range, reachable
 from chatforge.sampling.json_one_of import disjoint
+from chatforge.sampling.json_pattern import PatternError, string_pattern
 
 TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 # discriminator: OpenAPI's (pydantic writes it beside a oneOf of models); the const it names does the work.
@@ -61,9 +65,10 @@ ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema
                          "readOnly", "writeOnly", "discriminator"})
 BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "minLength",
-                      "maxLength", "enum", "const", "anyOf", "oneOf", "$ref", "$defs", "definitions", *BOUNDS}) | ANNOTATIONS
+                      "maxLength", "pattern", "format", "enum", "const", "anyOf", "oneOf", "$ref", "$defs", "definitions",
+                      *BOUNDS}) | ANNOTATIONS
 SUPPORTED = ("type, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength, minimum, "
-             "maximum, exclusiveMinimum, exclusiveMaximum, enum, const, anyOf, oneOf, $ref")
+             "maximum, exclusiveMinimum, exclusiveMaximum, pattern, format, enum, const, anyOf, oneOf, $ref")
 NUMERIC = frozenset({"number", "integer"})
 MAX_NODES = 512  # a schema is part of a request: its size is bounded like the rest
 # Paths the automaton may follow at once (json_prefix.JsonPrefix): anyOf alternatives nested in anyOf
@@ -229,10 +234,28 @@ class _Builder:
             min_length = _count(schema.get("minLength", 0), _join(path, "minLength"))
             if max_length is not None and max_length < min_length:
                 raise SchemaError(_join(path, "maxLength"), f"maxLength {max_length} < minLength {min_length}")
+        pattern = self.pattern(schema, path, types, min_length, max_length)
         ranges = self.bounds(schema, path, types)
         node = SchemaNode(types, properties, required, items, min_items, max_items, None, max_length, min_length, ranges,
-                          closed=extra is False, interval=_interval(schema) if ranges is not None else None)
+                          closed=extra is False, interval=_interval(schema) if ranges is not None else None, pattern=pattern)
         return self.add(replace(node, literals=self.literals(schema, path, node)))  # enum values checked against the rest
+
+    def pattern(self, schema: dict, path: str, types: frozenset[str] | None, min_length: int, max_length: int | None):
+        """pattern and format (json_pattern.py): the string's automaton, with its length bounds in it. A
+        format on a node that allows no string constrains nothing (OpenAPI's int64...), as the spec reads it."""
+        strings = types is None or "string" in types
+        if "pattern" in schema and not strings:
+            raise SchemaError(_join(path, "pattern"), "pattern needs type string")
+        regex, fmt = schema.get("pattern"), schema.get("format") if strings else None
+        for keyword, value in (("pattern", regex), ("format", fmt)):
+            if value is not None and not isinstance(value, str):
+                raise SchemaError(_join(path, keyword), f"{keyword} is a string, got {json.dumps(value)[:40]}")
+        if regex is None and fmt is None:
+            return None
+        try:
+            return string_pattern(regex, fmt, min_length, max_length)
+        except PatternError as exc:
+            raise SchemaError(_join(path, "pattern" if regex is not None else "format"), str(exc)) from None
 
     def bounds(self, schema: dict, path: str, types: frozenset[str] | None) -> tuple[NumberRange, ...] | None:
         """minimum, maximum, exclusiveMinimum, exclusiveMaximum: the number's one range (None: none given)."""
@@ -377,7 +400,8 @@ def _fits(value: Any, node: SchemaNode) -> bool:
     kind = _kind(value)
     if node.types is not None and kind not in node.types and not (kind == "integer" and "number" in node.types):
         return False
-    if kind == "string" and (len(value) < node.min_length or node.max_length is not None and len(value) > node.max_length):
+    if kind == "string" and (len(value) < node.min_length or node.max_length is not None and len(value) > node.max_length
+                             or node.pattern is not None and not node.pattern.fullmatch(value)):
         return False
     if kind == "array" and (len(value) < node.min_items or node.max_items is not None and len(value) > node.max_items):
         return False
