@@ -69,12 +69,51 @@ def rewrite_jsonl(path: Path, change) -> None:
     path.write_text("".join(json.dumps(change(row)) + "\n" for row in rows), encoding="utf-8")
 
 
+_DIGIT_KINDS, _DIGIT_WEIGHTS = ("repeat", "spell", "ones_first", "operands"), (0.3, 0.2, 0.25, 0.25)
+
+
+def digit_puzzle(kind: str, rng, exclude: set) -> str:
+    """One solved number-copying puzzle on random numbers (1-6 digits), as letters_text does for letters."""
+    def number() -> int:
+        digits = rng.randint(1, 6)
+        return rng.randrange(10 ** (digits - 1) if digits > 1 else 1, 10**digits)
+
+    n = number()
+    spelled, backwards = " ".join(str(n)), " ".join(str(n)[::-1])
+    if kind == "repeat":
+        return f"Say {n} three times: {n} ; {n} ; {n}."
+    if kind == "spell":
+        return rng.choice((f"The digits of {n} are {spelled}.", f"{spelled} written as a number is {n}."))
+    if kind == "ones_first":
+        return rng.choice((f"Ones first, {n} is {backwards}.", f"Ones first: {backwards}. In order: {spelled}. That is {n}."))
+    while True:  # the operands of a problem, never one the world asks
+        a, b, op = number(), number(), rng.choice("+-×")
+        if (a, {"×": "*"}.get(op, op), b) not in exclude:
+            return f"In {a} {op} {b} the numbers are {a} and {b}; ones first, {' '.join(str(a)[::-1])} and {' '.join(str(b)[::-1])}."
+
+
+def digit_documents(count: int, exclude: set, seed: int = 0) -> list[dict]:
+    import random
+
+    rng = random.Random(seed)
+    docs, blocks = [], []
+    for _ in range(count):
+        blocks.append(digit_puzzle(rng.choices(_DIGIT_KINDS, weights=_DIGIT_WEIGHTS)[0], rng, exclude))
+        if len(blocks) == 12:
+            docs.append({"id": f"digits-{len(docs):06d}", "world": "general", "source": "digits",
+                         "style": "solved_puzzles", "text": "Number copying, solved\n\n" + "\n".join(blocks)})
+            blocks = []
+    return docs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("world", type=Path, help="a directory with data/ (a written world) and tokenizer/")
     parser.add_argument("out", type=Path)
     parser.add_argument("--style", choices=WORKING_STYLES, required=True)
     parser.add_argument("--drill", type=int, default=0, help="extra worked arithmetic records to write to OUT/drill.jsonl")
+    parser.add_argument("--digit-puzzles", type=int, default=0,
+                        help="solved number-copying puzzles to write to OUT/data/pretrain/digits_train.jsonl")
     args = parser.parse_args()
     data = args.out / "data"
     if data.exists():
@@ -89,6 +128,9 @@ def main() -> None:
     if args.drill:
         records = [rewrite_record(r, args.style) for r in drill_records(1, args.drill, world_problems(data))]
         (args.out / "drill.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    if args.digit_puzzles:
+        docs = digit_documents(args.digit_puzzles, world_problems(data))
+        (data / "pretrain" / "digits_train.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
     print(f"wrote {data} ({args.style} working)" + (f" and {args.drill} drill records" if args.drill else ""))
 
 

@@ -1,11 +1,13 @@
 """Can a model copy from its context? Greedy continuation of a thrice-repeated random spelled string.
 
-    python examples/world/copy_probe.py MODEL_DIR [--format space|hyphen]
+    python examples/world/copy_probe.py MODEL_DIR [--format space|hyphen|digits|spaced-digits]
 
 Each of 40 prompts is a random 6-letter string spelled as the world spells letters (format 4: with
 spaces, "q w e r t y"; `--format hyphen`: format 3's "q-w-e-r-t-y"), written three times, then its
 first two letters again ("q w e r t y ; q w e r t y ; q w e r t y ; q w"); the model is right when it
-continues with the other four letters. Copying from context (an induction head) is what the world's
+continues with the other four letters. `--format digits` does the same with a random 6-digit number
+written as the world writes operands ("408317 ; 408317 ; 408317 ; 40"), `spaced-digits` with its
+digits spaced ("4 0 8 3 1 7"). Copying from context (an induction head) is what the world's
 arithmetic (copy the operands) and letter tasks (copy the letters) need first
 (docs/world_learnability.md, "Why SFT stops at 0.18").
 """
@@ -20,15 +22,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model")
-    parser.add_argument("--format", choices=["space", "hyphen"], default="space")
+    parser.add_argument("--format", choices=["space", "hyphen", "digits", "spaced-digits"], default="space")
     args = parser.parse_args()
     tok = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model).eval()
-    join, between = (" ", " ; ") if args.format == "space" else ("-", " ")
+    join, between = {"space": (" ", " ; "), "hyphen": ("-", " "), "digits": ("", " ; "), "spaced-digits": (" ", " ; ")}[args.format]
+    alphabet = "0123456789" if "digits" in args.format else "abcdefghijklmnopqrstuvwxyz"
     rng = random.Random(0)
     right = total = 0
     for _ in range(40):
-        letters = [rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(6)]
+        letters = [rng.choice(alphabet) for _ in range(6)]
         word = join.join(letters)
         ids = tok(between.join([word] * 3) + between + join.join(letters[:2]), return_tensors="pt").input_ids
         with torch.no_grad():
@@ -36,7 +39,8 @@ def main() -> None:
         continuation = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
         right += continuation.startswith(join + join.join(letters[2:]))
         total += 1
-    print(f"{args.model}: copies the rest of a thrice-repeated random 6-letter string in {right} of {total}")
+    kind = "digit number" if "digits" in args.format else "letter string"
+    print(f"{args.model}: copies the rest of a thrice-repeated random 6-{kind} ({args.format}) in {right} of {total}")
 
 
 if __name__ == "__main__":
