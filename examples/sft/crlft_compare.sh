@@ -7,6 +7,7 @@
 #   WORLD=runs/w5/data BASE=runs/w5/pt1200/final OUT=runs/crlft4 SEEDS="1 2 3" STEPS=400 JOBS=2 \
 #       bash examples/sft/crlft_compare.sh
 #   ARMS=crlft NAME=crlft_exp CRLFT="{weighting: exp}" bash examples/sft/crlft_compare.sh   # a variant arm
+#   SUBSET=disagree OUT=runs/crlft4/disagree ARMS="plain crlft" bash examples/sft/crlft_compare.sh
 #
 # WORLD is a `chatforge world write` directory (format 4: its letter tasks are learnt by SFT), BASE
 # a model pretrained on it (docs/world_learnability.md, "Format 4"). Runs already finished (final/ and
@@ -24,19 +25,20 @@ ARMS=${ARMS:-"plain crlft expert"}
 CRLFT=${CRLFT:-"{}"}  # the crlft= override of the crlft arm (OpenChat's code: rewards expert 1.0, novice 0.1)
 NAME=${NAME:-}        # run-name prefix of the crlft arm (default: crlft), to keep variants apart
 N_EVAL=${N_EVAL:-314}
-export PY WORLD BASE OUT STEPS CRLFT NAME N_EVAL
+# SUBSET=disagree: only the prompts the novice answers wrongly, each with both answers (half the
+# answers wrong, where the full set has a quarter wrong), to see C-RLFT where the errors are no minority.
+SUBSET=${SUBSET:-all}
+MIXED=$WORLD/mixed_quality/train.jsonl
+[ "$SUBSET" = all ] || MIXED=$OUT/mixed.jsonl
+export PY WORLD BASE OUT STEPS CRLFT NAME N_EVAL MIXED
 
 mkdir -p "$OUT"
-# The expert half: the same 1,000 prompts, only the always-right answers.
-$PY -c "
-import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-with open(sys.argv[2], 'w') as fh:
-    fh.writelines(json.dumps(r) + '\n' for r in rows if r['source'] == 'expert')
-" "$WORLD/mixed_quality/train.jsonl" "$OUT/expert_only.jsonl"
+# The training sets: the world's mixed-quality file (or its disagree subset) and its expert half
+# (the same prompts, only the always-right answers).
+$PY examples/sft/crlft_score.py subset "$WORLD/mixed_quality/train.jsonl" "$SUBSET" "$OUT/mixed.jsonl" "$OUT/expert_only.jsonl"
 
 run_one() {  # ARM SEED: train (unless finished), then score (unless scored)
-    local arm=$1 seed=$2 data=$WORLD/mixed_quality/train.jsonl extra=() name=$1
+    local arm=$1 seed=$2 data=$MIXED extra=() name=$1
     case $arm in
         plain) ;;
         expert) data=$OUT/expert_only.jsonl ;;

@@ -3,6 +3,7 @@
     python examples/sft/crlft_score.py score RUN/final TEST.jsonl --n 314 --out RUN/score.jsonl
     python examples/sft/crlft_score.py score RUN/final TEST.jsonl --condition novice --out RUN/score_novice.jsonl
     python examples/sft/crlft_score.py table OUT_DIR [--file score.jsonl]
+    python examples/sft/crlft_score.py subset MIXED.jsonl {all,disagree} OUT_MIXED.jsonl OUT_EXPERT.jsonl
 
 `score` answers the first N held-out instructions greedily with the model's own exported chat template
 (a C-RLFT model's template puts its best class's tag, "Source: expert.", first in the system message,
@@ -35,20 +36,31 @@ ROWS = ("arithmetic", "fact", "string", "  reverse", "  sort_letters", "  count_
         "mixed types", "all")
 
 
+def _spelled_input(question: str) -> str | None:
+    """The letters a letter task spells out ('m a n'): the last run of single letters in the question."""
+    runs = re.findall(r"\b[a-z](?: [a-z]\b)+", question)
+    return runs[-1] if runs else None
+
+
 def score(args: argparse.Namespace) -> None:
     import yaml
 
     from chatforge.evaluation.instructions import greedy_answers
-    from chatforge.sampling import chat_prompt
+    from chatforge.sampling import Sampler, SamplingConfig, chat_prompt
     from chatforge.scoring.world import instruction_correct
     from chatforge.sft.crlft import CRLFTConfig, condition
+    from chatforge.sft.masking import end_of_turn_ids
     from chatforge.stages._training import load_causal_lm
     from chatforge.tokenizer.load import load_tokenizer
+    from chatforge.world.answers import extract_final_answer
 
     tokenizer = load_tokenizer(args.model)
     model = load_causal_lm(args.model)
     records = [json.loads(line) for line in open(args.test) if line.strip()][: args.n]
-    prompts = [r["messages"][:-1] for r in records]
+    index = list(range(len(records)))
+    if args.tasks:
+        index = [i for i in index if records[i].get("task") in args.tasks.split(",")]
+    prompts = [records[i]["messages"][:-1] for i in index]
     if args.condition:
         run_cfg = yaml.safe_load((Path(args.model).parent / "config.yaml").read_text())
         if not run_cfg.get("crlft"):
@@ -56,13 +68,27 @@ def score(args: argparse.Namespace) -> None:
         prompts = [condition(p, args.condition, CRLFTConfig(**run_cfg["crlft"])) for p in prompts]
     # What the model is asked, as its template renders it (a C-RLFT model: "Source: expert." first).
     print("first prompt as rendered:", repr(tokenizer.decode(chat_prompt(tokenizer, prompts[0]))[:200]))
-    answers = greedy_answers(model, tokenizer, prompts, args.max_new_tokens, args.batch_size)
+    if args.temperature == 0:
+        answers = [[a] for a in greedy_answers(model, tokenizer, prompts, args.max_new_tokens, args.batch_size)]
+    else:
+        cfg = SamplingConfig(temperature=args.temperature, n=args.samples, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                             max_batch_size=args.batch_size, stop_token_ids=end_of_turn_ids(tokenizer))
+        done = Sampler(model, tokenizer).generate([chat_prompt(tokenizer, p) for p in prompts], cfg)
+        answers = [[c.text.strip() for c in samples] for samples in done]
+    right = 0.0
     with open(args.out, "w") as fh:
-        for i, (record, answer) in enumerate(zip(records, answers)):
-            ok = instruction_correct(record["messages"][:-1], answer)
-            fh.write(json.dumps({"i": i, "task": record.get("task"), "task_type": record.get("task_type"),
-                                 "correct": int(ok), "answer": answer}) + "\n")
-    print(f"{args.out}: {sum(1 for line in open(args.out) if json.loads(line)['correct'])} of {len(records)} right")
+        for i, samples in zip(index, answers):
+            record = records[i]
+            ok = [int(instruction_correct(record["messages"][:-1], a)) for a in samples]
+            line = {"i": i, "task": record.get("task"), "task_type": record.get("task_type"),
+                    "correct": sum(ok) / len(ok), "answer": samples[0]}
+            if record.get("task") in ("reverse", "sort_letters"):
+                # The novice's learnable letter error: the input letters given back unchanged.
+                spelled = _spelled_input(record["messages"][-2]["content"])
+                line["copy"] = sum(extract_final_answer(a) == spelled for a in samples) / len(samples)
+            right += line["correct"]
+            fh.write(json.dumps(line) + "\n")
+    print(f"{args.out}: {right:g} of {len(index)} right (mean over {len(answers[0])} answer(s) per question)")
 
 
 def _rows(record: dict) -> list[str]:
@@ -109,8 +135,8 @@ def table(args: argparse.Namespace) -> None:
         for a in arms:
             accs = [sum(correct[a][s][row]) / len(correct[a][s][row]) for s in sorted(runs[a])]
             m, se = _mean_se(accs)
-            per_run = ", ".join(f"{p:.3f}±{math.sqrt(p * (1 - p) / len(correct[a][s][row])):.3f}"
-                                for p, s in zip(accs, sorted(runs[a])))
+            # A run's SE over the questions (binomial for greedy 0/1 scores).
+            per_run = ", ".join(f"{p:.3f}±{_mean_se(correct[a][s][row])[1]:.3f}" for p, s in zip(accs, sorted(runs[a])))
             cells.append(f"**{m:.3f} ± {se:.3f}** ({per_run})")
         for a in arms:
             if a == "plain" or "plain" not in runs:
@@ -126,6 +152,27 @@ def table(args: argparse.Namespace) -> None:
             _, se_q = _mean_se(per_q)
             cells.append(f"{m:+.3f} (SE seeds {se_seed:.3f}, questions {se_q:.3f})")
         print(f"| {row.strip() if not row.startswith('  ') else '↳ ' + row.strip()} | {max(n)} | " + " | ".join(cells) + " |")
+    print("\nanswers that give the input letters back unchanged (the novice's letter error), reverse + sort_letters:")
+    for a in arms:
+        shares = [sum(r.get("copy", 0) for r in recs) / max(1, sum("copy" in r for r in recs)) for recs in runs[a].values()]
+        print(f"  {a}: " + ", ".join(f"{x:.3f}" for x in shares))
+
+
+def subset(args: argparse.Namespace) -> None:
+    """The training files: the mixed-quality rows (all, or only the prompts the novice gets wrong) and their expert rows."""
+    lines = [line if line.endswith("\n") else line + "\n" for line in open(args.mixed) if line.strip()]
+    rows = [json.loads(line) for line in lines]
+    keep = [True] * len(rows)
+    if args.which == "disagree":
+        wrong = {r["prompt_id"] for r in rows if r["source"] == "novice" and not r["correct"]}
+        keep = [r["prompt_id"] in wrong for r in rows]
+    # The world's lines as they are (no re-serialisation), so `all` is the file itself.
+    with open(args.out_mixed, "w") as fh:
+        fh.writelines(line for line, k in zip(lines, keep) if k)
+    with open(args.out_expert, "w") as fh:
+        fh.writelines(line for line, r, k in zip(lines, rows, keep) if k and r["source"] == "expert")
+    rows = [r for r, k in zip(rows, keep) if k]
+    print(f"{args.out_mixed}: {len(rows)} rows ({args.which}); {args.out_expert}: the expert's")
 
 
 def main() -> None:
@@ -139,11 +186,20 @@ def main() -> None:
     s.add_argument("--condition", default=None, help="a C-RLFT class to condition the prompts on (default: the template's)")
     s.add_argument("--max-new-tokens", type=int, default=96)
     s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("--temperature", type=float, default=0.0, help="0: greedy (the docs table); > 0: sample")
+    s.add_argument("--samples", type=int, default=1, help="samples per question when sampling (correct = their mean)")
+    s.add_argument("--seed", type=int, default=0, help="sampling seed")
+    s.add_argument("--tasks", default=None, help="comma-separated world tasks to score (default: all)")
     t = sub.add_parser("table")
     t.add_argument("out_dir")
     t.add_argument("--file", default="score.jsonl")
+    u = sub.add_parser("subset")
+    u.add_argument("mixed")
+    u.add_argument("which", choices=["all", "disagree"])
+    u.add_argument("out_mixed")
+    u.add_argument("out_expert")
     args = parser.parse_args()
-    score(args) if args.cmd == "score" else table(args)
+    {"score": score, "table": table, "subset": subset}[args.cmd](args)
 
 
 if __name__ == "__main__":
