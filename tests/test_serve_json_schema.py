@@ -119,7 +119,7 @@ def test_refs_are_inlined_and_max_items_zero():
     ({"type": "object", "properties": {"a": {"type": "string", "pattern": "(?=x)"}}}, "properties.a.pattern", "cannot read"),
     ({"type": "object", "properties": {"a": {"oneOf": [{"type": "string"}, {"type": "string", "maxLength": 2}]}}},
      "properties.a.oneOf.1", "alternatives 0 and 1 may both match"),
-    ({"type": "object", "additionalProperties": {"type": "string"}}, "additionalProperties", "only true or false"),
+    ({"type": "object", "additionalProperties": "no"}, "additionalProperties", "true, false or a schema"),
     ({"type": "object", "properties": {"a": {}}, "required": ["b"]}, "required", "'b' is required"),
     ({"type": "array"}, "type", "root schema must be"),
     ({"type": "object", "properties": {"a": {"type": "date"}}}, "properties.a.type", "unsupported type"),

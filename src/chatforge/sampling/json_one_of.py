@@ -112,7 +112,10 @@ def matches(nodes: list, value: Any, index: int) -> bool:
         props = dict(node.properties)
         keys = {json.dumps(k).encode(): v for k, v in value.items()}
         return (node.required.issubset(keys) and not (node.closed and any(k not in props for k in keys))
-                and all(matches(nodes, v, props[k]) for k, v in keys.items() if k in props))
+                and all(matches(nodes, v, props[k]) for k, v in keys.items() if k in props)
+                and (node.values is None or all(matches(nodes, v, node.values) for k, v in keys.items() if k not in props)))
+    if kind == "object" and node.values is not None:
+        return all(matches(nodes, v, node.values) for v in value.values())
     return True
 
 

@@ -217,15 +217,15 @@ def _intersect(first: list[tuple[int, int]], second) -> list[tuple[int, int]]:
     return [(max(a, c), min(b, d)) for a, b in first for c, d in second if max(a, c) <= min(b, d)]
 
 
-def string_pattern(pattern: str | None, fmt: str | None, min_length: int, max_length: int | None) -> StringPattern:
-    """The automaton of a string's `pattern` and/or `format` with its length bounds."""
+def string_pattern(patterns, formats, min_length: int, max_length: int | None) -> StringPattern:
+    """The automaton of a string's patterns and formats (all must match; several come from allOf) with
+    its length bounds."""
     parts: list[str] = []
-    if fmt is not None:
+    for fmt in formats:
         if fmt not in FORMATS:
             raise PatternError(f"unsupported format {fmt!r} (supported: {', '.join(FORMATS)})")
         parts.append(FORMATS[fmt])
-    if pattern is not None:
-        parts.append(anchored(pattern))
+    parts += [anchored(pattern) for pattern in patterns]
     fsm = regex_fsm(parts[0])
     for part in parts[1:]:
         fsm = fsm & regex_fsm(part)

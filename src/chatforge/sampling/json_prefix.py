@@ -505,8 +505,9 @@ class _Path:
         return True
 
     def _end_string(self) -> None:
-        if self.key:  # a key of an object without declared properties: its value may be anything
-            self.mode, self.key, self.node = COLON, False, ANY
+        if self.key:  # a key of an object without declared properties: its value follows additionalProperties
+            values = self._container().values
+            self.mode, self.key, self.node = COLON, False, ANY if values is None else values
         else:
             self._end_value()
 

@@ -6,31 +6,36 @@ are exactly the prefixes of documents valid against the schema. The supported ke
 
 - `type`: a name or a list of names among object, array, string, number, integer, boolean, null
   (no `type` = any JSON value; `properties` without `type` implies object).
-- objects: `properties`, `required` (every name must be a property), `additionalProperties` false or
-  true. Only declared properties are generated, each at most once, in any order; `}` is refused
-  until every required one is there. An object without `properties` takes any keys and values.
+- objects: `properties`, `required` (every name must be a property), `additionalProperties` false,
+  true or a schema. Only declared properties are generated, each at most once, in any order; `}` is
+  refused until every required one is there. An object without `properties` takes any keys, their
+  values under `additionalProperties` (pydantic's `dict[str, X]`; false: `{}` only).
 - arrays: `items` (one schema), `minItems`, `maxItems`.
 - strings: `minLength`, `maxLength`, in characters as a parser reads them (an escape is one, a
   surrogate pair's two escapes are one; inside such a string UTF-8 must be well formed, a lone
   surrogate escape is refused). A weak model's strings otherwise run until max_tokens.
+- strings: `pattern` (unanchored unless ^...$, as JSON Schema reads it) and `format` (date, time,
+  date-time, uuid, email, ipv4) as automata over characters with the length bounds in them
+  (json_pattern.py, through greenery); a format on a node without strings constrains nothing.
 - numbers: `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum` (numbers, draft 6+), for
   integer and number (json_number_range.py: every prefix must still be finishable inside the range;
   a bounded number has no exponent).
-- `anyOf`: any alternatives (with only annotations beside it): the automaton follows every
-  alternative a value's bytes still fit, as paths of their own (json_prefix.py), until the bytes tell
-  them apart; at most MAX_LIVE paths at once. Pydantic's `Optional[X]` and `Union[A, B]` of models.
+- `anyOf`: any alternatives: the automaton follows every alternative a value's bytes still fit, as
+  paths of their own (json_prefix.py), until the bytes tell them apart; at most MAX_LIVE paths at
+  once. Pydantic's `Optional[X]` and `Union[A, B]` of models. Keywords beside it go into each alternative.
 - `oneOf`: when its alternatives are exclusive by construction (json_one_of.py proves it from the
   keywords: kinds of value, enum/const values, bounds, a required discriminator property...); it then
   means what anyOf means. Otherwise it is refused naming the two alternatives: decoding cannot make a
   value match exactly one of two overlapping alternatives.
-- strings: `pattern` (unanchored unless ^...$, as JSON Schema reads it) and `format` (date, time,
-  date-time, uuid, email, ipv4) as automata over characters with the length bounds in them
-  (json_pattern.py, through greenery); a format on a node without strings constrains nothing.
+- `allOf`, and `$ref` with keywords beside it: merged into one schema (json_schema_merge.py) where
+  the merge is well defined; a conflict (no common type, no common enum value, a required key the
+  other side's additionalProperties false refuses) is refused naming it.
 - `enum` and `const`: the value is one of the listed JSON values, written compactly (the values that
   break the node's other keywords, a too-long string say, are dropped).
 - `$ref` to `#/$defs/NAME` or `#/definitions/NAME` (what pydantic emits for nested models), inlined;
   a recursive reference is refused (the node table is finite).
-- annotations, ignored: title, description, default, examples, $schema, $id, $comment.
+- annotations, ignored: title, description, default, examples, $schema, $id, $comment, deprecated,
+  readOnly, writeOnly, discriminator (OpenAPI's, beside pydantic's oneOf; the const it names does the work).
 
 Whitespace between tokens is narrowed to one optional space (`space`, `max_space`; Outlines' default
 rule too): a model that never saw JSON otherwise fills max_tokens with newlines and indentation, which
@@ -38,11 +43,10 @@ the automaton would have to allow (measured on the demo SFT model: greedy json_s
 mostly whitespace and cut by max_tokens; with the rule it closes). `compile_schema(..., space=b" \t\n\r",
 max_space=16)` accepts any JSON whitespace, as JSON mode does.
 
-- `additionalProperties: false` without `properties`: the empty object only.
-
-Anything else (allOf, not, additionalProperties as a schema, other formats, ...) is refused
-with `SchemaError` naming the keyword and where it is, so a client never gets output that silently
-ignores a constraint. The root must be an object (OpenAI's rule; a bare number would have no end).
+Anything else (not, if/then/else, prefixItems, uniqueItems, patternProperties, propertyNames,
+min/maxProperties, formats other than the six, ...) is refused with `SchemaError` naming the keyword
+and where it is, so a client never gets output that silently ignores a constraint. The root must be
+an object (OpenAI's rule; a bare number would have no end).
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ from typing import Any
 from chatforge.sampling.json_number_range import MAX_NUMBER, NumberRange, number_range, reachable
 from chatforge.sampling.json_one_of import disjoint
 from chatforge.sampling.json_pattern import PatternError, string_pattern
+from chatforge.sampling.json_schema_merge import MergeError, merge
 
 TYPES = ("object", "array", "string", "number", "integer", "boolean", "null")
 # discriminator: OpenAPI's (pydantic writes it beside a oneOf of models); the const it names does the work.
@@ -65,10 +70,10 @@ ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema
                          "readOnly", "writeOnly", "discriminator"})
 BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "minLength",
-                      "maxLength", "pattern", "format", "enum", "const", "anyOf", "oneOf", "$ref", "$defs", "definitions",
+                      "maxLength", "pattern", "format", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions",
                       *BOUNDS}) | ANNOTATIONS
 SUPPORTED = ("type, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength, minimum, "
-             "maximum, exclusiveMinimum, exclusiveMaximum, pattern, format, enum, const, anyOf, oneOf, $ref")
+             "maximum, exclusiveMinimum, exclusiveMaximum, pattern, format, enum, const, anyOf, oneOf, allOf, $ref")
 NUMERIC = frozenset({"number", "integer"})
 MAX_NODES = 512  # a schema is part of a request: its size is bounded like the rest
 # Paths the automaton may follow at once (json_prefix.JsonPrefix): anyOf alternatives nested in anyOf
@@ -102,6 +107,7 @@ class SchemaNode:
     closed: bool = False  # additionalProperties false: no key outside `properties` (oneOf's disjointness reads it)
     interval: tuple | None = None  # the bounds as numbers (low, strict, high, strict), for oneOf; None = none
     pattern: Any = None  # a string's pattern/format (json_pattern.StringPattern); None = any string
+    values: int | None = None  # additionalProperties as a schema: the node of undeclared keys' values
 
     @property
     def length_bounded(self) -> bool:
@@ -198,6 +204,9 @@ class _Builder:
                 raise SchemaError(_join(path, keyword), f"unsupported keyword {keyword!r} (supported: {SUPPORTED})")
         if ("$defs" in schema or "definitions" in schema) and path:
             raise SchemaError(_join(path, "$defs"), "$defs are read at the root only")
+        if "allOf" in schema or "$ref" in schema and set(schema) - ANNOTATIONS - {"$ref", "$defs", "definitions"}:
+            merged, refs = self.flatten(schema, path, refs)  # allOf / $ref with keywords beside it: one schema
+            return self.build(merged, path, refs)
         if "$ref" in schema:
             return self.ref(schema, path, refs)
         for keyword in ("anyOf", "oneOf"):
@@ -211,9 +220,12 @@ class _Builder:
             types = types or frozenset({"object"})
             properties, required = self.object(schema, path, refs)
         extra = schema.get("additionalProperties", True)
-        if not isinstance(extra, bool):
-            raise SchemaError(_join(path, "additionalProperties"), "unsupported value: only true or false "
-                              "(a schema for extra properties is outside the subset)")
+        values = None
+        if isinstance(extra, dict):  # undeclared keys' values (pydantic's dict[str, X]); with properties, none is generated
+            values = self.build(extra, _join(path, "additionalProperties"), refs)
+        elif not isinstance(extra, bool):
+            raise SchemaError(_join(path, "additionalProperties"), f"additionalProperties is true, false or a schema, "
+                              f"got {json.dumps(extra)[:40]}")
         if extra is False and properties is None and (types is None or "object" in types):
             properties = ()  # no property may be written: the only object is {}
         items, min_items, max_items = None, 0, None
@@ -237,7 +249,8 @@ class _Builder:
         pattern = self.pattern(schema, path, types, min_length, max_length)
         ranges = self.bounds(schema, path, types)
         node = SchemaNode(types, properties, required, items, min_items, max_items, None, max_length, min_length, ranges,
-                          closed=extra is False, interval=_interval(schema) if ranges is not None else None, pattern=pattern)
+                          closed=extra is False, interval=_interval(schema) if ranges is not None else None, pattern=pattern,
+                          values=values)
         return self.add(replace(node, literals=self.literals(schema, path, node)))  # enum values checked against the rest
 
     def pattern(self, schema: dict, path: str, types: frozenset[str] | None, min_length: int, max_length: int | None):
@@ -246,16 +259,18 @@ class _Builder:
         strings = types is None or "string" in types
         if "pattern" in schema and not strings:
             raise SchemaError(_join(path, "pattern"), "pattern needs type string")
-        regex, fmt = schema.get("pattern"), schema.get("format") if strings else None
-        for keyword, value in (("pattern", regex), ("format", fmt)):
-            if value is not None and not isinstance(value, str):
-                raise SchemaError(_join(path, keyword), f"{keyword} is a string, got {json.dumps(value)[:40]}")
-        if regex is None and fmt is None:
+        # a tuple: several, from allOf's merge (json_schema_merge.py); JSON cannot spell one
+        regexes, formats = (_strings(schema.get(k, ())) for k in ("pattern", "format"))
+        formats = formats if strings else ()
+        for keyword, values in (("pattern", regexes), ("format", formats)):
+            if any(not isinstance(v, str) for v in values):
+                raise SchemaError(_join(path, keyword), f"{keyword} is a string, got {json.dumps(schema[keyword], default=repr)[:40]}")
+        if not regexes and not formats:
             return None
         try:
-            return string_pattern(regex, fmt, min_length, max_length)
+            return string_pattern(regexes, formats, min_length, max_length)
         except PatternError as exc:
-            raise SchemaError(_join(path, "pattern" if regex is not None else "format"), str(exc)) from None
+            raise SchemaError(_join(path, "pattern" if regexes else "format"), str(exc)) from None
 
     def bounds(self, schema: dict, path: str, types: frozenset[str] | None) -> tuple[NumberRange, ...] | None:
         """minimum, maximum, exclusiveMinimum, exclusiveMaximum: the number's one range (None: none given)."""
@@ -280,13 +295,12 @@ class _Builder:
         so alternatives may overlap. oneOf is compiled only when its alternatives are exclusive by
         construction (json_one_of.py: then it means what anyOf means); otherwise it is refused."""
         here = _join(path, keyword)
-        extra = sorted(set(schema) - ANNOTATIONS - {keyword, "$defs", "definitions"})
-        if extra:
-            raise SchemaError(here, f"{keyword} with sibling keywords ({', '.join(extra)}) is outside the subset: "
-                              "put them in each alternative")
         options = schema[keyword]
         if not isinstance(options, list) or not options:
             raise SchemaError(here, f"{keyword} is a non-empty list of schemas")
+        siblings = {k: v for k, v in schema.items() if k not in ANNOTATIONS and k not in (keyword, "$defs", "definitions")}
+        if siblings:  # {"type": "object", "anyOf": [X, Y]} = anyOf of allOf [siblings, X], [siblings, Y]
+            options = [{"allOf": [siblings, option]} for option in options]
         members: list[tuple[int, int]] = []  # (alternative's index, node)
         for i, option in enumerate(options):
             built = self.build(option, _join(here, str(i)), refs)
@@ -347,9 +361,11 @@ class _Builder:
         return built, frozenset(encode(r) for r in required)
 
     def ref(self, schema: dict, path: str, refs: tuple[str, ...]) -> int:
-        target = schema["$ref"]
-        if set(schema) - ANNOTATIONS - {"$ref", "$defs", "definitions"}:
-            raise SchemaError(_join(path, "$ref"), "$ref with sibling keywords is outside the subset")
+        target, chain = self.resolve(schema["$ref"], path, refs)
+        return self.build(target, _join(path, "$ref"), chain)
+
+    def resolve(self, target: Any, path: str, refs: tuple[str, ...]) -> tuple[Any, tuple[str, ...]]:
+        """The schema a local `$ref` names, and the chain of references followed to it."""
         for prefix in ("#/$defs/", "#/definitions/"):
             if isinstance(target, str) and target.startswith(prefix):
                 table = self.document.get(prefix[2:-1], {})
@@ -358,8 +374,44 @@ class _Builder:
                     raise SchemaError(_join(path, "$ref"), f"{target!r} names no definition")
                 if target in refs:
                     raise SchemaError(_join(path, "$ref"), f"{target!r} is recursive (outside the subset)")
-                return self.build(table[name], _join(path, "$ref"), (*refs, target))
+                return table[name], (*refs, target)
         raise SchemaError(_join(path, "$ref"), f"only local references #/$defs/NAME are supported, got {json.dumps(target)}")
+
+    def flatten(self, schema: dict, path: str, refs: tuple[str, ...]) -> tuple[Any, tuple[str, ...]]:
+        """allOf, and $ref with keywords beside it (allOf of the two, as JSON Schema 2019+ reads it), as one
+        schema (json_schema_merge.py), and the references followed on the way (a recursive one is refused)."""
+        own = {k: v for k, v in schema.items() if k not in ANNOTATIONS and k not in ("$ref", "allOf", "$defs", "definitions")}
+        parts = [(own, path, refs)]
+        if "$ref" in schema:
+            target, chain = self.resolve(schema["$ref"], path, refs)
+            parts.append((target, _join(path, "$ref"), chain))
+        if "allOf" in schema:
+            options = schema["allOf"]
+            if not isinstance(options, list) or not options:
+                raise SchemaError(_join(path, "allOf"), "allOf is a non-empty list of schemas")
+            parts += [(option, _join(path, f"allOf.{i}"), refs) for i, option in enumerate(options)]
+        merged: Any = True
+        followed = refs
+        for part, where, chain in parts:
+            if part is True or part == {}:
+                continue
+            if not isinstance(part, dict):
+                raise SchemaError(where, f"a schema is a JSON object, got {json.dumps(part)[:40]} (false admits no value)")
+            for keyword in part:
+                if keyword not in KEYWORDS:
+                    raise SchemaError(_join(where, keyword), f"unsupported keyword {keyword!r} (supported: {SUPPORTED})")
+            if "allOf" in part or "$ref" in part:
+                part, chain = self.flatten(part, where, chain)
+            followed += tuple(r for r in chain if r not in followed)
+            try:
+                merged = part if merged is True else merge(merged, part)
+            except MergeError as exc:
+                raise SchemaError(_join(path, "allOf"), f"{exc} (at {exc.keyword})") from None
+        return merged, followed
+
+
+def _strings(value: Any) -> tuple:
+    return value if isinstance(value, tuple) else (value,)
 
 
 def _join(path: str, key: str) -> str:
@@ -389,7 +441,7 @@ def _live_paths(nodes: list[SchemaNode], index: int, memo: dict[int, int]) -> in
         if node.alternatives is not None:
             found = sum(_live_paths(nodes, m, memo) for m in node.alternatives)
         else:
-            inner = [v for _, v in node.properties or ()] + ([node.items] if node.items is not None else [])
+            inner = [v for _, v in node.properties or ()] + [i for i in (node.items, node.values) if i is not None]
             found = max((_live_paths(nodes, v, memo) for v in inner), default=1)
         memo[index] = found
     return memo[index]
