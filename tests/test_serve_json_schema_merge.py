@@ -88,6 +88,11 @@ def test_refusals_name_the_keyword(schema, path, words):
     assert info.value.path == path and words in str(info.value), str(info.value)
 
 
+def test_const_beside_an_enum_of_the_other_side():
+    schema = {"type": "object", "properties": {"v": {"allOf": [{"const": "b"}, {"enum": ["a", "b"]}]}}}
+    assert complete(schema, '{"v":"b"}') and accepts(schema, '{"v":"a') is None
+
+
 def test_all_of_at_the_root_and_recursion_through_it():
     root = {"$defs": {"Base": {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}},
             "allOf": [{"$ref": "#/$defs/Base"}, {"properties": {"tag": {"enum": ["t"]}}}]}

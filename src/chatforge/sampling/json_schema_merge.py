@@ -85,6 +85,7 @@ def _merge_values(first: dict, second: dict, merged: dict) -> None:
     common = [v for v in lists[0] if any(same(v, w) for w in lists[1])]
     if not common:
         raise MergeError("enum", "allOf: no enum/const value is in both schemas")
+    merged.pop("const", None)
     merged["enum"] = common
 
 
