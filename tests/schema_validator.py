@@ -58,7 +58,10 @@ def valid(value, schema, root: dict | None = None) -> bool:
     if isinstance(value, list):
         if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
             return False
-        if "items" in schema and not all(valid(v, schema["items"], root) for v in value):
+        prefix = schema.get("prefixItems", [])
+        if not all(valid(v, s, root) for v, s in zip(value, prefix)):
+            return False
+        if "items" in schema and not all(valid(v, schema["items"], root) for v in value[len(prefix):]):
             return False
     return True
 

@@ -88,6 +88,19 @@ def test_refusals_name_the_keyword(schema, path, words):
     assert info.value.path == path and words in str(info.value), str(info.value)
 
 
+def test_prefix_items_are_tuples():
+    pair = {"type": "object", "properties": {"p": {"type": "array", "prefixItems": [{"type": "integer", "minimum": 0},
+                                                                                  {"enum": ["a", "b"]}], "items": False}}}
+    assert complete(pair, '{"p":[1,"a"]}') and complete(pair, '{"p":[1]}') and complete(pair, '{"p":[]}')
+    for bad, ok_until in [('{"p":["a"', '{"p":['), ('{"p":[1,2', '{"p":[1,'), ('{"p":[1,"a",', '{"p":[1,"a"'), ('{"p":[-1', '{"p":[-')]:  # -0 is 0
+        assert refused_at(pair, bad, ok_until), bad
+    rest = {"type": "object", "properties": {"p": {"type": "array", "prefixItems": [{"type": "string"}], "items": {"type": "null"},
+                                                   "minItems": 2}}}
+    assert complete(rest, '{"p":["x",null,null]}') and refused_at(rest, '{"p":["x",1', '{"p":["x",') and refused_at(rest, '{"p":["x"]', '{"p":["x"')
+    with pytest.raises(SchemaError, match="prefixItems on one side and items on the other"):
+        compile_schema({"type": "object", "properties": {"p": {"allOf": [pair["properties"]["p"], {"items": {"type": "integer"}}]}}})
+
+
 def test_const_beside_an_enum_of_the_other_side():
     schema = {"type": "object", "properties": {"v": {"allOf": [{"const": "b"}, {"enum": ["a", "b"]}]}}}
     assert complete(schema, '{"v":"b"}') and accepts(schema, '{"v":"a') is None
@@ -165,6 +178,7 @@ class Dog(BaseModel):
 
 class Owner(BaseModel):
     colour: Colour
+    score: tuple[int, Literal["A", "B"]]
     home: Address
     work: Optional[Address] = None
     pet: Union[Cat, Dog] = Field(discriminator="kind")
@@ -174,8 +188,8 @@ class Owner(BaseModel):
 
 def test_pydantic_schema_compiles_as_pydantic_writes_it():
     schema = Owner.model_json_schema()
-    assert {"$defs", "$ref", "oneOf", "discriminator", "anyOf", "pattern", "format"} <= set(_keywords(schema))
-    doc = Owner(colour="red", home=Address(city="Rom", zip="001"), pet=Dog(kind="dog", good=True), born="2024-02-29", age=9)
+    assert {"$defs", "$ref", "oneOf", "discriminator", "anyOf", "pattern", "format", "prefixItems"} <= set(_keywords(schema))
+    doc = Owner(colour="red", score=(3, "A"), home=Address(city="Rom", zip="001"), pet=Dog(kind="dog", good=True), born="2024-02-29", age=9)
     assert complete(schema, doc.model_dump_json())
     assert not complete(schema, doc.model_dump_json().replace("2024-02-29", "2023-02-29"))
 

@@ -57,6 +57,9 @@ def _kind_disjoint(nodes: list, first, second, kind: str) -> bool:
     if kind == "array":
         if _counts_apart(first.min_items, first.max_items, second.min_items, second.max_items):
             return True
+        if first.prefix or second.prefix:  # position by position: the first item decides
+            heads = [node.prefix[0] if node.prefix else node.items for node in (first, second)]
+            return first.min_items > 0 and second.min_items > 0 and None not in heads and disjoint(nodes, *heads)
         return (first.min_items > 0 and second.min_items > 0 and first.items is not None and second.items is not None
                 and disjoint(nodes, first.items, second.items))
     if kind == "object":
@@ -107,7 +110,8 @@ def matches(nodes: list, value: Any, index: int) -> bool:
         return in_interval(value, node.interval)
     if kind == "array":
         return (node.min_items <= len(value) and (node.max_items is None or len(value) <= node.max_items)
-                and (node.items is None or all(matches(nodes, v, node.items) for v in value)))
+                and all(matches(nodes, v, node.prefix[i]) for i, v in enumerate(value[:len(node.prefix)]))
+                and (node.items is None or all(matches(nodes, v, node.items) for v in value[len(node.prefix):])))
     if kind == "object" and node.properties is not None:
         props = dict(node.properties)
         keys = {json.dumps(k).encode(): v for k, v in value.items()}

@@ -279,7 +279,7 @@ class _Path:
                 if container.max_items is not None and written >= container.max_items:
                     return False
                 self.stack[-1] = (bracket, node, written + 1)
-                self.mode, self.node = VALUE, _item_node(container)
+                self.mode, self.node = VALUE, _item_node(container, written)
                 return True
             if b in (ord("}"), ord("]")):
                 return self._close(b)
@@ -332,7 +332,7 @@ class _Path:
             self.node = ANY  # until a key says which property's value comes
         elif b == ord("[") and node.allows("array"):
             self.stack.append((b, self.node, 0))
-            self.mode, self.node = ARR_FIRST, _item_node(node)
+            self.mode, self.node = ARR_FIRST, _item_node(node, 0)
         elif (b == ord("-") or b in _DIGITS) and (node.allows("number") or node.allows("integer")):
             if node.ranges is not None and not reachable(chr(b), node.ranges, MAX_NUMBER):
                 return False
@@ -533,5 +533,8 @@ class _Path:
         return True
 
 
-def _item_node(array) -> int:
+def _item_node(array, index: int) -> int:
+    """The node of the array's item at `index`: its prefixItems entry, else `items` (else any value)."""
+    if index < len(array.prefix):
+        return array.prefix[index]
     return array.items if array.items is not None else ANY

@@ -10,7 +10,8 @@ are exactly the prefixes of documents valid against the schema. The supported ke
   true or a schema. Only declared properties are generated, each at most once, in any order; `}` is
   refused until every required one is there. An object without `properties` takes any keys, their
   values under `additionalProperties` (pydantic's `dict[str, X]`; false: `{}` only).
-- arrays: `items` (one schema), `minItems`, `maxItems`.
+- arrays: `items` (one schema, or false), `prefixItems` (a schema per leading position: pydantic's
+  tuples), `minItems`, `maxItems`.
 - strings: `minLength`, `maxLength`, in characters as a parser reads them (an escape is one, a
   surrogate pair's two escapes are one; inside such a string UTF-8 must be well formed, a lone
   surrogate escape is refused). A weak model's strings otherwise run until max_tokens.
@@ -43,7 +44,7 @@ the automaton would have to allow (measured on the demo SFT model: greedy json_s
 mostly whitespace and cut by max_tokens; with the rule it closes). `compile_schema(..., space=b" \t\n\r",
 max_space=16)` accepts any JSON whitespace, as JSON mode does.
 
-Anything else (not, if/then/else, prefixItems, uniqueItems, patternProperties, propertyNames,
+Anything else (not, if/then/else, uniqueItems, patternProperties, propertyNames,
 min/maxProperties, formats other than the six, ...) is refused with `SchemaError` naming the keyword
 and where it is, so a client never gets output that silently ignores a constraint. The root must be
 an object (OpenAI's rule; a bare number would have no end).
@@ -70,9 +71,9 @@ ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema
                          "readOnly", "writeOnly", "discriminator"})
 BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "minLength",
-                      "maxLength", "pattern", "format", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions",
+                      "maxLength", "pattern", "format", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions", "prefixItems",
                       *BOUNDS}) | ANNOTATIONS
-SUPPORTED = ("type, properties, required, additionalProperties, items, minItems, maxItems, minLength, maxLength, minimum, "
+SUPPORTED = ("type, properties, required, additionalProperties, items, prefixItems, minItems, maxItems, minLength, maxLength, minimum, "
              "maximum, exclusiveMinimum, exclusiveMaximum, pattern, format, enum, const, anyOf, oneOf, allOf, $ref")
 NUMERIC = frozenset({"number", "integer"})
 MAX_NODES = 512  # a schema is part of a request: its size is bounded like the rest
@@ -108,6 +109,7 @@ class SchemaNode:
     interval: tuple | None = None  # the bounds as numbers (low, strict, high, strict), for oneOf; None = none
     pattern: Any = None  # a string's pattern/format (json_pattern.StringPattern); None = any string
     values: int | None = None  # additionalProperties as a schema: the node of undeclared keys' values
+    prefix: tuple[int, ...] = ()  # prefixItems: the nodes of the first items, in order (then `items`)
 
     @property
     def length_bounded(self) -> bool:
@@ -228,13 +230,21 @@ class _Builder:
                               f"got {json.dumps(extra)[:40]}")
         if extra is False and properties is None and (types is None or "object" in types):
             properties = ()  # no property may be written: the only object is {}
-        items, min_items, max_items = None, 0, None
-        if any(k in schema for k in ("items", "minItems", "maxItems")):
+        items, min_items, max_items, prefix = None, 0, None, ()
+        if any(k in schema for k in ("items", "minItems", "maxItems", "prefixItems")):
             if types is not None and "array" not in types:
-                raise SchemaError(_join(path, "items"), "items, minItems and maxItems need type array")
-            items = self.build(schema["items"], _join(path, "items"), refs) if "items" in schema else None
+                raise SchemaError(_join(path, "items"), "items, prefixItems, minItems and maxItems need type array")
+            if "prefixItems" in schema:  # pydantic's tuple[X, Y]: one schema per position
+                raw = schema["prefixItems"]
+                if not isinstance(raw, list):
+                    raise SchemaError(_join(path, "prefixItems"), "prefixItems is a list of schemas")
+                prefix = tuple(self.build(s, _join(path, f"prefixItems.{i}"), refs) for i, s in enumerate(raw))
             min_items = _count(schema.get("minItems", 0), _join(path, "minItems"))
             max_items = _count(schema["maxItems"], _join(path, "maxItems")) if "maxItems" in schema else None
+            if schema.get("items") is False:  # no item after the prefix
+                max_items = len(prefix) if max_items is None else min(max_items, len(prefix))
+            elif "items" in schema:
+                items = self.build(schema["items"], _join(path, "items"), refs)
             if max_items is not None and max_items < min_items:
                 raise SchemaError(_join(path, "maxItems"), f"maxItems {max_items} < minItems {min_items}")
         max_length, min_length = None, 0
@@ -250,7 +260,7 @@ class _Builder:
         ranges = self.bounds(schema, path, types)
         node = SchemaNode(types, properties, required, items, min_items, max_items, None, max_length, min_length, ranges,
                           closed=extra is False, interval=_interval(schema) if ranges is not None else None, pattern=pattern,
-                          values=values)
+                          values=values, prefix=prefix)
         return self.add(replace(node, literals=self.literals(schema, path, node)))  # enum values checked against the rest
 
     def pattern(self, schema: dict, path: str, types: frozenset[str] | None, min_length: int, max_length: int | None):
@@ -441,7 +451,7 @@ def _live_paths(nodes: list[SchemaNode], index: int, memo: dict[int, int]) -> in
         if node.alternatives is not None:
             found = sum(_live_paths(nodes, m, memo) for m in node.alternatives)
         else:
-            inner = [v for _, v in node.properties or ()] + [i for i in (node.items, node.values) if i is not None]
+            inner = [v for _, v in node.properties or ()] + [i for i in (node.items, node.values, *node.prefix) if i is not None]
             found = max((_live_paths(nodes, v, memo) for v in inner), default=1)
         memo[index] = found
     return memo[index]

@@ -8,7 +8,7 @@ valid exactly where A and B both are, keyword by keyword:
   `additionalProperties: false` admits no key outside its own properties (such a key of the other
   side is dropped, and an error if the other requires it); a side with `additionalProperties` as a
   schema puts that schema on the other side's extra keys. required: the union.
-- items: `allOf` of both. Lower bounds (minimum, exclusiveMinimum, minItems, minLength): the larger;
+- items: `allOf` of both (prefixItems: only when equal on both sides, else an error). Lower bounds (minimum, exclusiveMinimum, minItems, minLength): the larger;
   upper bounds: the smaller. enum/const: the values in both (JSON equality, 1 == 1.0); none is an error.
 - pattern, format: both kept (a tuple, which JSON cannot spell; json_pattern intersects the automata).
 - anyOf/oneOf on a side: distributed, `allOf: [A, anyOf: [X, Y]]` = `anyOf: [allOf: [A, X], allOf:
@@ -46,6 +46,9 @@ def merge(first: dict, second: dict) -> dict:
                 if not isinstance(side[union], list):
                     return side  # json_schema.py reports the malformed keyword
                 return {union: [{"allOf": [rest, alternative, other]} for alternative in side[union]]}
+    for side, other in ((first, second), (second, first)):
+        if "prefixItems" in side and "prefixItems" not in other and "items" in other:
+            raise MergeError("prefixItems", "allOf: prefixItems on one side and items on the other has no merge rule")
     merged: dict[str, Any] = {}
     for key in first.keys() | second.keys():
         if key not in second or key not in first:
@@ -58,7 +61,7 @@ def merge(first: dict, second: dict) -> dict:
             continue  # below, together
         elif key == "required":
             merged[key] = list(dict.fromkeys([*_names(first[key]), *_names(second[key])]))
-        elif key == "items":
+        elif key == "items" and "prefixItems" not in first and "prefixItems" not in second:
             merged[key] = {"allOf": [first[key], second[key]]}
         elif key in ("pattern", "format"):
             merged[key] = tuple(dict.fromkeys([*_tuple(first[key]), *_tuple(second[key])]))
