@@ -136,6 +136,7 @@ def test_complete_exactly_when_valid(doc, edits):
     ({"type": "string", "pattern": "^a\nb$"}, "pattern", "no string meets"),
     ({"type": "string", "pattern": "^[a-z]{5}$", "maxLength": 4}, "pattern", "no string meets"),
     ({"type": "integer", "pattern": "1"}, "pattern", "needs type string"),
+    ({"type": "string", "pattern": "a.{10}"}, "pattern", "more than 1000 states"),  # .*a.{10}.*: 2^10 subsets on the way
     ({"type": "string", "pattern": 3}, "pattern", "is a string"),
     ({"oneOf": [{"type": "string", "pattern": "^a"}, {"type": "string", "pattern": "b$"}]}, "oneOf.1", "may both match"),
 ])
@@ -143,6 +144,13 @@ def test_outside_the_subset_names_the_keyword(schema, path, words):
     with pytest.raises(SchemaError) as info:
         compile_schema({"type": "object", "properties": {"s": schema}})
     assert info.value.path == f"properties.s.{path}" and words in str(info.value), str(info.value)
+
+
+def test_hyphens_in_classes_and_anchoring_a_costly_pattern():
+    mail = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^[a-z0-9._%+-]+@[a-z-]+$"}}}
+    assert complete(mail, '{"s":"a-b+c@x-y"}') and refused_at(mail, '{"s":"a*', '{"s":"a')
+    anchored = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^a.{10}$"}}}  # cheap once anchored
+    assert complete(anchored, '{"s":"a0123456789"}') and refused_at(anchored, '{"s":"a0123456789x', '{"s":"a0123456789')
 
 
 def test_format_on_a_number_constrains_nothing_and_one_of_reads_patterns():

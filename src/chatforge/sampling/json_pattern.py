@@ -26,7 +26,10 @@ What is read how (JSON Schema's regexes are ECMA 262, unanchored):
 from __future__ import annotations
 
 import bisect
+import threading
+import time
 from collections import deque
+from contextlib import contextmanager
 
 MAX_STATES = 4096  # product states (pattern x length) of one string's automaton: a schema is part of a request
 # The code points a constrained string may hold: tab, then from space on, without U+2028/U+2029 and
@@ -61,31 +64,42 @@ def anchored(pattern: str) -> str:
     semantics), a leading `^` / trailing `$` is dropped; anchors elsewhere are refused."""
     starts, ends = pattern.startswith("^"), pattern.endswith("$") and not _escaped(pattern, len(pattern) - 1)
     core = pattern[1 if starts else 0:len(pattern) - 1 if ends else len(pattern)]
-    in_class, i, out = False, 0, []
+    # In a class, `last` is what came before: "start", "item" (a character) or "range" (a finished a-z),
+    # so that a literal `-` (first, last, or after a range; greenery wants it escaped) can be told from a range's.
+    in_class, i, out, last = False, 0, [], "start"
     while i < len(core):
         c = core[i]
         if c == "\\":
             code = _code_escape(core, i)
             if code is not None:  # \uXXXX, \xHH: greenery reads the character itself
                 char = chr(code[0])
-                out.append(char if char.isalnum() or code[0] >= 0x80 else "\\" + char)
-                i += code[1]
-                continue
-            out.append(core[i:i + 2])
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-            if core[i + 1:i + 2] == "^":
+                token, i = (char if char.isalnum() or code[0] >= 0x80 else "\\" + char), i + code[1]
+            else:
+                token, i = core[i:i + 2], i + 2
+        elif in_class:
+            i += 1
+            if c == "]":
+                in_class, token = False, c
+            elif c == "-" and (last != "item" or core[i:i + 1] == "]"):
+                token = "\\-"  # a literal hyphen
+            elif c == "-":
                 out.append(c)
-                i += 1
-                c = "^"
+                last = "dash"
+                continue
+            else:
+                token = c
+        elif c == "[":
+            negated = core[i + 1:i + 2] == "^"
+            token, i, in_class, last = "[^" if negated else "[", i + (2 if negated else 1), True, "start"
+            out.append(token)
+            continue
         elif c in "^$":
             raise PatternError(f"anchor {c!r} inside the pattern (only a leading ^ and a trailing $ are supported)")
-        out.append(c)
-        i += 1
+        else:
+            token, i = c, i + 1
+        if in_class:
+            last = "range" if last == "dash" else "item"
+        out.append(token)
     core = "".join(out)
     return ("" if starts else ".*") + f"(?:{core})" + ("" if ends else ".*")
 
@@ -105,14 +119,82 @@ def _escaped(text: str, index: int) -> bool:
 
 
 def regex_fsm(expression: str):
-    """greenery's automaton of a whole-string expression (PatternError when greenery cannot read it)."""
+    """greenery's automaton of a whole-string expression (PatternError when greenery cannot read it, or
+    when building it takes more than MAX_DFA_STATES states)."""
     from greenery import parse
 
     try:
-        return parse(expression).to_fsm()
+        tree = parse(expression)
     except Exception as exc:  # greenery's parse errors have no common base class
         raise PatternError(f"cannot read the regular expression ({type(exc).__name__}: {exc}); supported: "
                            "characters, classes, groups, |, *, +, ?, {m,n}, \\d \\w \\s") from exc
+    with _budget():
+        return tree.to_fsm()
+
+
+def intersect(first, second):
+    with _budget():
+        return first & second
+
+
+MAX_DFA_STATES = 1000  # states of one automaton greenery builds on the way (each crawl)
+MAX_SECONDS = 5.0  # for all of one call's building: greenery's counted repetitions cost time, not states
+_crawl_lock = threading.Lock()
+_deadline = [0.0]
+
+
+@contextmanager
+def _budget():
+    """greenery builds every automaton with its module function `crawl`, a subset construction that
+    has no bound: a schema is part of a request, and an unanchored `a.{10}` (read as `.*a.{10}.*`) took
+    71 s in it on this machine, `^(?:[a-z]{2,8}-){1,20}x$` 48 s. While our call runs, `crawl` is this
+    bounded one (the same walk, with a dict for the state index instead of a list search): past
+    MAX_DFA_STATES states, or MAX_SECONDS since the call began, it stops with PatternError."""
+    import greenery.fsm as fsm
+
+    with _crawl_lock:
+        _deadline[0] = time.monotonic() + MAX_SECONDS
+        original, fsm.crawl = fsm.crawl, _bounded_crawl
+        try:
+            yield
+        finally:
+            fsm.crawl = original
+
+
+def _bounded_crawl(alphabet, initial, final, follow):
+    from greenery.fsm import Fsm
+
+    symbols = sorted(alphabet)
+    states, index, transitions = [initial], {_hashable(initial): 0}, {}
+    for i, state in enumerate(states):  # the list grows while it is walked
+        if time.monotonic() > _deadline[0]:
+            raise PatternError(f"the pattern's automaton takes more than {MAX_SECONDS:g} s to build (counted "
+                               "repetitions such as {1,20} of a group cost most)")
+        row = {}
+        for symbol in symbols:
+            target = follow(state, symbol)
+            key = _hashable(target)
+            if key not in index:
+                if len(states) >= MAX_DFA_STATES:
+                    raise PatternError(f"the pattern's automaton needs more than {MAX_DFA_STATES} states (an "
+                                       "unanchored pattern P is read as .*P.*: anchor it with ^...$ if that is meant)")
+                index[key] = len(states)
+                states.append(target)
+            row[symbol] = index[key]
+        transitions[i] = row
+    finals = {i for i, state in enumerate(states) if final(state)}
+    return Fsm(alphabet=alphabet, states=set(range(len(states))), initial=0, finals=finals, map=transitions)
+
+
+def _hashable(state):
+    """greenery's meta-states are ints, tuples, sets and dicts (of those): a key that compares the same."""
+    if isinstance(state, dict):
+        return ("dict", frozenset((k, _hashable(v)) for k, v in state.items()))
+    if isinstance(state, (set, frozenset)):
+        return ("set", frozenset(_hashable(v) for v in state))
+    if isinstance(state, tuple):
+        return tuple(_hashable(v) for v in state)
+    return state
 
 
 class StringPattern:
@@ -199,7 +281,11 @@ class StringPattern:
 
     def disjoint(self, other: StringPattern) -> bool:
         """No string matches both regular expressions (lengths aside)."""
-        return self.fsm.isdisjoint(other.fsm)
+        try:
+            with _budget():
+                return self.fsm.isdisjoint(other.fsm)
+        except PatternError:  # too large to tell: not proven apart
+            return False
 
 
 def _complement(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -228,5 +314,5 @@ def string_pattern(patterns, formats, min_length: int, max_length: int | None) -
     parts += [anchored(pattern) for pattern in patterns]
     fsm = regex_fsm(parts[0])
     for part in parts[1:]:
-        fsm = fsm & regex_fsm(part)
+        fsm = intersect(fsm, regex_fsm(part))
     return StringPattern(fsm, min_length, max_length, " & ".join(parts))
