@@ -225,3 +225,27 @@ def test_unsupported_format_is_a_400_naming_it(served):
     error = assert_openai_error(raw)
     assert error["param"] == "response_format.json_schema.schema.properties.site.format", error
     assert "unsupported format 'uri'" in error["message"], error
+
+
+def test_a_slow_pattern_does_not_stall_the_server(served):
+    """The request's schema compiles in a thread: while a pattern that hits the 5 s build bound is being
+    compiled (then refused), /health still answers."""
+    import threading
+    import time
+    import urllib.request
+
+    schema = {"type": "object", "properties": {"s": {"type": "string", "pattern": "^(?:[a-z]{2,8}-){1,20}x$"}}}
+    body = {"model": "tiny", "messages": MESSAGES, "max_tokens": 4,
+            "response_format": {"type": "json_schema", "json_schema": {"name": "w", "schema": schema}}}
+    answer: list = []
+    slow = threading.Thread(target=lambda: answer.append(post_raw(served[0] + "/v1/chat/completions", json.dumps(body).encode())))
+    start = time.monotonic()
+    slow.start()
+    time.sleep(0.5)
+    with urllib.request.urlopen(served[0] + "/health", timeout=30) as response:
+        assert response.status == 200
+    healthy_after = time.monotonic() - start
+    slow.join()
+    status, raw = answer[0]
+    assert status == 400 and "to build" in raw["error"]["message"], raw
+    assert healthy_after < time.monotonic() - start - 1, (healthy_after, time.monotonic() - start)

@@ -238,7 +238,8 @@ class Server:
 
     async def chat_completions(self, request: Request) -> Response:
         self.check_auth(request)
-        req = parse_request(ChatCompletionRequest, await self.read_json(request))
+        # in a thread: a response_format / tools schema compiles here (a pattern's automaton can take seconds)
+        req = await asyncio.to_thread(parse_request, ChatCompletionRequest, await self.read_json(request))
         self.check_model(req.model)
         ids = self.chat_prompt_ids(req)
         calling = tools.mode(req)
@@ -281,7 +282,8 @@ class Server:
 
     async def completions(self, request: Request) -> Response:
         self.check_auth(request)
-        req = parse_request(CompletionRequest, await self.read_json(request))
+        # in a thread: a response_format / tools schema compiles here (a pattern's automaton can take seconds)
+        req = await asyncio.to_thread(parse_request, CompletionRequest, await self.read_json(request))
         self.check_model(req.model)
         prompts = self.completion_prompt_ids(req)
         cfg = self.sampling_config(req, req.max_tokens, [len(p) for p in prompts], "prompt")
