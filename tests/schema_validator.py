@@ -58,6 +58,8 @@ def valid(value, schema, root: dict | None = None) -> bool:
     if isinstance(value, list):
         if not schema.get("minItems", 0) <= len(value) <= schema.get("maxItems", len(value)):
             return False
+        if schema.get("uniqueItems") and any(_same(a, b) for i, a in enumerate(value) for b in value[i + 1:]):
+            return False
         prefix = schema.get("prefixItems", [])
         if not all(valid(v, s, root) for v, s in zip(value, prefix)):
             return False

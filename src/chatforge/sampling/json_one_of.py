@@ -109,6 +109,8 @@ def matches(nodes: list, value: Any, index: int) -> bool:
     if kind in NUMERIC:
         return in_interval(value, node.interval)
     if kind == "array":
+        if node.unique and any(same(a, b) for i, a in enumerate(value) for b in value[i + 1:]):
+            return False
         return (node.min_items <= len(value) and (node.max_items is None or len(value) <= node.max_items)
                 and all(matches(nodes, v, node.prefix[i]) for i, v in enumerate(value[:len(node.prefix)]))
                 and (node.items is None or all(matches(nodes, v, node.items) for v in value[len(node.prefix):])))

@@ -276,10 +276,14 @@ class _Path:
                         return False
                     self.mode = KEY
                     return True
-                if container.max_items is not None and written >= container.max_items:
+                count = _items(container, written)
+                if container.max_items is not None and count >= container.max_items:
                     return False
-                self.stack[-1] = (bracket, node, written + 1)
-                self.mode, self.node = VALUE, _item_node(container, written)
+                if container.unique and count >= len(self.schema.node(container.items).literals):
+                    return False  # every value is used
+                if not container.unique:  # a unique array's `written` is the bit set of the values used
+                    self.stack[-1] = (bracket, node, written + 1)
+                self.mode, self.node = VALUE, _item_node(container, count)
                 return True
             if b in (ord("}"), ord("]")):
                 return self._close(b)
@@ -292,6 +296,8 @@ class _Path:
             bracket, node, _ = self.stack[-1]
             if self.schema.node(node).max_items == 0:
                 return False
+            if self.schema.node(node).unique:
+                return self._start_value(b)
             self.stack[-1] = (bracket, node, 1)
             if self._start_value(b):
                 return True
@@ -319,8 +325,8 @@ class _Path:
                 setattr(self, name, getattr(first, name))
             self.spawned = (self.spawned or []) + followed[1:] if len(followed) > 1 else self.spawned
             return True
-        if node.literals is not None:  # enum/const: spell one of the values
-            if not any(lit[0] == b for lit in node.literals):
+        if node.literals is not None:  # enum/const: spell one of the values (not yet used, in a uniqueItems array)
+            if not any(lit[0] == b for lit in self._candidates(False)):
                 return False
             self.mode, self.key, self.chosen = CHOICE, False, b""
             return self._choice_byte(b)
@@ -354,7 +360,17 @@ class _Path:
         if key:
             _, node, written = self.stack[-1]
             return [name for i, (name, _) in enumerate(self.schema.node(node).properties) if not written >> i & 1]
-        return list(self.schema.node(self.node).literals)
+        literals = self.schema.node(self.node).literals
+        used = self._used_values()
+        return list(literals) if used is None else [lit for i, lit in enumerate(literals) if not used >> i & 1]
+
+    def _used_values(self) -> int | None:
+        """The bit set of the enum values a uniqueItems array already holds, when the value being read is
+        one of its items; None otherwise."""
+        if not self.stack or self.stack[-1][0] != ord("["):
+            return None
+        container = self.schema.node(self.stack[-1][1])
+        return self.stack[-1][2] if container.unique and container.items == self.node else None
 
     def _choice_byte(self, b: int) -> bool:
         candidates = self._candidates(self.key)
@@ -373,6 +389,9 @@ class _Path:
     def _end_choice(self) -> None:
         chosen, self.chosen = self.chosen, b""
         if not self.key:
+            if self._used_values() is not None:  # a uniqueItems array: this value is used now
+                bracket, node, used = self.stack[-1]
+                self.stack[-1] = (bracket, node, used | 1 << self.schema.node(self.node).literals.index(chosen))
             self._end_value()
             return
         bracket, node, written = self.stack[-1]
@@ -526,11 +545,17 @@ class _Path:
             names = [name for i, (name, _) in enumerate(container.properties) if written >> i & 1]
             if not container.required.issubset(names):
                 return False
-        if bracket == ord("[") and written < container.min_items:
+        if bracket == ord("[") and _items(container, written) < container.min_items:
             return False
         self.stack.pop()
         self._end_value()
         return True
+
+
+def _items(array, written: int) -> int:
+    """How many items an array holds: `written` counts them, or is the bit set of the values a
+    uniqueItems array used."""
+    return bin(written).count("1") if array.unique else written
 
 
 def _item_node(array, index: int) -> int:

@@ -11,7 +11,7 @@ are exactly the prefixes of documents valid against the schema. The supported ke
   refused until every required one is there. An object without `properties` takes any keys, their
   values under `additionalProperties` (pydantic's `dict[str, X]`; false: `{}` only).
 - arrays: `items` (one schema, or false), `prefixItems` (a schema per leading position: pydantic's
-  tuples), `minItems`, `maxItems`.
+  tuples), `minItems`, `maxItems`, `uniqueItems` when the items are enum/const values (set[Enum]).
 - strings: `minLength`, `maxLength`, in characters as a parser reads them (an escape is one, a
   surrogate pair's two escapes are one; inside such a string UTF-8 must be well formed, a lone
   surrogate escape is refused). A weak model's strings otherwise run until max_tokens.
@@ -44,7 +44,7 @@ the automaton would have to allow (measured on the demo SFT model: greedy json_s
 mostly whitespace and cut by max_tokens; with the rule it closes). `compile_schema(..., space=b" \t\n\r",
 max_space=16)` accepts any JSON whitespace, as JSON mode does.
 
-Anything else (not, if/then/else, uniqueItems, patternProperties, propertyNames,
+Anything else (not, if/then/else, uniqueItems of free items, patternProperties, propertyNames,
 min/maxProperties, formats other than the six, ...) is refused with `SchemaError` naming the keyword
 and where it is, so a client never gets output that silently ignores a constraint. The root must be
 an object (OpenAI's rule; a bare number would have no end).
@@ -61,7 +61,7 @@ from fractions import Fraction
 from typing import Any
 
 from chatforge.sampling.json_number_range import MAX_NUMBER, NumberRange, number_range, reachable
-from chatforge.sampling.json_one_of import disjoint
+from chatforge.sampling.json_one_of import disjoint, same
 from chatforge.sampling.json_pattern import PatternError, string_pattern
 from chatforge.sampling.json_schema_merge import MergeError, merge
 
@@ -72,8 +72,9 @@ ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$schema
 BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "minItems", "maxItems", "minLength",
                       "maxLength", "pattern", "format", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "$defs", "definitions", "prefixItems",
+                      "uniqueItems",
                       *BOUNDS}) | ANNOTATIONS
-SUPPORTED = ("type, properties, required, additionalProperties, items, prefixItems, minItems, maxItems, minLength, maxLength, minimum, "
+SUPPORTED = ("type, properties, required, additionalProperties, items, prefixItems, uniqueItems, minItems, maxItems, minLength, maxLength, minimum, "
              "maximum, exclusiveMinimum, exclusiveMaximum, pattern, format, enum, const, anyOf, oneOf, allOf, $ref")
 NUMERIC = frozenset({"number", "integer"})
 MAX_NODES = 512  # a schema is part of a request: its size is bounded like the rest
@@ -110,6 +111,7 @@ class SchemaNode:
     pattern: Any = None  # a string's pattern/format (json_pattern.StringPattern); None = any string
     values: int | None = None  # additionalProperties as a schema: the node of undeclared keys' values
     prefix: tuple[int, ...] = ()  # prefixItems: the nodes of the first items, in order (then `items`)
+    unique: bool = False  # uniqueItems true: `items` is an enum/const node, each value used at most once
 
     @property
     def length_bounded(self) -> bool:
@@ -230,8 +232,8 @@ class _Builder:
                               f"got {json.dumps(extra)[:40]}")
         if extra is False and properties is None and (types is None or "object" in types):
             properties = ()  # no property may be written: the only object is {}
-        items, min_items, max_items, prefix = None, 0, None, ()
-        if any(k in schema for k in ("items", "minItems", "maxItems", "prefixItems")):
+        items, min_items, max_items, prefix, unique = None, 0, None, (), False
+        if any(k in schema for k in ("items", "minItems", "maxItems", "prefixItems", "uniqueItems")):
             if types is not None and "array" not in types:
                 raise SchemaError(_join(path, "items"), "items, prefixItems, minItems and maxItems need type array")
             if "prefixItems" in schema:  # pydantic's tuple[X, Y]: one schema per position
@@ -247,6 +249,11 @@ class _Builder:
                 items = self.build(schema["items"], _join(path, "items"), refs)
             if max_items is not None and max_items < min_items:
                 raise SchemaError(_join(path, "maxItems"), f"maxItems {max_items} < minItems {min_items}")
+            unique = self.unique_items(schema, path, items, prefix)
+            if unique:  # no more items than distinct values
+                max_items = len(self.nodes[items].literals) if max_items is None else min(max_items, len(self.nodes[items].literals))
+                if max_items < min_items:
+                    raise SchemaError(_join(path, "minItems"), f"minItems {min_items} > the {max_items} distinct values uniqueItems allows")
         max_length, min_length = None, 0
         if "maxLength" in schema or "minLength" in schema:
             if types is not None and "string" not in types:
@@ -260,8 +267,26 @@ class _Builder:
         ranges = self.bounds(schema, path, types)
         node = SchemaNode(types, properties, required, items, min_items, max_items, None, max_length, min_length, ranges,
                           closed=extra is False, interval=_interval(schema) if ranges is not None else None, pattern=pattern,
-                          values=values, prefix=prefix)
+                          values=values, prefix=prefix, unique=unique)
         return self.add(replace(node, literals=self.literals(schema, path, node)))  # enum values checked against the rest
+
+    def unique_items(self, schema: dict, path: str, items: int | None, prefix: tuple[int, ...]) -> bool:
+        """uniqueItems: supported when the items are enum/const values (pydantic's set[Enum] or
+        set[Literal[...]]): which were written is a bit set, as an object's keys. Free items would need
+        every item kept in the automaton's state."""
+        flag = schema.get("uniqueItems", False)
+        if not isinstance(flag, bool):
+            raise SchemaError(_join(path, "uniqueItems"), f"uniqueItems is true or false, got {json.dumps(flag)[:40]}")
+        if not flag:
+            return False
+        literals = self.nodes[items].literals if items is not None and not prefix else None
+        if literals is None:
+            raise SchemaError(_join(path, "uniqueItems"), "uniqueItems is supported when items are enum/const values "
+                              "(set[Enum]); free items would have to be remembered whole")
+        values = [json.loads(lit) for lit in literals]
+        if any(same(a, b) for a, b in itertools.combinations(values, 2)):
+            raise SchemaError(_join(path, "uniqueItems"), "uniqueItems with two equal enum values (1 and 1.0) is outside the subset")
+        return True
 
     def pattern(self, schema: dict, path: str, types: frozenset[str] | None, min_length: int, max_length: int | None):
         """pattern and format (json_pattern.py): the string's automaton, with its length bounds in it. A

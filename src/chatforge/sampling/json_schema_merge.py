@@ -59,6 +59,8 @@ def merge(first: dict, second: dict) -> dict:
             merged[key] = _types(first[key], second[key])
         elif key in ("enum", "const"):
             continue  # below, together
+        elif key == "uniqueItems":
+            merged[key] = first[key] is True or second[key] is True
         elif key == "required":
             merged[key] = list(dict.fromkeys([*_names(first[key]), *_names(second[key])]))
         elif key == "items" and "prefixItems" not in first and "prefixItems" not in second:
