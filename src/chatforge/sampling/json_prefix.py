@@ -9,14 +9,20 @@ when the sample ends on a stop token.
 
 With a compiled schema (`JsonPrefix(compile_schema(...))`, json_schema.py; `response_format:
 json_schema` and forced tool calls) every value carries its schema node: a value may start only with
-a byte of an allowed type (under anyOf: each alternative it can start, followed as paths of their own), an integer takes no fraction or
-exponent, a bounded number only digits that can still end inside its range, a string stays within
-minLength/maxLength characters, an object's keys are its declared
-properties (each once, `}` only after the required ones), an array's length stays within
-minItems/maxItems, and an enum/const value or a declared key is spelled byte by byte as one of its
-candidates (CHOICE mode). Without a schema every value's node is "any": plain JSON mode. Whitespace
-follows the schema's rule: in JSON mode runs of up to `MAX_SPACE` bytes of any JSON whitespace, under
-a compiled schema by default one space at most (json_schema.py says why).
+a byte of an allowed type, an integer takes no fraction or exponent, a bounded number only digits that
+can still end inside its range, a string stays within minLength/maxLength characters and inside its
+pattern/format (json_pattern.py: the characters it decodes drive that automaton), an object's keys are
+its declared properties (each once, `}` only after the required ones), an array's length stays within
+minItems/maxItems (a uniqueItems array of enum values offers each value once), and an enum/const value
+or a declared key is spelled byte by byte as one of its candidates (CHOICE mode). Without a schema
+every value's node is "any": plain JSON mode. Whitespace follows the schema's rule: in JSON mode runs
+of up to `MAX_SPACE` bytes of any JSON whitespace, under a compiled schema by default one space at
+most (json_schema.py says why).
+
+The automaton is a set of deterministic paths (`_Path`). Where an anyOf value's first bytes fit several
+alternatives, each alternative is followed as a path of its own; a path is dropped at the first byte
+it refuses, and paths that end the value in the same state merge (`_end_value` resets what the value
+left behind), so outside unions there is one path. A byte is taken when some path takes it.
 
 Deliberate narrowings, so a model cannot stall forever in a place no max_tokens user expects:
 whitespace outside strings comes in runs of at most `MAX_SPACE` bytes, numbers have at most
