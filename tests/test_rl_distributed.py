@@ -98,6 +98,7 @@ class Runs:
     def get(self, name: str, stage: str, nproc: int, *extra: str) -> Path:
         if name not in self.done:
             out = self.root / name
+            extra = tuple(e.replace("WORLD", str(self.world)).replace("ROOT", str(self.root)) for e in extra)
             self.stdout[name] = _run(stage, nproc, _args(self.world, self.base_dir, out, nproc, *extra))
             self.done[name] = out
         return self.done[name]
@@ -120,10 +121,14 @@ def runs(tmp_path_factory, world, base_dir) -> Runs:
 ALGOS = {
     "rloo": ("grpo", ["loss.advantage=rloo", "kl.in_reward=true", "kl.estimator=k1", "kl.adaptive={target: 0.01, horizon: 10}"]),
     "ppo": ("ppo", ["reward.normalize=running", "kl.coef=0.1", "optim.eps=1e-6"]),
+    # PPO-ptx: the step's 4 pretraining windows split over the ranks, γ × the mean NLL of all 4
+    "ppo_ptx": ("ppo", ["optim.eps=1e-6", "ptx={sources: [{path: WORLD/pretrain/world_a_train.jsonl}], coef: 0.5, "
+                        "rows_per_step: 4, seq_len: 16, cache_dir: ROOT/cache}"]),
     "online_dpo": ("online-dpo", ["reward.scorer={kind: function, path: 'test_rl_distributed:distinct_reward'}",
                                   "min_margin=0.001"]),
 }
 ROLLOUT_KEYS = {"rloo": ("proxy", "kl", "beta", "length", "entropy"), "ppo": ("proxy", "kl", "beta", "length", "entropy"),
+                "ppo_ptx": ("proxy", "kl", "beta", "length", "entropy"),
                 "online_dpo": ("proxy", "length", "pairs")}
 
 
@@ -140,6 +145,8 @@ def test_two_processes_train_like_one(runs, algo):
         assert b[step]["grad_norm"] == pytest.approx(a[step]["grad_norm"], rel=GRAD_NORM_RTOL), step
         proxy = "pairs/chosen_score" if algo == "online_dpo" else "reward/proxy"
         assert b[step][proxy] == pytest.approx(a[step][proxy], abs=1e-6), step
+        if algo == "ppo_ptx":
+            assert b[step]["loss/ptx"] == pytest.approx(a[step]["loss/ptx"], abs=LOSS_ATOL), step
     ra, rb = _read(one, "rollouts.jsonl"), _read(two, "rollouts.jsonl")
     assert len(ra) == len(rb) == STEPS
     for x, y in zip(ra, rb):

@@ -473,8 +473,9 @@ class RolloutBatches:
         if self.ptx_stream is not None:
             window = self.ptx_stream.next_batch()
             out["ptx_input_ids"], out["ptx_labels"] = window["input_ids"], window["labels"]
-            step_tokens = float(self.buffer["action_mask"][torch.tensor(step_rows)].sum())
-            ptx_tokens = float(self.ptx.rows_per_step * self.ptx.seq_len)  # concat windows: every label counts
+            # the whole step's RL tokens (every rank's) and pretraining tokens (concat windows: every label counts)
+            (step_tokens,) = self.ranks.sum([float(self.buffer["action_mask"][torch.tensor(step_rows)].sum())])
+            ptx_tokens = float(self.ptx.rows_per_step * self.ptx.seq_len)
             # the engine divides every sum by the step's RL token count; this makes the ptx part γ × its own mean
             out["ptx_scale"] = torch.tensor(self.ptx.coef * step_tokens / max(ptx_tokens, 1.0))
         return out

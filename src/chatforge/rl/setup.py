@@ -49,11 +49,13 @@ def ptx_stream(ctx, tokenizer):
     ptx = ctx.cfg.ptx
     data = DataConfig(sources=ptx.sources, seq_len=ptx.seq_len, packing="concat", val_fraction=0.0, cache_dir=ptx.cache_dir)
     lm = prepare_lm_data(data, tokenizer, ctx.rejects, ctx.cfg.train.seed, ctx.cfg.train.max_steps, {}, ctx.say)
-    accum = ctx.cfg.train.grad_accum_steps
-    if ptx.rows_per_step % accum:
-        raise ConfigError(f"ptx.rows_per_step={ptx.rows_per_step} does not split over train.grad_accum_steps={accum} micro-batches")
-    # the step's windows depend only on their row index, so splitting a step differently draws the same ones
-    return lm.stream(ptx.rows_per_step // accum, ptx.rows_per_step, ctx.cfg.train.seed, ctx.info.rank, ctx.info.world_size)
+    accum, world = ctx.cfg.train.grad_accum_steps, ctx.info.world_size
+    if ptx.rows_per_step % (accum * world):
+        raise ConfigError(f"ptx.rows_per_step={ptx.rows_per_step} does not split over train.grad_accum_steps={accum} "
+                          f"micro-batches x {world} process(es)")
+    # the step's windows depend only on their row index, so splitting a step differently (over micro-batches or
+    # ranks: each rank its share of the step's rows_per_step windows) draws the same ones
+    return lm.stream(ptx.rows_per_step // (accum * world), ptx.rows_per_step, ctx.cfg.train.seed, ctx.info.rank, world)
 
 
 def ranks(ctx):
