@@ -167,3 +167,33 @@ def test_update_with_the_samplers_logprobs_equals_the_recomputed_one(tmp_path, w
     assert max(float((sampler["weights"][k] - start[k]).abs().max()) for k in start) > 1e-3
     for key, value in recompute["weights"].items():
         torch.testing.assert_close(sampler["weights"][key], value, atol=1e-5, rtol=0)
+
+
+def test_the_first_step_of_a_rollout_checks_the_sampler(tmp_path, world, base_dir, monkeypatch):
+    """With old log-probs from the sampler no forward checks them at rollout time; the first step of each
+    rollout does (`sampler_logp_gap`, the update's forward against the sampler). A sampler left on the
+    starting weights (the stale-decoder bug this check once found) shows there: > 1e-2 nats per token
+    at the second rollout, against < 1e-4 when it samples the weights being trained."""
+    import copy
+
+    from chatforge.rl.rollout import RolloutBatches
+    from chatforge.stages import grpo
+
+    over = {"rollout.epochs": 2, "train.micro_batch_size": 4, "train.grad_accum_steps": 2, "data.val_sources": [],
+            "train.max_steps": 4, "train.save_every": 4}
+    gaps = {}
+    frozen: dict = {}
+    for name in ("fresh", "stale"):
+        if name == "stale":
+
+            def stale(self):
+                frozen.setdefault("model", copy.deepcopy(self.model))  # the weights at the first rollout
+                return frozen["model"]
+
+            monkeypatch.setattr(RolloutBatches, "generator_model", stale)
+        batches, steps, _ = _run(grpo, _config(grpo, world, base_dir, tmp_path / name, **over))
+        assert batches.old_logp_source == "sampler"
+        gaps[name] = {s["step"]: s["sampler_logp_gap"] for s in steps if "sampler_logp_gap" in s}
+    assert sorted(gaps["fresh"]) == sorted(gaps["stale"]) == [1, 3]  # the first step of each of the 2 rollouts
+    assert gaps["fresh"][1] < 1e-4 and gaps["fresh"][3] < 1e-4 and gaps["stale"][1] < 1e-4
+    assert gaps["stale"][3] > 1e-2

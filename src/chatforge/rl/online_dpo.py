@@ -11,6 +11,10 @@ Each round (when the previous round's pairs are used up):
    per round in inference mode; then `epochs` passes of seeded shuffles, micro-batches of pairs in
    the layout of `chatforge.dpo` (`collate_pairs`), trained by the offline DPO objective.
 
+Under torchrun (rl/ranks.py) each rank samples its share of every draw's prompts, the round ends when
+the rank with the fewest pairs has its share of a step, and every rank keeps that many whole steps of
+its own pairs (DDP needs every rank at every step); the logged statistics are every rank's.
+
 Guo et al. 2024 (arXiv:2402.04792) for online AI feedback; Ren & Sutherland (arXiv:2407.10490, the
 seed's learning-dynamics paper) credit the on-policy pairs with avoiding the squeezing effect of
 offline DPO, which the dynamics probes measure when `dynamics` is set.

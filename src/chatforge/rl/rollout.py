@@ -35,6 +35,10 @@ first step's `approx_kl_old` (0 up to float error) is the sampler check. Without
 `rl.config.uses_reference`) no reference forward runs and the KL-to-reference numbers (`kl` of
 rollouts.jsonl, `kl/sequence`, `kl/policy_ref_token`, `eval/kl`) are NaN or absent, not 0.
 
+Under torchrun (`rl/ranks.py`) each rank samples a contiguous share of every rollout's prompts (the
+same global draw on every rank; groups stay whole) and trains on its own rows; the reward moments, PPO's
+whitening, the KL that adapts β and the logged statistics are the whole batch's.
+
 Resume: `state_dict()` holds the prompt position, the rollout index, the buffer itself (tensors)
 and the position in it, the KL coefficient, the reward normaliser's moments and the diagnostics
 history; with the engine's model, optimizer and RNG state that makes a resumed run equal to an
