@@ -7,7 +7,8 @@
 #   WORLD=runs/w5/data BASE=runs/w5/pt1200/final OUT=runs/crlft4 SEEDS="1 2 3" STEPS=400 JOBS=2 \
 #       bash examples/sft/crlft_compare.sh
 #   ARMS=crlft NAME=crlft_exp CRLFT="{weighting: exp}" bash examples/sft/crlft_compare.sh   # a variant arm
-#   SUBSET=disagree OUT=runs/crlft4/disagree ARMS="plain crlft" bash examples/sft/crlft_compare.sh
+#   SUBSET=disagree OUT=runs/crlft4/disagree STEPS=200 ARMS="plain crlft" SEEDS=1 bash examples/sft/crlft_compare.sh
+#   DIAGNOSE=1 ARMS="plain crlft" bash examples/sft/crlft_compare.sh    # + sampled and novice-condition scores
 #
 # WORLD is a `chatforge world write` directory (format 4: its letter tasks are learnt by SFT), BASE
 # a model pretrained on it (docs/world_learnability.md, "Format 4"). Runs already finished (final/ and
@@ -64,3 +65,22 @@ export -f run_one
 
 for seed in $SEEDS; do for arm in $ARMS; do echo "$arm $seed"; done; done | xargs -P "$JOBS" -L 1 bash -c 'run_one $0 $1'
 $PY examples/sft/crlft_score.py table "$OUT"
+
+# DIAGNOSE=1: on reverse + sort_letters (the novice's copy error), 4 samples per question at
+# temperature 1 for plain and C-RLFT runs, and the C-RLFT runs asked as the novice (greedy).
+if [ "${DIAGNOSE:-0}" = 1 ]; then
+    diagnose_one() {
+        local run=$OUT/$1_s$2 test=$WORLD/instructions/test.jsonl
+        [ -f "$run/sampled.jsonl" ] || OMP_NUM_THREADS=1 $PY examples/sft/crlft_score.py score "$run/final" "$test" \
+            --n "$N_EVAL" --tasks reverse,sort_letters --temperature 1 --samples 4 --seed "$2" --out "$run/sampled.jsonl" >> "$run.log" 2>&1
+        if [ "$1" = "${NAME:-crlft}" ] && [ ! -f "$run/novice.jsonl" ]; then
+            OMP_NUM_THREADS=1 $PY examples/sft/crlft_score.py score "$run/final" "$test" --n "$N_EVAL" \
+                --tasks reverse,sort_letters --condition novice --out "$run/novice.jsonl" >> "$run.log" 2>&1
+        fi
+    }
+    export -f diagnose_one
+    for seed in $SEEDS; do for arm in plain "${NAME:-crlft}"; do echo "$arm $seed"; done; done \
+        | xargs -P "$JOBS" -L 1 bash -c 'diagnose_one $0 $1'
+    $PY examples/sft/crlft_score.py table "$OUT" --file sampled.jsonl
+    $PY examples/sft/crlft_score.py table "$OUT" --file novice.jsonl
+fi
