@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 from collections import defaultdict
@@ -166,11 +167,13 @@ def subset(args: argparse.Namespace) -> None:
     if args.which == "disagree":
         wrong = {r["prompt_id"] for r in rows if r["source"] == "novice" and not r["correct"]}
         keep = [r["prompt_id"] in wrong for r in rows]
-    # The world's lines as they are (no re-serialisation), so `all` is the file itself.
-    with open(args.out_mixed, "w") as fh:
-        fh.writelines(line for line, k in zip(lines, keep) if k)
-    with open(args.out_expert, "w") as fh:
-        fh.writelines(line for line, r, k in zip(lines, rows, keep) if k and r["source"] == "expert")
+    # The world's lines as they are (no re-serialisation), so `all` is the file itself; written to a
+    # temporary file and renamed, so a run reading the file while another comparison starts never sees half of it.
+    for path, chosen in ((args.out_mixed, [line for line, k in zip(lines, keep) if k]),
+                         (args.out_expert, [line for line, r, k in zip(lines, rows, keep) if k and r["source"] == "expert"])):
+        tmp = Path(f"{path}.tmp{os.getpid()}")
+        tmp.write_text("".join(chosen))
+        os.replace(tmp, path)
     rows = [r for r, k in zip(rows, keep) if k]
     print(f"{args.out_mixed}: {len(rows)} rows ({args.which}); {args.out_expert}: the expert's")
 
