@@ -119,6 +119,7 @@ def runs(tmp_path_factory, world, base_dir) -> Runs:
 # a reward that tells any two texts apart pairs every prompt, so both runs train on the same 8 prompts' pairs
 # (with ties, one process keeps the first 8 pairs of the draws, two keep the first 4 of each rank's: others)
 ALGOS = {
+    "grpo": ("grpo", []),  # on-policy: no old log-probs, k3 to the reference as a loss
     "rloo": ("grpo", ["loss.advantage=rloo", "kl.in_reward=true", "kl.estimator=k1", "kl.adaptive={target: 0.01, horizon: 10}"]),
     "ppo": ("ppo", ["reward.normalize=running", "kl.coef=0.1", "optim.eps=1e-6"]),
     # PPO-ptx: the step's 4 pretraining windows split over the ranks, γ × the mean NLL of all 4
@@ -127,7 +128,7 @@ ALGOS = {
     "online_dpo": ("online-dpo", ["reward.scorer={kind: function, path: 'test_rl_distributed:distinct_reward'}",
                                   "min_margin=0.001"]),
 }
-ROLLOUT_KEYS = {"rloo": ("proxy", "kl", "beta", "length", "entropy"), "ppo": ("proxy", "kl", "beta", "length", "entropy"),
+ROLLOUT_KEYS = {"grpo": ("proxy", "kl", "beta", "length", "entropy"), "rloo": ("proxy", "kl", "beta", "length", "entropy"), "ppo": ("proxy", "kl", "beta", "length", "entropy"),
                 "ppo_ptx": ("proxy", "kl", "beta", "length", "entropy"),
                 "online_dpo": ("proxy", "length", "pairs")}
 
