@@ -180,7 +180,7 @@ def test_held_out_words_are_never_asked_in_training(tiny_dir):
 
 def test_word_form_writes_the_old_prompts(tmp_path):
     manifest = write_world(tmp_path, seed=1234, size="tiny", string_form="word")
-    assert (manifest["string_form"], manifest["format_version"]) == ("word", 4)
+    assert (manifest["string_form"], manifest["format_version"]) == ("word", 5)
     found = _user_and_answers(tmp_path)
     old = {t.split("{")[0] for templates in STRING_TEMPLATES.values() for t in templates}
     assert found and not any(spec.spelled for _, spec, _, _ in found)
@@ -193,7 +193,7 @@ def test_word_form_writes_the_old_prompts(tmp_path):
 
 def test_spelled_is_every_size_default(tiny_dir):
     manifest = json.loads((tiny_dir / "manifest.json").read_text())
-    assert (manifest["string_form"], manifest["format_version"]) == ("spelled", 4)
+    assert (manifest["string_form"], manifest["format_version"]) == ("spelled", 5)
     assert {size.string_form for size in SIZES.values()} == {"spelled"}
     assert sample_string(random.Random(0), ["savings"]).spelled
     with pytest.raises(ValueError, match="unknown string form"):

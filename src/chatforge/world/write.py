@@ -38,8 +38,10 @@ from chatforge.world.web import web_pages
 
 # 2: short-answer QA files, difficulty ladders, more phrasings; 3: string tasks spelled letter by letter
 # by default, manifest field string_form; 4: spelled with spaces ("s a v e") instead of hyphens, and
-# solved letter puzzles as pretraining text (pretrain/letters_train.jsonl).
-FORMAT_VERSION = 4
+# solved letter puzzles as pretraining text (pretrain/letters_train.jsonl); 5: vault test prompts only
+# in held-out phrasings (tasks.choose_variant), which redraws the instruction, preference, probe and
+# arithmetic-text files of format 4 under the same seed.
+FORMAT_VERSION = 5
 VALID_FACT_ROUNDS = 1  # the held-out fact documents: every fact once more, in fresh wording
 
 
