@@ -135,3 +135,29 @@ def served_json_choices(client, tokenizer, schema: dict, name: str, messages, ma
     return [choice for seed in range(seeds) for choice in client.chat.completions.create(
         model="tiny", messages=messages, temperature=1.0, seed=seed, n=4, max_tokens=max_tokens, response_format=fmt,
         logit_bias=spaces).choices]
+
+
+def mutated(doc, edits, ensure_ascii: bool = True) -> str:
+    """`doc` written compactly, then each (position, "del" | "ins" | "sub", piece) edit applied."""
+    import json
+
+    text = json.dumps(doc, separators=(",", ":"), ensure_ascii=ensure_ascii)
+    for pos, op, piece in edits:
+        pos %= len(text) + 1
+        text = text[:pos] + ("" if op == "del" else piece) + text[pos + (op != "ins"):]
+    return text
+
+
+def integer_json_valid(text: str, schema: dict) -> bool:
+    """Whether `text` parses, validates against `schema`, repeats no key and writes every number
+    without "." or exponent (what a complete answer of the automaton is, when all numbers are integers)."""
+    import json
+
+    repeated: list[bool] = []
+    floats: list[str] = []
+    try:
+        parsed = json.loads(text, parse_float=lambda f: floats.append(f) or float(f),
+                            object_pairs_hook=lambda items: repeated.append(len({k for k, _ in items}) < len(items)) or dict(items))
+    except ValueError:
+        return False
+    return valid(parsed, schema) and not any(repeated) and not floats

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 import torch
 
 import chatforge
+from crashed_run import crashed_after
 
 pytestmark = pytest.mark.slow
 
@@ -158,22 +158,10 @@ def test_two_processes_train_like_one(runs, mode):
     assert stored(two) == stored(single)
 
 
-def _crash_after(run: Path, dest: Path, step: int) -> Path:
-    """A copy of a finished run as if it had died right after its step-`step` checkpoint."""
-    shutil.copytree(run, dest)
-    ckpts = dest / "checkpoints"
-    for child in ckpts.iterdir():
-        if child.name.startswith("step_") and int(child.name.split("_")[1]) > step:
-            shutil.rmtree(child)
-    (ckpts / "latest").write_text(f"step_{step:06d}\n")
-    shutil.rmtree(dest / "final", ignore_errors=True)
-    return dest
-
-
 @pytest.mark.parametrize("mode", ["ddp", "fsdp2"])
 def test_two_process_resume_matches_uninterrupted(runs, mode):
     full = runs.two_procs(mode)
-    resumed = _crash_after(full, runs.root / f"resume_{mode}", SAVE_EVERY)
+    resumed = crashed_after(full, runs.root / f"resume_{mode}", SAVE_EVERY)
     runs.pretrain(resumed.name, 2, "train.micro_batch_size=2", f"train.distributed={mode}")
     assert f"(step {SAVE_EVERY})" in runs.stdout[resumed.name]  # it resumed, not restarted
     worst = assert_same_training(resumed, full, range(SAVE_EVERY + 1, STEPS + 1))
@@ -184,7 +172,7 @@ def test_two_process_resume_matches_uninterrupted(runs, mode):
 
 def test_two_process_checkpoint_resumes_in_one_process(runs):
     """Checkpoints hold full (unsharded) state, so the world size may change at a resume."""
-    resumed = _crash_after(runs.two_procs("ddp"), runs.root / "resume_on_1", SAVE_EVERY)
+    resumed = crashed_after(runs.two_procs("ddp"), runs.root / "resume_on_1", SAVE_EVERY)
     runs.pretrain(resumed.name, 1, "train.micro_batch_size=4")
     assert f"(step {SAVE_EVERY})" in runs.stdout[resumed.name]
     assert_same_training(resumed, runs.reference(), range(SAVE_EVERY + 1, STEPS + 1))

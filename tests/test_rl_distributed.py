@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zlib
@@ -29,6 +28,7 @@ import torch
 from safetensors.torch import load_file
 
 import chatforge
+from crashed_run import crashed_after
 
 pytestmark = pytest.mark.slow
 
@@ -167,19 +167,7 @@ def test_two_processes_train_like_one(runs, algo):
     assert max(float((got[k] - want[k]).abs().max()) for k in want) <= WEIGHT_ATOL
 
 
-def _crash_after(run: Path, dest: Path, step: int) -> Path:
-    """A copy of a finished run as if it had died right after its step-`step` checkpoint."""
-    shutil.copytree(run, dest)
-    ckpts = dest / "checkpoints"
-    for child in ckpts.iterdir():
-        if child.name.startswith("step_") and int(child.name.split("_")[1]) > step:
-            shutil.rmtree(child)
-    (ckpts / "latest").write_text(f"step_{step:06d}\n")
-    shutil.rmtree(dest / "final", ignore_errors=True)
-    for name in ("metrics.jsonl", "rollouts.jsonl"):  # as far as they had got
-        rows = [r for r in _read(dest, name) if r.get("step", r.get("rollout", 0) + 1) <= step]
-        (dest / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return dest
+LOGS = ("metrics.jsonl", "rollouts.jsonl")  # trimmed to where the killed run had got
 
 
 def test_two_process_resume_in_the_middle_of_a_rollout(runs):
@@ -188,12 +176,12 @@ def test_two_process_resume_in_the_middle_of_a_rollout(runs):
     process it is refused (the buffer is split over 2)."""
     extra = ["rollout.epochs=2", "kl.coef=0.04", f"train.max_steps={STEPS + 1}"]
     full = runs.get("grpo_epochs_2", "grpo", 2, *extra)
-    resumed = _crash_after(full, runs.root / "grpo_resumed", 3)
+    resumed = crashed_after(full, runs.root / "grpo_resumed", 3, LOGS)
     out = _run("grpo", 2, _args(runs.world, runs.base_dir, resumed, 2, *extra))
     assert "(step 3)" in out  # it resumed, not restarted
     a, b = _steps(full), _steps(resumed)
     assert b[4]["loss"] == a[4]["loss"] and b[4]["grad_norm"] == a[4]["grad_norm"]
     want, got = load_file(str(full / "rank_0.safetensors")), load_file(str(resumed / "rank_1.safetensors"))
     assert all(torch.equal(want[k], got[k]) for k in want)
-    again = _crash_after(full, runs.root / "grpo_on_one", 3)
+    again = crashed_after(full, runs.root / "grpo_on_one", 3, LOGS)
     _run("grpo", 1, _args(runs.world, runs.base_dir, again, 1, *extra), expect_error="resume it with 2 process(es)")

@@ -146,6 +146,7 @@ def same(a: Any, b: Any) -> bool:
 
 
 def kind_of(value: Any) -> str:
+    """The JSON Schema type of a parsed JSON value (bool before int: True is an int in Python)."""
     if value is None:
         return "null"
     if isinstance(value, bool):

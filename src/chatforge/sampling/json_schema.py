@@ -61,7 +61,7 @@ from fractions import Fraction
 from typing import Any
 
 from chatforge.sampling.json_number_range import MAX_NUMBER, NumberRange, number_range, reachable
-from chatforge.sampling.json_one_of import disjoint, same
+from chatforge.sampling.json_one_of import disjoint, kind_of, same
 from chatforge.sampling.json_pattern import PatternError, string_pattern
 from chatforge.sampling.json_schema_merge import MergeError, merge
 
@@ -484,7 +484,7 @@ def _live_paths(nodes: list[SchemaNode], index: int, memo: dict[int, int]) -> in
 
 def _fits(value: Any, node: SchemaNode) -> bool:
     """Whether an enum/const value meets the node's own keywords (not its properties or items)."""
-    kind = _kind(value)
+    kind = kind_of(value)
     if node.types is not None and kind not in node.types and not (kind == "integer" and "number" in node.types):
         return False
     if kind == "string" and (len(value) < node.min_length or node.max_length is not None and len(value) > node.max_length
@@ -504,17 +504,3 @@ def _in_range(value: int | float, r: NumberRange) -> bool:
         return False
     exact = Fraction(value)  # a double, read back as itself
     return (r.frac_lo is None or exact > r.frac_lo) and (r.frac_hi is None or exact < r.frac_hi)
-
-
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
