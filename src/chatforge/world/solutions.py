@@ -112,23 +112,24 @@ def _column_subtraction(a: int, b: int) -> list[tuple[str, int]]:
     return lines
 
 
+def _places(n: int) -> list[int]:
+    """n's non-zero digits at their place values, largest first: 4325 -> [4000, 300, 20, 5]."""
+    return [int(d) * 10**i for i, d in enumerate(reversed(str(n))) if d != "0"][::-1]
+
+
 def _by_places_of_a(a: int, b: int) -> list[str]:
-    places = [int(d) * 10**i for i, d in enumerate(reversed(str(a))) if d != "0"][::-1]
-    if len(places) == 1:
-        return [f"{a} × {b} = {a * b}."]
-    return [
-        f"{a} × {b} = " + " + ".join(f"{p} × {b}" for p in places),
-        "= " + " + ".join(str(p * b) for p in places),
-        f"= {a * b}",
-    ]
+    return _sum_of_products(a, b, [(p, b) for p in _places(a)])
 
 
 def _partial_products(a: int, b: int) -> list[str]:
-    places = [int(d) * 10**i for i, d in enumerate(reversed(str(b))) if d != "0"][::-1]
-    if len(places) == 1:
+    return _sum_of_products(a, b, [(a, p) for p in _places(b)])
+
+
+def _sum_of_products(a: int, b: int, terms: list[tuple[int, int]]) -> list[str]:
+    if len(terms) == 1:
         return [f"{a} × {b} = {a * b}."]
     return [
-        f"{a} × {b} = " + " + ".join(f"{a} × {p}" for p in places),
-        "= " + " + ".join(str(a * p) for p in places),
+        f"{a} × {b} = " + " + ".join(f"{x} × {y}" for x, y in terms),
+        "= " + " + ".join(str(x * y) for x, y in terms),
         f"= {a * b}",
     ]
