@@ -122,10 +122,15 @@ def complete(schema: dict, text: str | bytes, loose: bool = False) -> bool:
     return state is not None and state.complete
 
 
+def whitespace_tokens(tokenizer) -> list[int]:
+    """Ids of the whitespace-only tokens: a random model banned from them (logit_bias -100) finishes its
+    JSON within a few dozen tokens instead of spending them on spaces."""
+    return [i for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()]
+
+
 def json_request(tokenizer, schema: dict, name: str) -> tuple[dict, dict]:
-    """(response_format, logit_bias): the schema, strict, with whitespace tokens banned (so a random
-    model's answers finish within a few dozen tokens)."""
-    spaces = {str(i): -100 for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()}
+    """(response_format, logit_bias): the schema, strict, with whitespace tokens banned."""
+    spaces = {str(i): -100 for i in whitespace_tokens(tokenizer)}
     return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}, spaces
 
 
@@ -135,6 +140,42 @@ def served_json_choices(client, tokenizer, schema: dict, name: str, messages, ma
     return [choice for seed in range(seeds) for choice in client.chat.completions.create(
         model="tiny", messages=messages, temperature=1.0, seed=seed, n=4, max_tokens=max_tokens, response_format=fmt,
         logit_bias=spaces).choices]
+
+
+def served_documents(client, tokenizer, schema: dict, name: str, messages, max_tokens: int, seeds: int) -> list:
+    """The parsed answers of `served_json_choices` that finished; every answer, finished or cut by
+    max_tokens, must be a prefix the schema's automaton accepts, and every finished one must validate."""
+    import json
+
+    documents = []
+    for choice in served_json_choices(client, tokenizer, schema, name, messages, max_tokens, seeds):
+        text = choice.message.content
+        assert accepts(schema, text) is not None, text
+        if choice.finish_reason == "stop":
+            documents.append(json.loads(text))
+            assert valid(documents[-1], schema), text
+    return documents
+
+
+def sampled_documents(sampler, tokenizer, prompt: str, schema: dict, n: int, max_new_tokens: int, seeds: int = 3,
+                      ban_whitespace: bool = True) -> list:
+    """`sampler`'s JSON-schema samples of `prompt` at T = 1, n per seed: the same checks and result as
+    `served_documents`, for the sampler without the server."""
+    import json
+
+    from chatforge.sampling import SamplingConfig
+
+    bias = {i: -100.0 for i in whitespace_tokens(tokenizer)} if ban_whitespace else {}
+    documents = []
+    for seed in range(seeds):
+        cfg = SamplingConfig(temperature=1.0, seed=seed, n=n, max_new_tokens=max_new_tokens, response_format="json_schema",
+                             json_schema=schema, stop_token_ids=[tokenizer.eos_token_id], logit_bias=bias)
+        for sample in sampler.generate([tokenizer(prompt)["input_ids"]], cfg)[0]:
+            assert accepts(schema, sample.text) is not None, sample.text  # cut by max_new_tokens: a prefix
+            if sample.finish_reason == "stop":
+                documents.append(json.loads(sample.text))
+                assert valid(documents[-1], schema), sample.text
+    return documents
 
 
 def mutated(doc, edits, ensure_ascii: bool = True) -> str:

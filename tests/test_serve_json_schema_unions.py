@@ -12,9 +12,17 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from chatforge.sampling import Sampler, SamplingConfig
+from chatforge.sampling import Sampler
 from chatforge.sampling.json_schema import MAX_LIVE, SchemaError, compile_schema
-from schema_validator import accepts, complete, integer_json_valid, mutated, served_json_choices, valid
+from schema_validator import (
+    accepts,
+    complete,
+    integer_json_valid,
+    mutated,
+    sampled_documents,
+    served_documents,
+    valid,
+)
 from tiny_models import make_tiny_model
 
 CAT = {"type": "object", "properties": {"pet": {"const": "cat"}, "lives": {"type": "integer", "minimum": 1, "maximum": 9}},
@@ -193,20 +201,9 @@ def sampler(tiny_tokenizer):
 
 
 def test_random_model_samples_validate(sampler, tiny_tokenizer):
-    prompt = tiny_tokenizer("Describe a pet:")["input_ids"]
-    spaces = {i: -100.0 for i in range(len(tiny_tokenizer)) if not tiny_tokenizer.decode([i]).strip()}
-    finished, animals = 0, set()
-    for seed in range(3):
-        cfg = SamplingConfig(temperature=1.0, seed=seed, n=6, max_new_tokens=120, response_format="json_schema",
-                             json_schema=SCHEMA, stop_token_ids=[tiny_tokenizer.eos_token_id], logit_bias=spaces)
-        for sample in sampler.generate([prompt], cfg)[0]:
-            assert accepts(SCHEMA, sample.text) is not None, sample.text
-            if sample.finish_reason == "stop":
-                finished += 1
-                doc = json.loads(sample.text)
-                assert valid(doc, SCHEMA), sample.text
-                animals.add(doc["animal"]["pet"])
-    assert finished >= 12 and animals == {"cat", "dog"}, (finished, animals)
+    documents = sampled_documents(sampler, tiny_tokenizer, "Describe a pet:", SCHEMA, n=6, max_new_tokens=120)
+    animals = {doc["animal"]["pet"] for doc in documents}
+    assert len(documents) >= 12 and animals == {"cat", "dog"}, (len(documents), animals)
 
 
 # -- the server ---------------------------------------------------------------------------------------------
@@ -229,13 +226,7 @@ def served(tmp_path_factory, tiny_tokenizer):
 
 
 def test_served_answers_validate_over_seeds(served):
-    client = openai_client(served[0])
-    finished = 0
-    for choice in served_json_choices(client, served[1].tokenizer, SERVED, "pet", MESSAGES, MAX_TOKENS, seeds=3):
-        assert accepts(SERVED, choice.message.content) is not None, choice.message.content
-        if choice.finish_reason == "stop":
-            finished += 1
-            assert valid(json.loads(choice.message.content), SERVED), choice.message.content
+    finished = len(served_documents(openai_client(served[0]), served[1].tokenizer, SERVED, "pet", MESSAGES, MAX_TOKENS, seeds=3))
     assert finished >= 6, finished
 
 

@@ -15,9 +15,9 @@ openai = pytest.importorskip("openai")
 from chatforge.serve.protocol import ChatCompletionRequest, parse_request  # noqa: E402
 from chatforge.serve.tools import fallback_messages, parse_calls  # noqa: E402
 from chatforge.tokenizer.templates import CHATML, TOOLS_INTRO  # noqa: E402
+from schema_validator import valid, whitespace_tokens  # noqa: E402
 from served_tiny import openai_client, serve_tiny  # noqa: E402
 from test_serve import assert_openai_error, post_raw  # noqa: E402
-from test_serve_json_schema import valid  # noqa: E402
 
 WEATHER = {"type": "object", "properties": {"city": {"enum": ["Oslo", "Lima"]}, "days": {"type": "integer"}},
            "required": ["city", "days"], "additionalProperties": False}
@@ -151,8 +151,7 @@ def test_forced_calls_parse_and_match_the_parameters(client, served, choice):
 
 def no_spaces(served) -> dict[str, int]:
     """logit_bias banning whitespace-only tokens: this random model would spend its tokens on them."""
-    tokenizer = served[1].tokenizer
-    return {str(i): -100 for i in range(len(tokenizer)) if not tokenizer.decode([i]).strip()}
+    return {str(i): -100 for i in whitespace_tokens(served[1].tokenizer)}
 
 
 def test_forced_call_streams_as_openai_chunks(client, served):
