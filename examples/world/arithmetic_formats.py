@@ -1,7 +1,7 @@
 """A copy of a written world whose arithmetic is always worked, in one working style (docs/world_learnability.md,
-"Arithmetic formats"): the experiment behind the choice of the world's arithmetic format.
+"Arithmetic always worked, ones first"): the experiment behind the choice of the world's arithmetic format.
 
-    python examples/world/arithmetic_formats.py runs/w5 runs/fmt_ones_first --style ones_first [--drill 3000]
+    python examples/world/arithmetic_formats.py runs/w5 runs/fmt_ones_first --style ones_first [--drill 3000] [--digit-puzzles 40000]
 
 WORLD is a directory holding `data/` (a written world) and `tokenizer/`. OUT gets a copy of the data
 in which
@@ -10,6 +10,8 @@ in which
     included: a 2M model cannot add four-digit numbers in one step, so no question asks it to;
   - every worked problem of the pretraining arithmetic text is rewritten in the same style;
   - with --drill N, `drill.jsonl`: N more worked arithmetic records in the style, none a problem of the world;
+  - with --digit-puzzles N, `data/pretrain/digits_train.jsonl`: N solved number-copying puzzles
+    (copy, spell, reverse a number; name a problem's operands, never a problem of the world);
 and a link to WORLD's tokenizer. Problems, answers and splits are unchanged, so held-out exact match
 compares styles on the same questions.
 """
@@ -17,21 +19,21 @@ compares styles on the same questions.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import random
 import re
 import shutil
 from pathlib import Path
 
+from chatforge.world import spec_from_prompt
 from chatforge.world.arithmetic_drill import drill_records, world_problems
-from chatforge.world.prompts import FINAL_ANSWER_CONVENTION, canonical_op, read_question
+from chatforge.world.prompts import FINAL_ANSWER_CONVENTION, canonical_op
+from chatforge.world.responses import render_answer
 from chatforge.world.solutions import WORKING_STYLES, worked_lines
 
 WORKED_SYSTEM = "You are a careful calculator. Work it out step by step. " + FINAL_ANSWER_CONVENTION
 _COMPUTE = re.compile(r"^Compute (\d+) (\+|-|×) (\d+)\.$")
-
-
-def worked_answer(a: int, op: str, b: int, answer: str, style: str) -> str:
-    return "\n".join([*worked_lines(a, op, b, style), f"The answer is {answer}."])
 
 
 def rewrite_record(record: dict, style: str) -> dict:
@@ -39,16 +41,13 @@ def rewrite_record(record: dict, style: str) -> dict:
     if record.get("task") != "arithmetic":
         return record
     messages = [dict(m) for m in record["messages"]]
-    user = next(m for m in messages if m["role"] == "user")
-    question = read_question(user["content"])
-    if question is None or question.task != "arithmetic":
-        raise ValueError(f"record {record.get('id')}: no arithmetic question in {user['content']!r}")
-    a, op, b = int(question.fields["a"]), canonical_op(question.fields["op"]), int(question.fields["b"])
+    spec = dataclasses.replace(spec_from_prompt(messages[:-1]), worked=True)
+    working = worked_lines(spec.a, spec.op, spec.b, style)
     for message in messages:
         if message["role"] == "system":
             message["content"] = WORKED_SYSTEM
         if message["role"] == "assistant":
-            message["content"] = worked_answer(a, op, b, record["answers"][0], style)
+            message["content"] = render_answer(spec, spec.answer, working=working)
     return {**record, "messages": messages}
 
 
@@ -88,13 +87,11 @@ def digit_puzzle(kind: str, rng, exclude: set) -> str:
         return rng.choice((f"Ones first, {n} is {backwards}.", f"Ones first: {backwards}. In order: {spelled}. That is {n}."))
     while True:  # the operands of a problem, never one the world asks
         a, b, op = number(), number(), rng.choice("+-×")
-        if (a, {"×": "*"}.get(op, op), b) not in exclude:
+        if (a, canonical_op(op), b) not in exclude:
             return f"In {a} {op} {b} the numbers are {a} and {b}; ones first, {' '.join(str(a)[::-1])} and {' '.join(str(b)[::-1])}."
 
 
 def digit_documents(count: int, exclude: set, seed: int = 0) -> list[dict]:
-    import random
-
     rng = random.Random(seed)
     docs, blocks = [], []
     for _ in range(count):
@@ -125,11 +122,12 @@ def main() -> None:
     tokenizer = args.out / "tokenizer"
     if not tokenizer.exists():
         tokenizer.symlink_to((args.world / "tokenizer").resolve())
+    asked = world_problems(data)
     if args.drill:
-        records = [rewrite_record(r, args.style) for r in drill_records(1, args.drill, world_problems(data))]
+        records = [rewrite_record(r, args.style) for r in drill_records(1, args.drill, asked)]
         (args.out / "drill.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     if args.digit_puzzles:
-        docs = digit_documents(args.digit_puzzles, world_problems(data))
+        docs = digit_documents(args.digit_puzzles, asked)
         (data / "pretrain" / "digits_train.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
     print(f"wrote {data} ({args.style} working)" + (f" and {args.drill} drill records" if args.drill else ""))
 
