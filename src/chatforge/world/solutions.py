@@ -30,7 +30,7 @@ def string_answer(task: str, word: str, letter: str = "", spelled: bool = False)
     raise ValueError(f"not a string task: {task!r}")
 
 
-# How column working is written (docs/world_learnability.md, "Arithmetic formats"):
+# How column working is written (docs/world_learnability.md, "Arithmetic always worked, ones first"):
 #   columns     a line per column, ones first; the result is then stated whole ("So 47 + 5 = 52.")
 #   ones_first  the same lines, each ending in the digit it writes; then those digits listed in the
 #               order the columns wrote them and that list reversed ("In order: 5 2."), so the result
@@ -48,15 +48,13 @@ def worked_lines(a: int, op: str, b: int, style: str = "columns") -> list[str]:
     if op == "*":
         # By one digit, the new styles split the other factor by place (47 × 6 = 40 × 6 + 7 × 6), so
         # no line asks for a two-digit product in one step; "columns" keeps the world's older working.
-        one_digit = style != "columns" and b < 10 <= a
-        lines = _by_places_of_a(a, b) if one_digit else _partial_products(a, b)
+        by_places_of_a = style != "columns" and b < 10 <= a
+        lines = _sum_of_products(a, b, [(p, b) for p in _places(a)] if by_places_of_a else [(a, p) for p in _places(b)])
     else:
-        columns = _column_addition(a, b) if op == "+" else _column_subtraction(a, b)
-        if style == "columns":
-            lines = [line for line, _ in columns]
-        else:
+        columns = _column_addition(a, b) if op == "+" else _column_subtraction(a, b, say_written=style != "columns")
+        lines = [line for line, _ in columns]
+        if style != "columns":
             written = [digit for _, digit in columns]
-            lines = [f"{line[:-1]}, write {digit}." if "write" not in line else line for line, digit in columns]
             in_order = written[::-1]
             while len(in_order) > 1 and in_order[0] == 0:  # 52 - 47 writes 5 0: the result is 5
                 in_order = in_order[1:]
@@ -90,8 +88,9 @@ def _column_addition(a: int, b: int) -> list[tuple[str, int]]:
     return lines
 
 
-def _column_subtraction(a: int, b: int) -> list[tuple[str, int]]:
-    """(line, digit written) per column, ones first."""
+def _column_subtraction(a: int, b: int, say_written: bool = False) -> list[tuple[str, int]]:
+    """(line, digit written) per column, ones first; `say_written` ends each line with ", write D"
+    as the addition lines always do."""
     if a < b:
         raise ValueError("column subtraction here needs a >= b")
     width = len(str(a))
@@ -108,21 +107,14 @@ def _column_subtraction(a: int, b: int) -> list[tuple[str, int]]:
             digit = x - needed
             step = f"{x} - {subtract} = {digit}"
             borrow = 0
-        lines.append((f"{_COLUMN_NAMES[column]}: {step}.", digit))
+        written = f", write {digit}" if say_written else ""
+        lines.append((f"{_COLUMN_NAMES[column]}: {step}{written}.", digit))
     return lines
 
 
 def _places(n: int) -> list[int]:
     """n's non-zero digits at their place values, largest first: 4325 -> [4000, 300, 20, 5]."""
     return [int(d) * 10**i for i, d in enumerate(reversed(str(n))) if d != "0"][::-1]
-
-
-def _by_places_of_a(a: int, b: int) -> list[str]:
-    return _sum_of_products(a, b, [(p, b) for p in _places(a)])
-
-
-def _partial_products(a: int, b: int) -> list[str]:
-    return _sum_of_products(a, b, [(a, p) for p in _places(b)])
 
 
 def _sum_of_products(a: int, b: int, terms: list[tuple[int, int]]) -> list[str]:
