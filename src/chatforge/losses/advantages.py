@@ -19,6 +19,8 @@ mean of the other G − 1 rewards:  A_i = r_i − (Σ_j r_j − r_i)/(G − 1) =
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 
@@ -42,14 +44,18 @@ def gae(
     return advantages, (advantages + values) * mask
 
 
-def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8) -> torch.Tensor:
+def whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8,
+           all_sum: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """(x − mean) / sqrt(var + eps) over the masked positions (population variance); 0 outside the mask.
 
-    `shift_mean=False` only rescales (keeps the mean's sign; some PPO code does this for advantages)."""
+    `shift_mean=False` only rescales (keeps the mean's sign; some PPO code does this for advantages).
+    `all_sum` sums a scalar over data-parallel ranks (rl/ranks.py), so that the mean and variance are the
+    whole batch's and not this rank's rows'; None: this batch alone."""
+    total = all_sum or (lambda scalar: scalar)
     mask = mask.float()
-    n = mask.sum().clamp(min=1)
-    mean = (values * mask).sum() / n
-    var = ((values - mean).square() * mask).sum() / n
+    n = total(mask.sum()).clamp(min=1)
+    mean = total((values * mask).sum()) / n
+    var = total(((values - mean).square() * mask).sum()) / n
     out = (values - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         out = out + mean

@@ -147,7 +147,7 @@ class PPOObjective:
             rewards = rewards - beta * kl_tokens
         advantages, returns = gae(rewards, values, mask, self.loss.gamma, self.loss.lam)
         if self.loss.whiten_advantages:  # over the whole rollout batch, every rank's rows
-            advantages = ranks.whiten(advantages, mask) if ranks.enabled else whiten(advantages, mask)
+            advantages = whiten(advantages, mask, all_sum=ranks.all_sum)
         return advantages, returns, {"explained_variance": explained_variance(values, returns, mask)}
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:

@@ -62,11 +62,10 @@ class Ranks:
         dist.all_gather_object(out, obj)
         return out
 
-    def whiten(self, values: torch.Tensor, mask: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-        """`losses.advantages.whiten` with the mean and variance over every rank's masked positions."""
-        mask = mask.float()
-        n, total = self.sum([float(mask.sum()), float((values * mask).sum())])
-        mean = total / max(n, 1.0)
-        (squares,) = self.sum([float(((values - mean).square() * mask).sum())])
-        var = squares / max(n, 1.0)
-        return (values - mean) * (var + eps) ** -0.5 * mask
+    def all_sum(self, scalar: torch.Tensor) -> torch.Tensor:
+        """A tensor summed over the ranks (one all-reduce; the tensor itself in one process)."""
+        if not self.enabled:
+            return scalar
+        out = scalar.detach().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
