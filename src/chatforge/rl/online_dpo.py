@@ -46,9 +46,7 @@ class OnlinePairBatches:
 
         if cfg.rollout.samples_per_prompt < 2:
             raise ChatforgeError("online DPO needs rollout.samples_per_prompt >= 2 (a pair per prompt)")
-        if cfg.rollout.prompts_per_rollout % ranks.world_size:
-            raise ChatforgeError(f"rollout.prompts_per_rollout={cfg.rollout.prompts_per_rollout} does not split over "
-                                 f"{ranks.world_size} processes (each samples an equal share of every draw's prompts)")
+        ranks.check_prompts(cfg.rollout.prompts_per_rollout)
         self.ranks = ranks
         self._gathered: tuple[int, list | None] = (-1, None)  # (round, every rank's pairs and reference log-probs)
         self.records, self.tokenizer, self.cfg = records, tokenizer, cfg

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from chatforge.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class Ranks:
@@ -24,6 +26,12 @@ class Ranks:
     @property
     def enabled(self) -> bool:
         return self.world_size > 1
+
+    def check_prompts(self, prompts_per_rollout: int) -> None:
+        """ConfigError unless every rank can sample an equal share of each draw's prompts."""
+        if prompts_per_rollout % self.world_size:
+            raise ConfigError(f"rollout.prompts_per_rollout={prompts_per_rollout} does not split over {self.world_size} "
+                              "processes: each samples an equal share of the prompts (a prompt's group stays on one process)")
 
     def share(self, items: list) -> list:
         """This rank's contiguous slice of a list every rank holds (its length a multiple of the world size)."""

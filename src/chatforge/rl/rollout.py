@@ -139,9 +139,7 @@ class RolloutBatches:
         self.rollout, self.reward_cfg, self.kl_cfg = rollout, reward, kl
         self.micro_batch_size, self.seed, self.reference = micro_batch_size, seed, reference
         self.ranks = ranks  # under torchrun: this rank's share of each rollout (rl/ranks.py)
-        if rollout.prompts_per_rollout % ranks.world_size:
-            raise ChatforgeError(f"rollout.prompts_per_rollout={rollout.prompts_per_rollout} does not split over "
-                                 f"{ranks.world_size} processes (each samples its share of the prompts, groups whole)")
+        ranks.check_prompts(rollout.prompts_per_rollout)
         self.rows_per_step = rows_per_step or micro_batch_size  # this rank's rows of one optimizer step
         self.scorer = build_scorer(reward.scorer)
         self.gold = build_scorer(reward.gold) if reward.gold is not None else None

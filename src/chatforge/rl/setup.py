@@ -81,10 +81,6 @@ def rollout_batches(ctx, train: list[dict], tokenizer, objective, reference, ptx
         check_rows(rows, cfg.train.micro_batch_size, cfg.train.grad_accum_steps, ctx.info.world_size, "rollout")
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    world = ctx.info.world_size
-    if cfg.rollout.prompts_per_rollout % world:
-        raise ConfigError(f"rollout.prompts_per_rollout={cfg.rollout.prompts_per_rollout} does not split over {world} "
-                          "processes: each samples an equal share of the prompts (a prompt's group stays on one process)")
     return RolloutBatches(
         train, tokenizer, objective, cfg.rollout, cfg.reward, cfg.kl, cfg.diagnostics, cfg.train.micro_batch_size,
         ctx.run_dir.root, seed=cfg.train.seed, reference=reference, ptx=getattr(cfg, "ptx", None), ptx_stream=ptx,
