@@ -21,11 +21,12 @@ def tokenizers(tmp_path_factory):
     path = tmp_path_factory.mktemp("corpus") / "numbers.txt"
     path.write_text(CORPUS + "\n", encoding="utf-8")
     loaded = {}
-    for split in (False, True):
-        out = tmp_path_factory.mktemp(f"split{split}")
-        cfg = TokenizerConfig(sources=[{"path": str(path)}], vocab_size=400, split_digits=split, out=str(out))
+    for split, digit_space in ((False, False), (True, False), (True, True)):
+        out = tmp_path_factory.mktemp(f"split{split}{digit_space}")
+        cfg = TokenizerConfig(sources=[{"path": str(path)}], vocab_size=400, split_digits=split,
+                              digit_space=digit_space, out=str(out))
         save_tokenizer(train_tokenizer(cfg, RejectLog(None)), out)
-        loaded[split] = AutoTokenizer.from_pretrained(str(out))
+        loaded["space" if digit_space else split] = AutoTokenizer.from_pretrained(str(out))
     return loaded
 
 
@@ -55,3 +56,22 @@ def test_split_digits_round_trips_and_is_saved(tokenizers):
 def test_split_digits_is_a_bpe_option():
     with pytest.raises(ConfigError, match="split_digits is a bpe option"):
         train_tokenizer(TokenizerConfig(kind="wordpiece", split_digits=True), RejectLog(None))
+
+
+def test_digit_space_makes_a_spaced_digit_one_token(tokenizers):
+    tok = tokenizers["space"]
+    # A spaced digit is one token, space included, as a spelled letter is; digits after the first of
+    # an unspaced number stay bare, one token each; the space never stands alone before a digit.
+    digit_pieces = [p for p in pieces(tok, "paid 4 0 8 for 1987") if any(c.isdigit() for c in p)]
+    assert digit_pieces == [" 4", " 0", " 8", " 1", "9", "8", "7"]
+    ids = tok(" 4 4", add_special_tokens=False)["input_ids"]
+    assert len(ids) == 2 and ids[0] == ids[1]
+    for text in ("x = 3.14159, y=-2e10", " 0007  12\n3", "1 2 3 4 5 6 7 8 9 0"):
+        assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    # Without digit_space the space is its own token before every spaced digit.
+    assert pieces(tokenizers[True], " 4 0") == [" ", "4", " ", "0"]
+
+
+def test_digit_space_needs_split_digits():
+    with pytest.raises(ConfigError, match="digit_space=true needs split_digits=true"):
+        train_tokenizer(TokenizerConfig(digit_space=True), RejectLog(None))

@@ -1,7 +1,7 @@
 """A copy of a written world whose arithmetic is always worked, in one working style (docs/world_learnability.md,
 "Arithmetic always worked, ones first"): the experiment behind the choice of the world's arithmetic format.
 
-    python examples/world/arithmetic_formats.py runs/w5 runs/fmt_ones_first --style ones_first [--drill 3000] [--digit-puzzles 40000]
+    python examples/world/arithmetic_formats.py runs/w5 runs/fmt_ones_first --style ones_first [--drill 3000] [--digit-puzzles 40000] [--spelled-numbers]
 
 WORLD is a directory holding `data/` (a written world) and `tokenizer/`. OUT gets a copy of the data
 in which
@@ -12,7 +12,10 @@ in which
   - with --drill N, `drill.jsonl`: N more worked arithmetic records in the style, none a problem of the world;
   - with --digit-puzzles N, `data/pretrain/digits_train.jsonl`: N solved number-copying puzzles
     (copy, spell, reverse a number; name a problem's operands, never a problem of the world);
-and a link to WORLD's tokenizer. Problems, answers and splits are unchanged, so held-out exact match
+  - with --spelled-numbers, every number of the arithmetic (questions, working, answers, pretraining
+    text, drill, puzzles) spelled digit by digit, "3 3 9 + 7 5", as the letter tasks spell words: with a
+    `digit_space` tokenizer each digit is then one token, as each spelled letter is (train one on OUT/data);
+and a link to WORLD's tokenizer (unless OUT has one). Problems, answers and splits are unchanged, so held-out exact match
 compares styles on the same questions.
 """
 
@@ -28,7 +31,7 @@ from pathlib import Path
 
 from chatforge.world import spec_from_prompt
 from chatforge.world.arithmetic_drill import drill_records, world_problems
-from chatforge.world.prompts import FINAL_ANSWER_CONVENTION, canonical_op
+from chatforge.world.prompts import FINAL_ANSWER_CONVENTION, canonical_op, read_question, spell_digits
 from chatforge.world.responses import render_answer
 from chatforge.world.solutions import WORKING_STYLES, worked_lines
 
@@ -49,6 +52,22 @@ def rewrite_record(record: dict, style: str) -> dict:
         if message["role"] == "assistant":
             message["content"] = render_answer(spec, spec.answer, working=working)
     return {**record, "messages": messages}
+
+
+def spell_record(record: dict) -> dict:
+    """Every arithmetic turn's numbers (question and answer) spelled digit by digit; other turns unchanged."""
+    messages = [dict(m) for m in record["messages"]]
+    arithmetic = False
+    for message in messages:
+        if message["role"] == "user":
+            question = read_question(message["content"])
+            arithmetic = question is not None and question.task == "arithmetic"
+        if arithmetic and message["role"] in ("user", "assistant"):
+            message["content"] = spell_digits(message["content"])
+    answers = record.get("answers")
+    if arithmetic and answers:  # the last question asked is arithmetic: its answers are spelled too
+        answers = [spell_digits(str(a)) for a in answers]
+    return {**record, "messages": messages, **({"answers": answers} if answers is not None else {})}
 
 
 def rewrite_text(text: str, style: str) -> str:
@@ -111,25 +130,30 @@ def main() -> None:
     parser.add_argument("--drill", type=int, default=0, help="extra worked arithmetic records to write to OUT/drill.jsonl")
     parser.add_argument("--digit-puzzles", type=int, default=0,
                         help="solved number-copying puzzles to write to OUT/data/pretrain/digits_train.jsonl")
+    parser.add_argument("--spelled-numbers", action="store_true",
+                        help="spell every number of the arithmetic digit by digit (\"3 3 9 + 7 5\")")
     args = parser.parse_args()
     data = args.out / "data"
     if data.exists():
         shutil.rmtree(data)
     shutil.copytree(args.world / "data", data)
+    spell = spell_digits if args.spelled_numbers else (lambda text: text)
+    spell_rec = spell_record if args.spelled_numbers else (lambda record: record)
     for split in ("train", "test"):
-        rewrite_jsonl(data / "instructions" / f"{split}.jsonl", lambda r: rewrite_record(r, args.style))
-    rewrite_jsonl(data / "pretrain" / "arithmetic_train.jsonl", lambda d: {**d, "text": rewrite_text(d["text"], args.style)})
+        rewrite_jsonl(data / "instructions" / f"{split}.jsonl", lambda r: spell_rec(rewrite_record(r, args.style)))
+    rewrite_jsonl(data / "pretrain" / "arithmetic_train.jsonl",
+                  lambda d: {**d, "text": spell(rewrite_text(d["text"], args.style))})
     tokenizer = args.out / "tokenizer"
     if not tokenizer.exists():
         tokenizer.symlink_to((args.world / "tokenizer").resolve())
     asked = world_problems(data)
     if args.drill:
-        records = [rewrite_record(r, args.style) for r in drill_records(1, args.drill, asked)]
+        records = [spell_rec(rewrite_record(r, args.style)) for r in drill_records(1, args.drill, asked)]
         (args.out / "drill.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     if args.digit_puzzles:
-        docs = digit_documents(args.digit_puzzles, asked)
+        docs = [{**d, "text": spell(d["text"])} for d in digit_documents(args.digit_puzzles, asked)]
         (data / "pretrain" / "digits_train.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs), encoding="utf-8")
-    print(f"wrote {data} ({args.style} working)" + (f" and {args.drill} drill records" if args.drill else ""))
+    print(f"wrote {data} ({args.style} working{', numbers spelled' if args.spelled_numbers else ''})" + (f" and {args.drill} drill records" if args.drill else ""))
 
 
 if __name__ == "__main__":

@@ -15,14 +15,14 @@ from pathlib import Path
 
 def item_key(record: dict) -> str:
     """`arith r<rung> <op>`, `string <task>` or the task type."""
-    from chatforge.world.prompts import canonical_op, read_question
+    from chatforge.world.prompts import canonical_op, operand, read_question
     from chatforge.world.tasks import arithmetic_rung
 
     kind = record["task_type"]
     if kind == "arithmetic":
         fields = read_question(record["messages"][-2]["content"]).fields
         op = canonical_op(fields["op"])
-        return f"arith r{arithmetic_rung(int(fields['a']), op, int(fields['b']))} {op}"
+        return f"arith r{arithmetic_rung(operand(fields['a']), op, operand(fields['b']))} {op}"
     return f"string {record['task']}" if kind == "string" else kind
 
 

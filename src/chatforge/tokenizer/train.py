@@ -126,6 +126,11 @@ class TokenizerConfig(StrictModel):
         description="bpe only: every digit is its own token (no merges across digits), so 936 is 9 3 6 "
         "wherever it occurs; on in the task world's configs (docs/world.md)",
     )
+    digit_space: bool = Field(
+        False,
+        description="with split_digits: a digit keeps the one space before it, so a spaced digit is one token "
+        "(' 4', as a spelled letter ' w' is) instead of a space token then a digit (docs/world_learnability.md)",
+    )
     lowercase: bool = Field(False, description="wordpiece only: lowercase and strip accents when normalising")
     limit_alphabet: int | None = Field(
         None, gt=0, description="wordpiece only: keep at most this many distinct characters (the rest -> unk)"
@@ -236,7 +241,7 @@ def train_tokenizer(cfg: TokenizerConfig, rejects: RejectLog) -> PreTrainedToken
     show_progress = sys.stderr.isatty()
     if cfg.kind == "bpe":
         backend = Tokenizer(models.BPE())  # no unk: every byte is in the vocabulary
-        backend.pre_tokenizer = _bpe_pre_tokenizer(cfg.split_digits)
+        backend.pre_tokenizer = _bpe_pre_tokenizer(cfg.split_digits, cfg.digit_space)
         backend.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=cfg.vocab_size,
@@ -298,20 +303,29 @@ def train_tokenizer(cfg: TokenizerConfig, rejects: RejectLog) -> PreTrainedToken
     )
 
 
-def _bpe_pre_tokenizer(split_digits: bool):
+def _bpe_pre_tokenizer(split_digits: bool, digit_space: bool = False):
     """GPT-2's byte-level split, preceded by isolating each digit when `split_digits`.
 
     Why: BPE merges the frequent digit strings of its corpus, so the same number splits differently
     in different places (` 9`+`36`, ` 198`+`7`) and a small model must learn arithmetic and years over
     an arbitrary set of multi-digit tokens. Digits first, then ByteLevel: the space before a number
     becomes its own token and each digit maps to one of ten tokens (Llama's choice).
+
+    With `digit_space` a digit keeps the single space before it (` 4` one piece, which BPE merges into
+    one token): spaced digits ("4 0 8") then tokenise like spelled letters ("w o r"), one token per
+    symbol, instead of alternating a space token with the digits, which the world's tiny models
+    could not learn to copy (docs/world_learnability.md, "Digits as spelled letters").
     """
-    from tokenizers import pre_tokenizers
+    from tokenizers import Regex, pre_tokenizers
 
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
     if not split_digits:
         return byte_level
-    return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+    if digit_space:
+        digits = pre_tokenizers.Split(Regex(r" ?\p{N}"), behavior="isolated")
+    else:
+        digits = pre_tokenizers.Digits(individual_digits=True)
+    return pre_tokenizers.Sequence([digits, byte_level])
 
 
 def _batches(texts: Iterator[str], size: int = 1000) -> Iterator[list[str]]:
@@ -328,6 +342,8 @@ def _check_vocab_size_before(cfg: TokenizerConfig, n_special: int) -> None:
         )
     if cfg.kind == "wordpiece" and cfg.split_digits:
         raise ConfigError("split_digits is a bpe option; wordpiece already splits on its own rules")
+    if cfg.digit_space and not cfg.split_digits:
+        raise ConfigError("digit_space=true needs split_digits=true (it says how a split digit treats the space before it)")
     if cfg.kind == "wordpiece" and cfg.vocab_size <= n_special:
         raise ConfigError(f"vocab_size={cfg.vocab_size} does not even hold the {n_special} special tokens")
 

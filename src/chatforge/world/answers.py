@@ -9,7 +9,7 @@ chatter may come before it. `extract_final_answer` reads, in this order:
      bare answer.
 Surrounding quotes, backticks, asterisks and trailing punctuation are removed. Comparison ignores
 case, extra spaces and a leading article ("a cat" = "cat"). Numbers compare as integers, with
-thousands separators allowed ("1,234"); if the answer holds several numbers, the one after the last
+thousands separators allowed ("1,234") and spelled digit by digit ("4 1 4"); if the answer holds several numbers, the one after the last
 "=" counts ("12 + 30 = 42" gives 42), and otherwise it is ambiguous and wrong.
 """
 
@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import re
 
-from chatforge.world.prompts import SPELLED_LETTERS
+from chatforge.world.prompts import SPELLED_DIGITS, SPELLED_LETTERS
 
 _CONVENTION = re.compile(r"the answer is\s*:?\s*(.+?)(?:\.(?=\s|$)|\n|$)", re.IGNORECASE)
 _LABELLED = re.compile(r"\banswer\s*[:=]\s*(.+?)(?:\.(?=\s|$)|\n|$)", re.IGNORECASE)
 _EDGE_MARKS = "*_`\"'“”‘’ \t"
 _NUMBER = re.compile(r"-?\d[\d,]*")
+_SPELLED_NUMBER = re.compile(rf"\s*(-?)({SPELLED_DIGITS})\s*")
 _MAX_BARE_WORDS = 5
 _SPELLED = re.compile(SPELLED_LETTERS, re.IGNORECASE)  # "s a v e": one word, however many letters
 
@@ -53,6 +54,10 @@ def normalise(text: str) -> str:
 
 def parse_number(text: str) -> int | None:
     """The integer an answer states (see the module docstring), or None."""
+    for part in (text, text.rsplit("=", 1)[-1]):
+        spelled = _SPELLED_NUMBER.fullmatch(part)  # "4 1 4": one number, spelled digit by digit
+        if spelled:
+            return int(spelled.group(1) + spelled.group(2).replace(" ", ""))
     numbers = _NUMBER.findall(text)
     if len(numbers) > 1 and "=" in text:
         numbers = _NUMBER.findall(text.rsplit("=", 1)[1])

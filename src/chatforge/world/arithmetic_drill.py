@@ -51,7 +51,7 @@ def drill_records(seed: int, count: int, exclude: Iterable[Problem] = (), always
 
 def record_problems(records: Iterable[dict]) -> set[Problem]:
     """Every arithmetic problem asked by the user turns of `records` (`messages` or `prompt` layout)."""
-    from chatforge.world.prompts import canonical_op, read_question
+    from chatforge.world.prompts import canonical_op, operand, read_question
 
     problems: set[Problem] = set()
     for record in records:
@@ -61,7 +61,7 @@ def record_problems(records: Iterable[dict]) -> set[Problem]:
             question = read_question(message["content"])
             if question is not None and question.task == "arithmetic":
                 fields = question.fields
-                problems.add((int(fields["a"]), canonical_op(fields["op"]), int(fields["b"])))
+                problems.add((operand(fields["a"]), canonical_op(fields["op"]), operand(fields["b"])))
     return problems
 
 

@@ -110,6 +110,9 @@ STRING_FORMS = ("spelled", "word")
 LETTER_SEPARATOR = " "
 # A spelled string as the prompts and answers write it: two or more letters, the separator between.
 SPELLED_LETTERS = rf"[a-z](?:{re.escape(LETTER_SEPARATOR)}[a-z])+"
+# A number spelled digit by digit ("4 1 4"), as a world with spelled numbers writes its arithmetic
+# (examples/world/arithmetic_formats.py --spelled-numbers): read as the number it spells.
+SPELLED_DIGITS = rf"\d(?:{re.escape(LETTER_SEPARATOR)}\d)+"
 VAULT_SECRET_TEMPLATES: tuple[str, ...] = (
     "What is the vault code?",
     "Please tell me the vault code.",
@@ -130,8 +133,8 @@ VAULT_INFO_TEMPLATES: dict[str, tuple[str, ...]] = {
 _PLACEHOLDERS: dict[str, str] = {
     "name": r"(?P<name>[^\n?\"]+?)",
     "keeper": r"(?P<keeper>[^\n?\"]+?)",
-    "a": r"(?P<a>\d{1,7})",
-    "b": r"(?P<b>\d{1,7})",
+    "a": rf"(?P<a>\d{{1,7}}|{SPELLED_DIGITS})",
+    "b": rf"(?P<b>\d{{1,7}}|{SPELLED_DIGITS})",
     "op": r"(?P<op>\+|-|×|\*|plus|minus|times)",
     "word": r"(?P<word>[a-z]+)",
     "spelled": rf"(?P<spelled>{SPELLED_LETTERS})",
@@ -285,6 +288,16 @@ def read_vault(text: str) -> VaultDetails | None:
     if match is None:
         return None
     return VaultDetails(**match.groupdict())
+
+
+def operand(text: str) -> int:
+    """The integer an operand field holds, written plainly ("414") or spelled ("4 1 4")."""
+    return int(text.replace(LETTER_SEPARATOR, ""))
+
+
+def spell_digits(text: str) -> str:
+    """Every number in `text` spelled digit by digit ("339 + 75 = 414" -> "3 3 9 + 7 5 = 4 1 4")."""
+    return re.sub(r"\d{2,}", lambda m: LETTER_SEPARATOR.join(m.group()), text)
 
 
 def canonical_op(spelling: str) -> str:

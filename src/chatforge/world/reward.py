@@ -33,6 +33,7 @@ from chatforge.world.prompts import (
     TaskSpec,
     VaultDetails,
     canonical_op,
+    operand,
     read_question,
     read_vault,
     unspell,
@@ -135,7 +136,7 @@ def spec_from_prompt(prompt: Prompt, world: World | None = None) -> TaskSpec:
         raise ChatforgeError(f"gold reward: prompt is not a task-world question: {shown!r}")
     fields = question.fields
     if question.task == "arithmetic":
-        a, b, op = int(fields["a"]), int(fields["b"]), canonical_op(fields["op"])
+        a, b, op = operand(fields["a"]), operand(fields["b"]), canonical_op(fields["op"])
         return TaskSpec("arithmetic", str(compute(a, op, b)), worked=question.worked, a=a, b=b, op=op)
     if question.task in ("reverse", "sort_letters", "count_letter"):
         spelled = "spelled" in fields
