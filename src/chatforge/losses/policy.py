@@ -90,7 +90,11 @@ def clipped_value_loss(
 
 def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """H = −Σ_v p_v log p_v over the last dimension (in float32)."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
+    return entropy_from_logprobs(torch.log_softmax(logits.float(), dim=-1))
+
+
+def entropy_from_logprobs(logp: torch.Tensor) -> torch.Tensor:
+    """H = −Σ_v p_v log p_v from normalised log-probabilities over the last dimension."""
     return -(logp.exp() * logp).sum(dim=-1)
 
 

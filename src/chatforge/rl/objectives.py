@@ -216,11 +216,14 @@ class PolicyGradientObjective:
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> StepOutput:
         mask = batch["action_mask"]
-        logp, entropy, _ = response_outputs(model, batch["input_ids"], batch["attention_mask"], mask, self.temperature)
+        bonus = self.loss.entropy_coef > 0  # else the entropy is a metric: no gradient through it
+        logp, entropy, _ = response_outputs(
+            model, batch["input_ids"], batch["attention_mask"], mask, self.temperature, entropy_grad=bonus
+        )
         old_logp = batch["old_logp"] if "old_logp" in batch else logp.detach()  # on-policy: ratio exactly 1
         pg = clipped_surrogate(logp, old_logp, batch["advantages"], self.loss.clip, self.loss.clip_high)
         kl_tokens = kl_estimate(logp, batch["ref_logp"], self.kl.estimator) if "ref_logp" in batch else None
-        per_token = pg.losses - self.loss.entropy_coef * entropy
+        per_token = pg.losses - self.loss.entropy_coef * entropy if bonus else pg.losses
         if kl_tokens is not None and not self.kl.in_reward:
             per_token = per_token + self.beta() * kl_tokens
         rows = mask.shape[0]
