@@ -54,7 +54,9 @@ and making the rollout (generation + reward + old/reference log-prob forwards: c
 `RolloutBatches._new_rollout`, TRL `_generate_and_score_completions`); the rest of a step is the
 training forward/backward and the optimizer. Peak memory = the child's `ru_maxrss` (imports included).
 CPU seconds per prompt (the child's `process_time` over the timed steps, all threads) are printed
-beside prompts/s as a second witness of a load spike. They are not load-free: on the shared 2-core
+beside prompts/s as a second witness of a load spike, and split by phase (`CpuPhases`: generation, the
+reference/old-policy forwards at rollout time, the rest of the rollout, the training forward and loss,
+backward, clipping and the optimizer, the rest) in a table of CPU seconds per step. They are not load-free: on the shared 2-core
 machine a starved run's CPU time rose too (9.2 against 1.7-3.5 CPU s/prompt: a thread waiting for its
 descheduled partner spins on the core), so a run whose CPU s/prompt is far above its side's others was
 hit by the load, and neither figure then measures the code.
@@ -124,6 +126,72 @@ class Timers:
         return {f"{label}_seconds": sum(calls[first:last]) for label, calls in self.calls.items()}
 
 
+PHASES = (  # (key, what it is) in the order of a step; CpuPhases.per_step derives the exclusive parts
+    ("generation", "sampling"),
+    ("scoring_forwards", "reference (and old-policy) log-prob forwards at rollout time"),
+    ("rollout_rest", "reward, padding, advantages"),
+    ("train_forward", "training forward and loss"),
+    ("backward", "backward"),
+    ("optimizer", "gradient clipping and the optimizer step"),
+    ("other", "the rest of the step"),
+)
+
+
+class CpuPhases:
+    """CPU seconds (`process_time`, this process's threads) per phase of the timed steps, per step. Every
+    wrapped call is recorded with its start; those starting inside the clock's timed window are summed.
+    `inside` counts a call only while another wrapped method runs (TRL's log-prob forwards at rollout time,
+    not the training forward, which goes through the same method)."""
+
+    def __init__(self):
+        self.events: list[tuple[str, float, float]] = []
+        self.active: list[str] = []
+
+    def wrap(self, owner, name: str, label: str, inside: str | None = None) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args, **kwargs):
+            if inside is not None and inside not in self.active:
+                return original(*args, **kwargs)
+            self.active.append(label)
+            start = time.process_time()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.active.pop()
+                self.events.append((label, start, time.process_time() - start))
+
+        setattr(owner, name, timed)
+
+    def hook_backward_and_optimizer(self) -> None:
+        """`Tensor.backward`, `clip_grad_norm_` and every optimizer's step (torch's global step hooks)."""
+        import torch
+        import torch.optim.optimizer as optimizer_module
+
+        self.wrap(torch.Tensor, "backward", "backward")
+        self.wrap(torch.nn.utils, "clip_grad_norm_", "clip")
+        started: list[float] = []
+        optimizer_module.register_optimizer_step_pre_hook(lambda *_: started.append(time.process_time()))
+        optimizer_module.register_optimizer_step_post_hook(
+            lambda *_: self.events.append(("optimizer_step", started[-1], time.process_time() - started[-1])))
+
+    def per_step(self, clock: common.StepClock, spec: dict) -> dict[str, float]:
+        first, last = spec["warmup"], spec["warmup"] + spec["steps"]
+        low, high = clock.cpu_stamps[first], clock.cpu_stamps[last]
+        sums: dict[str, float] = {}
+        for label, start, seconds in self.events:
+            if low <= start < high:
+                sums[label] = sums.get(label, 0.0) + seconds / spec["steps"]
+        get = lambda k: sums.get(k, 0.0)  # noqa: E731
+        out = {
+            "generation": get("generate"), "scoring_forwards": get("scoring"),
+            "rollout_rest": get("rollout") - get("generate") - get("scoring"), "train_forward": get("train_forward"),
+            "backward": get("backward"), "optimizer": get("clip") + get("optimizer_step"),
+        }
+        out["other"] = (high - low) / spec["steps"] - sum(out.values())
+        return out
+
+
 # ---- chatforge, in its own process ----------------------------------------------------------------
 def chatforge_config(spec: dict, algo: str, out: Path):
     from chatforge.stages import grpo
@@ -156,6 +224,7 @@ def child_chatforge(spec: dict, algo: str) -> dict:
 
     import chatforge.sampling.sampler as sampler_module
     from chatforge.engine.log import read_metrics
+    from chatforge.rl.objectives import PolicyGradientObjective
     from chatforge.rl.rollout import RolloutBatches
     from chatforge.stages import grpo
 
@@ -173,6 +242,12 @@ def child_chatforge(spec: dict, algo: str) -> dict:
     RolloutBatches.next_batch = next_batch
     timers.wrap(sampler_module.Sampler, "generate", "generate")
     timers.wrap(RolloutBatches, "_new_rollout", "rollout")
+    phases = CpuPhases()
+    phases.wrap(sampler_module.Sampler, "generate", "generate")
+    phases.wrap(RolloutBatches, "_new_rollout", "rollout")
+    phases.wrap(RolloutBatches, "_score_tokens", "scoring")
+    phases.wrap(PolicyGradientObjective, "__call__", "train_forward")
+    phases.hook_backward_and_optimizer()
     out = Path(spec["workdir"]) / f"chatforge-{algo}-{time.time_ns()}"
     cfg = chatforge_config(spec, algo, out)
     torch.manual_seed(spec["seed"])
@@ -185,6 +260,7 @@ def child_chatforge(spec: dict, algo: str) -> dict:
         if "loss" in row:
             clock.logs.append({k: row[k] for k in ("loss", "reward/proxy", "response_length") if k in row})
     clock.extra.update(timers.timed_sums(spec))
+    clock.extra["cpu_phases"] = phases.per_step(clock, spec)
     return clock.result(spec)
 
 
@@ -239,6 +315,12 @@ def child_trl(spec: dict, algo: str) -> dict:
                 clock.counts.append([int(inputs["prompt_mask"].sum()), int(inputs["completion_mask"].sum())])
             return super().compute_loss(model, inputs, *a, **kw)
 
+    phases = CpuPhases()  # on TRL's class first: the wall-clock timers below set BenchTrainer's own attributes
+    phases.wrap(Trainer, "_generate", "generate")
+    phases.wrap(Trainer, "_generate_and_score_completions", "rollout")
+    phases.wrap(Trainer, "_get_per_token_logps_and_entropies", "scoring", inside="rollout")
+    phases.wrap(Trainer, "compute_loss", "train_forward")
+    phases.hook_backward_and_optimizer()
     timers.wrap(BenchTrainer, "_generate", "generate")
     timers.wrap(BenchTrainer, "_generate_and_score_completions", "rollout")
     tokenizer = AutoTokenizer.from_pretrained(spec["model_dir"])
@@ -253,6 +335,7 @@ def child_trl(spec: dict, algo: str) -> dict:
     else:
         trainer.train()
     clock.extra.update(timers.timed_sums(spec))
+    clock.extra["cpu_phases"] = phases.per_step(clock, spec)
     return clock.result(spec)
 
 
@@ -355,6 +438,7 @@ def summarize(args, spec: dict, runs: dict[str, list[dict]]) -> tuple[dict, dict
             "generated_tokens_per_s": common.median(g / r["seconds"] for g, r in zip(generated, rs)),
             "peak_rss_mib": common.median(r["peak_rss_mib"] for r in rs), "peak_rss_mib_runs": [r["peak_rss_mib"] for r in rs],
             "rss_start_mib": common.median(r["rss_start_mib"] for r in rs),
+            "cpu_phases": {key: common.median(r["cpu_phases"][key] for r in rs) for key, _ in PHASES},
         }
     ratios = {}
     for algo in args.algos:
@@ -434,6 +518,12 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['peak_rss_mib']:6,.0f} MiB {r['rss_start_mib']:9,.0f} MiB")
     print("(generation: share of the timed span spent sampling; rollout: sampling + reward + old/reference forwards; "
           "the rest is the training forward/backward and the optimizer)")
+    print("\nCPU seconds per step by phase (medians over the repeats):")
+    print(f"{'side':15s} " + " ".join(f"{key:>16s}" for key, _ in PHASES) + f" {'total':>8s}")
+    for side, r in rows.items():
+        cpu = r["cpu_phases"]
+        print(f"{side:15s} " + " ".join(f"{cpu[key]:16.3f}" for key, _ in PHASES) + f" {sum(cpu.values()):8.3f}")
+    print("(" + "; ".join(f"{key}: {what}" for key, what in PHASES) + ")")
     for algo, ratio in ratios.items():
         print(f"chatforge-{algo} / trl-{algo}: prompts/s {ratio['prompts_per_s']:.2f}x (target >= {TARGET_SPEED:g}; per repeat "
               + ", ".join(f"{x:.2f}" for x in ratio["paired_runs"])

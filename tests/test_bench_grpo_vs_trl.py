@@ -38,3 +38,25 @@ def test_chatforge_config_matches_the_trl_settings(bench, algo, tmp_path):
     from chatforge.rl.config import skips_old_forward
 
     assert skips_old_forward(cfg.rollout, cfg.kl, cfg.train.micro_batch_size, critic_free=True) == (algo == "grpo")
+
+
+def test_cpu_phases_split_the_timed_steps(bench):
+    """Calls starting inside the timed window (CPU stamps 10 to 20, two steps) count, per step; the
+    rollout's rest and `other` are what the named phases leave; a call before the window does not count."""
+    import _trl_common as common
+
+    clock = common.StepClock()
+    clock.cpu_stamps = [0.0, 10.0, 15.0, 20.0]
+    phases = bench.CpuPhases()
+    phases.events = [
+        ("generate", 2.0, 9.0),  # warm-up step: left out
+        ("rollout", 10.0, 2.0), ("generate", 10.0, 1.0), ("scoring", 11.0, 0.4),
+        ("train_forward", 12.0, 0.6), ("backward", 12.6, 1.0), ("clip", 13.6, 0.1), ("optimizer_step", 13.7, 0.1),
+        ("rollout", 15.0, 2.0), ("generate", 15.0, 1.2), ("scoring", 16.2, 0.4),
+        ("train_forward", 17.0, 0.6), ("backward", 17.6, 1.2), ("clip", 18.8, 0.1), ("optimizer_step", 18.9, 0.1),
+    ]
+    cpu = phases.per_step(clock, {"warmup": 1, "steps": 2})
+    expected = {"generation": 1.1, "scoring_forwards": 0.4, "rollout_rest": 0.5, "train_forward": 0.6, "backward": 1.1,
+                "optimizer": 0.2, "other": 1.1}
+    assert cpu == pytest.approx(expected)
+    assert [key for key, _ in bench.PHASES] == list(expected)
