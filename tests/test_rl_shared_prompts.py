@@ -92,6 +92,12 @@ def test_the_plain_forward_where_sharing_does_not_apply():
     sliding = make_tiny_model(VOCAB)
     sliding.config.sliding_window = 4  # a sliding-window cache would drop the prompt's early keys
     assert shared_prompt_states(sliding.model, ids, mask, act) is None
+    checkpointed = make_tiny_model(VOCAB)
+    checkpointed.activation_checkpointing_enable({"use_reentrant": False})
+    checkpointed.train()  # transformers would drop the cache of every checkpointed layer
+    assert shared_prompt_states(checkpointed.model, ids, mask, act) is None
+    with torch.no_grad():  # nothing is checkpointed without autograd: the cache stays
+        assert shared_prompt_states(checkpointed.model, ids, mask, act) is not None
 
 
 def test_entropy_is_a_metric_unless_a_loss_uses_it():

@@ -17,8 +17,9 @@ tests/test_rl_shared_prompts.py); the gradient is the sum over a prompt's rows, 
 
 It runs only where it is exact and saves work (`None` otherwise, and the caller takes the plain path):
 rows laid out as rl/rollout.py writes them ([prompt][response][padding], the action mask one contiguous
-run right after the prompt), prompts of at least 2 tokens, an attention without a sliding window, a
-prompt that repeats, and fewer tokens through the decoder than the plain forward's rows x width.
+run right after the prompt), prompts of at least 2 tokens, an attention without a sliding window, no
+activation checkpointing under autograd, a prompt that repeats, and fewer tokens through the decoder
+than the plain forward's rows x width.
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def _supported(decoder: torch.nn.Module) -> bool:
     layer_types = getattr(text, "layer_types", None) or ()
     if getattr(text, "sliding_window", None) is not None or any(kind != "full_attention" for kind in layer_types):
         return False  # a sliding-window cache would drop the prompt's early keys
+    if torch.is_grad_enabled() and any(getattr(m, "gradient_checkpointing", False) for m in decoder.modules()):
+        return False  # transformers drops the cache of a checkpointed layer: pass 2 would not see the prompt
     return str(getattr(config, "_attn_implementation", "") or "") in EXACT_ATTENTION
 
 
