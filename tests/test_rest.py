@@ -8,6 +8,7 @@ import json
 import pytest
 import yaml
 
+from chatforge.errors import ChatforgeError
 from chatforge.evaluation.sampled import majority_answer, pass_at_k, sampled_metrics
 from chatforge.selftrain.select import Scored, best_per_prompt, keep_correct, merge_best
 
@@ -44,6 +45,18 @@ def test_sampled_metrics_by_hand():
     assert m["all"]["pass@4"] == 1.0
     assert m["all"]["maj@4"] == 0.5 and m["all"]["greedy"] == 0.5
     assert m["by_group"]["arithmetic"]["maj@4"] == 1.0 and m["by_group"]["reverse"]["maj@4"] == 0.0
+
+
+def test_gain_over_base_is_paired_by_hand():
+    from chatforge.stages.rest import gains_over
+
+    base = {"per_prompt": [{"pass@1": 0.0}, {"pass@1": 0.5}, {"pass@1": 1.0}]}
+    policy = {"per_prompt": [{"pass@1": 0.5}, {"pass@1": 0.5}, {"pass@1": 1.0}]}
+    gain = gains_over(base, policy, ["pass@1"])["pass@1"]
+    # differences 0.5, 0, 0: mean 1/6, sample sd sqrt(1/12), se sqrt(1/12) / sqrt(3) = 1/6, so 1.0 SE
+    assert gain["gain"] == pytest.approx(1 / 6) and gain["se"] == pytest.approx(1 / 6) and gain["z"] == pytest.approx(1.0)
+    with pytest.raises(ChatforgeError, match="same prompts"):
+        gains_over(base, {"per_prompt": policy["per_prompt"][:2]}, ["pass@1"])
 
 
 def test_keep_correct_dedupes_caps_per_prompt_and_is_seeded():
@@ -116,6 +129,10 @@ def test_rest_stage_runs_iterations_and_resumes(tmp_path, chat_base, method, cap
             assert max(per_prompt.values()) == 1 and len(per_prompt) == 6  # the pool: one best per prompt
         test = row["eval"]["test"]["all"]
         assert set(test) >= {"greedy", "pass@1", "pass@2", "maj@2"}
+        # The gain over iteration 0 is paired over the same held-out prompts: its mean is the difference of means.
+        gain = row["gain_over_base"]["pass@1"]
+        assert gain["prompts"] == 3 == len(row["eval"]["test"]["per_prompt"])
+        assert gain["gain"] == pytest.approx(test["pass@1"] - rows[0]["eval"]["test"]["all"]["pass@1"])
     assert (tmp_path / "run" / "report" / "rest.png").is_file()
     # final/ is the last policy (iteration 2's M-step), complete, its weights the same file (hard links)
     from chatforge.atomic_dir import check_complete

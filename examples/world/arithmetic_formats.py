@@ -8,7 +8,8 @@ in which
   - every single-turn arithmetic instruction (train and test) asks for working in its system prompt
     and answers with `solutions.worked_lines(..., style)` then "The answer is N.", direct questions
     included: a 2M model cannot add four-digit numbers in one step, so no question asks it to;
-  - every worked problem of the pretraining arithmetic text is rewritten in the same style;
+  - every worked problem of the pretraining arithmetic text is rewritten in the same style, and every
+    verifiable arithmetic prompt (verifiable/*.jsonl, for ReST-EM and RL) asks for working;
   - with --drill N, `drill.jsonl`: N more worked arithmetic records in the style, none a problem of the world;
   - with --digit-puzzles N, `data/pretrain/digits_train.jsonl`: N solved number-copying puzzles
     (copy, spell, reverse a number; name a problem's operands, never a problem of the world);
@@ -52,6 +53,18 @@ def rewrite_record(record: dict, style: str) -> dict:
         if message["role"] == "assistant":
             message["content"] = render_answer(spec, spec.answer, working=working)
     return {**record, "messages": messages}
+
+
+def rewrite_verifiable(record: dict, style: str, spelled: bool) -> dict:
+    """A verifiable arithmetic prompt (ReST-EM, RL) with the worked system prompt, spelled when `spelled`;
+    its `answer` stays the plain number, which the checker compares as an integer."""
+    if record.get("task") != "arithmetic":
+        return record
+    conversation = rewrite_record({"task": "arithmetic", "messages": [*record["prompt"], {"role": "assistant", "content": ""}]}, style)
+    if spelled:
+        conversation = spell_record(conversation)
+    *prompt, reference = conversation["messages"]
+    return {**record, "prompt": prompt, "reference": reference["content"]}
 
 
 def spell_record(record: dict) -> dict:
@@ -141,6 +154,8 @@ def main() -> None:
     spell_rec = spell_record if args.spelled_numbers else (lambda record: record)
     for split in ("train", "test"):
         rewrite_jsonl(data / "instructions" / f"{split}.jsonl", lambda r: spell_rec(rewrite_record(r, args.style)))
+    for split in ("train", "test"):
+        rewrite_jsonl(data / "verifiable" / f"{split}.jsonl", lambda r: rewrite_verifiable(r, args.style, args.spelled_numbers))
     rewrite_jsonl(data / "pretrain" / "arithmetic_train.jsonl",
                   lambda d: {**d, "text": spell(rewrite_text(d["text"], args.style))})
     tokenizer = args.out / "tokenizer"

@@ -46,7 +46,7 @@ from chatforge.config.base import StrictModel
 from chatforge.data.prompts import PromptSources, load_prompts
 from chatforge.data.safe_json import jsonl_lines
 from chatforge.engine.config import OptimConfig
-from chatforge.errors import ConfigError
+from chatforge.errors import ChatforgeError, ConfigError
 from chatforge.run_dir import RejectLog, RunDir
 from chatforge.sampling.config import SamplingConfig
 from chatforge.scoring.config import CheckScorerConfig, ScorerConfig
@@ -162,7 +162,8 @@ def evaluate_policy(policy: Policy, train: list[dict], test: list[dict], cfg: Re
         if cfg.greedy:
             greedy = [s[0] for s in policy.sample(records, cfg.sampling.model_copy(update={"temperature": 0.0}), 1)]
         metrics = sampled_metrics(records, samples, correct, ks, greedy)
-        metrics.pop("per_prompt")
+        # Per prompt, in the records' order, so that two policies' gains are paired over the same prompts.
+        metrics["per_prompt"] = [{k: v for k, v in row.items() if k not in ("n", "correct")} for row in metrics["per_prompt"]]
         arithmetic = [(i, op) for i, op in enumerate(map(arithmetic_operator, records)) if op is not None]
         if arithmetic:  # arithmetic prompts again, grouped by operator (+, -, *)
             by_op = sampled_metrics(
@@ -243,6 +244,8 @@ def run(cfg: Config) -> dict:
             policy_dir = _m_step(cfg, init, kept_path, len(kept), it_dir / "sft", iteration)
             row["policy"] = policy_dir
         row["eval"] = _evaluate(cfg, policy_dir, train_eval, test, it_dir / "eval.json")
+        if rows and "eval" in rows[0]:
+            row["gain_over_base"] = gains_over(rows[0]["eval"]["test"], row["eval"]["test"], _columns(cfg))
         rows.append(row)
         print(format_row(row, cfg))
     _write_final(cfg, policy_dir, run_dir.final)
@@ -332,7 +335,7 @@ def _m_step(cfg: Config, init: str, kept_path: Path, kept: int, out: Path, itera
 def _evaluate(cfg: Config, policy_dir: str, train: list[dict], test: list[dict], path: Path) -> dict:
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved.get("policy") == policy_dir:
+        if saved.get("policy") == policy_dir and "per_prompt" in saved["metrics"]["test"]:
             return saved["metrics"]
     policy = Policy(policy_dir, cfg.tokenizer if policy_dir == cfg.model else None)
     metrics = evaluate_policy(policy, train, test, cfg.eval)
@@ -345,25 +348,43 @@ def _columns(cfg: Config) -> list[str]:
     return (["greedy"] if cfg.eval.greedy else []) + [f"pass@{k}" for k in ks] + [f"maj@{cfg.eval.n}"]
 
 
+def gains_over(base: dict, policy: dict, columns: list[str]) -> dict[str, dict[str, float]]:
+    """Per metric: the policy's held-out mean minus the base policy's over the same prompts, with the
+    standard error of the paired differences and the gain in standard errors."""
+    from chatforge.rl.evaluate import paired_gain
+
+    before, after = base["per_prompt"], policy["per_prompt"]
+    if len(before) != len(after):
+        raise ChatforgeError(f"rest: {len(before)} and {len(after)} held-out prompts evaluated; gains need the same prompts")
+    return {c: paired_gain([r[c] for r in before], [r[c] for r in after]) for c in columns}
+
+
 def format_row(row: dict, cfg: Config) -> str:
     test, train = row["eval"]["test"]["all"], row["eval"]["train"]["all"]
     parts = [f"{c} {test[c]:.3f}" for c in _columns(cfg)]
-    return f"iteration {row['iteration']}: held-out " + ", ".join(parts) + f" | train pass@1 {train['pass@1']:.3f}"
+    line = f"iteration {row['iteration']}: held-out " + ", ".join(parts) + f" | train pass@1 {train['pass@1']:.3f}"
+    gain = row.get("gain_over_base", {}).get("pass@1")
+    if gain is not None:
+        line += f" | held-out pass@1 over iteration 0: {gain['gain']:+.3f} ± {gain['se']:.3f} ({gain['z']:+.1f} SE)"
+    return line
 
 
 def format_table(rows: list[dict], cfg: Config) -> str:
     columns = _columns(cfg)
     lines = [
-        "| iteration | kept | train pass@1 | " + " | ".join(f"test {c}" for c in columns) + " | gap (train - test pass@1) |",
-        "|---" * (len(columns) + 4) + "|",
+        "| iteration | kept | train pass@1 | " + " | ".join(f"test {c}" for c in columns)
+        + " | gap (train - test pass@1) | test pass@1 over iteration 0 (paired SE) |",
+        "|---" * (len(columns) + 5) + "|",
     ]
     for row in rows:
         if "eval" not in row:
             continue
         train, test = row["eval"]["train"]["all"], row["eval"]["test"]["all"]
         kept = row.get("e_step", {}).get("kept", "-")
+        gain = row.get("gain_over_base", {}).get("pass@1")
         cells = [str(row["iteration"]), str(kept), f"{train['pass@1']:.3f}", *(f"{test[c]:.3f}" for c in columns),
-                 f"{train['pass@1'] - test['pass@1']:+.3f}"]
+                 f"{train['pass@1'] - test['pass@1']:+.3f}",
+                 "-" if gain is None else f"{gain['gain']:+.3f} ± {gain['se']:.3f} ({gain['z']:+.1f} SE)"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
