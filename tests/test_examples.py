@@ -43,6 +43,7 @@ STAGE_OF = {
     "rl/world_letters_grpo.yaml": "grpo",
     "rl/world_letters_online_dpo.yaml": "online-dpo",
     "rl/world_letters_ppo.yaml": "ppo",
+    "rl/world_spelled_arithmetic_grpo.yaml": "grpo",
     "rm/": "rm",
     "science/": "pretrain",
     "sft/": "sft",
