@@ -47,6 +47,14 @@ class PolicyEvaluator:
         self.gold, self.proxy, self.batches = gold, proxy, batches
         self.prompt_ids = [chat_prompt(tokenizer, r["prompt"]) for r in records]
         self.forward_batch_size = forward_batch_size
+        # vllm: the rollouts' engine, whose weights are reloaded when they changed (rl/rollout_sampler.py); torch:
+        # a fresh Sampler on the live weights per evaluation
+        shared = getattr(batches, "rollout_sampler", None)
+        self.samplers = shared if shared is not None and shared.backend == cfg.sampling.backend else None
+        if self.samplers is None and shared is not None and cfg.sampling.backend == "vllm":
+            from chatforge.rl.rollout_sampler import RolloutSampler
+
+            self.samplers = RolloutSampler(tokenizer, "vllm", shared.export_dir)  # the rollouts use torch: no clash
         self.history: list[dict] = []  # per evaluation: step, per-prompt gold (sampled, greedy)
         self.step_of = None  # callable giving the engine's step (set by the stage)
 
@@ -58,7 +66,7 @@ class PolicyEvaluator:
         # evaluates every held-out prompt (same weights, same seed: the same numbers), rank 0 logs them
         model = unwrap(model)
         policy = getattr(model, "policy", model)
-        sampler = Sampler(policy, self.tokenizer)
+        sampler = self.samplers.sampler(policy) if self.samplers is not None else Sampler(policy, self.tokenizer)
         n = self.cfg.samples
         out = sampler.generate(self.prompt_ids, self.cfg.sampling.model_copy(update={"n": n}))
         rows = [(i, c) for i, group in enumerate(out) for c in group]

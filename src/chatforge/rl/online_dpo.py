@@ -34,6 +34,7 @@ from chatforge.losses.lm import IGNORE_INDEX
 from chatforge.rl.diagnostics import RolloutLog
 from chatforge.rl.ranks import Ranks
 from chatforge.rl.rollout import RANK_SEED_STRIDE, PromptStream
+from chatforge.rl.rollout_sampler import RolloutSampler, vllm_export_dir
 
 MAX_DRAWS_PER_ROUND = 20
 
@@ -55,6 +56,7 @@ class OnlinePairBatches:
         self.gold = build_scorer(cfg.reward.gold) if cfg.reward.gold is not None else None
         self.prompts = PromptStream(len(records), seed)
         self.log = RolloutLog(out_dir, cfg.diagnostics, say, write)
+        self.rollout_sampler = RolloutSampler(tokenizer, cfg.rollout.sampling.backend, vllm_export_dir(out_dir, ranks))
         self.kl = None
         self.model = None
         self.index, self.draws = 0, 0
@@ -125,7 +127,7 @@ class OnlinePairBatches:
 
     def _new_round(self) -> None:
         from chatforge.dpo.objective import reference_logps
-        from chatforge.sampling.sampler import Sampler, chat_prompt
+        from chatforge.sampling.sampler import chat_prompt
 
         if self.model is None:
             raise ChatforgeError("OnlinePairBatches.attach(model) was not called before training")
@@ -145,7 +147,7 @@ class OnlinePairBatches:
             seed = (self.cfg.rollout.sampling.seed or 0) + self.draws + self.ranks.rank * RANK_SEED_STRIDE
             sampling = self.cfg.rollout.sampling.model_copy(update={"n": n, "seed": seed})
             prompt_ids = [chat_prompt(self.tokenizer, self.records[i]["prompt"]) for i in picked]
-            out = Sampler(self.model, self.tokenizer).generate(prompt_ids, sampling)
+            out = self.rollout_sampler.sampler(self.model).generate(prompt_ids, sampling)  # vllm: current weights
             self.draws += 1
             recs = [self.records[i] for i, group in zip(picked, out) for _ in group]
             texts = [c.text for group in out for c in group]

@@ -68,6 +68,7 @@ from chatforge.rl.config import (
 from chatforge.rl.diagnostics import RolloutLog
 from chatforge.rl.kl import KLController
 from chatforge.rl.ranks import Ranks
+from chatforge.rl.rollout_sampler import RolloutSampler, vllm_export_dir
 from chatforge.scoring.combined import RunningMoments, whiten
 
 # old_logp is absent on-policy, ref_logp without a reference, sampler_logp present only on-policy (and, with
@@ -148,6 +149,7 @@ class RolloutBatches:
         self.moments = RunningMoments()
         self.ptx, self.ptx_stream = ptx, ptx_stream
         self.log = RolloutLog(out_dir, diagnostics, say, write)
+        self.rollout_sampler = RolloutSampler(tokenizer, rollout.sampling.backend, vllm_export_dir(out_dir, ranks))
         self.say = say
         self.model: torch.nn.Module | None = None
         self.index = 0  # rollout batches made so far
@@ -262,7 +264,7 @@ class RolloutBatches:
 
     # ---- making a rollout --------------------------------------------------------------------
     def _new_rollout(self) -> None:
-        from chatforge.sampling.sampler import Sampler, chat_prompt
+        from chatforge.sampling.sampler import chat_prompt
 
         if self.model is None:
             raise ChatforgeError("RolloutBatches.attach(model) was not called before training")
@@ -273,9 +275,9 @@ class RolloutBatches:
         n = self.rollout.samples_per_prompt
         seed = (self.rollout.sampling.seed or 0) + self.index + self.ranks.rank * RANK_SEED_STRIDE
         sampling = self.rollout.sampling.model_copy(update={"n": n, "seed": seed})
-        # A new sampler per rollout batch: its fast decoder packs the weights as they are now. Its own
-        # change check (parameter `_version`) misses fused AdamW, which updates in place without a bump.
-        completions = Sampler(self.generator_model(), self.tokenizer).generate(prompt_ids, sampling)
+        # torch: a new sampler per rollout batch, whose fast decoder packs the weights as they are now (its own
+        # change check, parameter `_version`, misses fused AdamW). vllm: the engine reloads changed weights
+        completions = self.rollout_sampler.sampler(self.generator_model()).generate(prompt_ids, sampling)
         gen_seconds = time.perf_counter() - started
         rows = [(p, c) for p, group in zip(picked, completions) for c in group]
         prompt_records = [self.records[p] for p, _ in rows]

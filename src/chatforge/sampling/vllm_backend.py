@@ -7,8 +7,9 @@ max_tokens, stop, stop_token_ids, ignore_eos, seed, logprobs, logit_bias`) and
 has not been run by chatforge's tests, which run on CPU machines without vLLM.
 
 Differences from the torch backend. vLLM loads the weights itself from `model_path` (a saved
-Hugging Face directory), so a model changed in memory after the `Sampler` was built (online RL)
-must be saved and reloaded, or its weights pushed into the engine, before vLLM sees the change.
+Hugging Face directory), so a model changed in memory after the `Sampler` was built must be saved
+and the engine rebuilt before vLLM sees the change: online RL does that before each rollout whose
+weights changed (`rl/rollout_sampler.py`).
 Seeded draws differ from the torch backend's. `logprobs=0` asks vLLM for the sampled token's
 log-prob, which vLLM computes from the raw model logits by default (its `logprobs_mode`), the same
 quantity as the torch backend's `Completion.logprobs`.
