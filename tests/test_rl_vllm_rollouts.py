@@ -65,20 +65,17 @@ def fake_vllm(monkeypatch):
     return FakeLLM
 
 
-@pytest.fixture(scope="module")
-def base_dir(tmp_path_factory, tiny_tokenizer_dir):
-    from tiny_models import save_tiny_chat_model
+def _record_sampled_weights(monkeypatch) -> list:
+    """The policy's weights at every `RolloutSampler.sampler` call, in order."""
+    seen = []
+    original = RolloutSampler.sampler
 
-    return save_tiny_chat_model(tmp_path_factory.mktemp("base"), tiny_tokenizer_dir, max_position_embeddings=256)
+    def recording(self, policy):
+        seen.append(_state(policy))
+        return original(self, policy)
 
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    from chatforge.world.write import write_world
-
-    out = tmp_path_factory.mktemp("world")
-    write_world(out, size="tiny")
-    return out
+    monkeypatch.setattr(RolloutSampler, "sampler", recording)
+    return seen
 
 
 def _grpo_config(world, base_dir, out, backend, **extra):
@@ -142,14 +139,7 @@ def test_held_out_evaluation_shares_the_engine_and_reloads_only_on_change(tmp_pa
     engine), the second rollout and the final evaluation each follow a step (one engine each)."""
     from chatforge.stages import grpo
 
-    seen = []
-    original = RolloutSampler.sampler
-
-    def recording(self, policy):
-        seen.append(_state(policy))
-        return original(self, policy)
-
-    monkeypatch.setattr(RolloutSampler, "sampler", recording)
+    seen = _record_sampled_weights(monkeypatch)
     data = {"sources": [{"path": str(world / "verifiable/train.jsonl")}],
             "val_sources": [{"path": str(world / "verifiable/test.jsonl")}], "max_val_prompts": 2}
     train = {"max_steps": 2, "micro_batch_size": 2, "grad_accum_steps": 2, "eval_every": 0, "eval_at_start": True,
@@ -226,14 +216,7 @@ def test_old_logprobs_from_vllm_are_still_refused():
 def test_online_dpo_rounds_sample_from_the_updated_weights(tmp_path, world, base_dir, fake_vllm, monkeypatch):
     from chatforge.stages import online_dpo
 
-    seen = []
-    original = RolloutSampler.sampler
-
-    def recording(self, policy):
-        seen.append(_state(policy))
-        return original(self, policy)
-
-    monkeypatch.setattr(RolloutSampler, "sampler", recording)
+    seen = _record_sampled_weights(monkeypatch)
     cfg = validate_config(online_dpo.Config, {
         "out": str(tmp_path / "odpo"), "model": str(base_dir), "min_margin": 0.05,
         "data": {"sources": [{"path": str(world / "verifiable/train.jsonl")}], "val_sources": []},
