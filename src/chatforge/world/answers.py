@@ -9,8 +9,9 @@ chatter may come before it. `extract_final_answer` reads, in this order:
      bare answer.
 Surrounding quotes, backticks, asterisks and trailing punctuation are removed. Comparison ignores
 case, extra spaces and a leading article ("a cat" = "cat"). Numbers compare as integers, with
-thousands separators allowed ("1,234") and spelled digit by digit ("4 1 4"); if the answer holds several numbers, the one after the last
-"=" counts ("12 + 30 = 42" gives 42), and otherwise it is ambiguous and wrong.
+thousands separators allowed ("1,234") and spelled digit by digit ("4 1 4"); if the answer holds
+several numbers, the one after the last "=" counts ("12 + 30 = 42" gives 42), and otherwise it is
+ambiguous and wrong.
 """
 
 from __future__ import annotations
