@@ -154,7 +154,6 @@ def main() -> None:
     spell_rec = spell_record if args.spelled_numbers else (lambda record: record)
     for split in ("train", "test"):
         rewrite_jsonl(data / "instructions" / f"{split}.jsonl", lambda r: spell_rec(rewrite_record(r, args.style)))
-    for split in ("train", "test"):
         rewrite_jsonl(data / "verifiable" / f"{split}.jsonl", lambda r: rewrite_verifiable(r, args.style, args.spelled_numbers))
     rewrite_jsonl(data / "pretrain" / "arithmetic_train.jsonl",
                   lambda d: {**d, "text": spell(rewrite_text(d["text"], args.style))})

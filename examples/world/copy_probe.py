@@ -65,5 +65,6 @@ def writing_losses(model, tok, word: str, between: str) -> tuple[float, float]:
     first_loss = losses[[i - 1 for i in first if i > 0]].mean().item()
     return first_loss, losses[[i - 1 for i in third]].mean().item()
 
+
 if __name__ == "__main__":
     main()
